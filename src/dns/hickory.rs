@@ -1,0 +1,1 @@
+//! Production resolver on hickory-resolver.

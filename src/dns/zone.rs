@@ -1,0 +1,1 @@
+//! Offline resolver from RFC 1035 master files (`--dns-zone FILE`).

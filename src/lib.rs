@@ -1,0 +1,7 @@
+//! authgate: a mail-authentication gate.
+//!
+//! The library holds all logic; `main.rs` only calls [`cli::run`]. Protocol
+//! cores (`message`, `dkim`, `authres`) are pure and synchronous; DNS comes
+//! through the [`dns::Resolver`] trait; I/O lives in `pipe` and `cli`.
+
+pub mod dns;

@@ -1,0 +1,3 @@
+//! Integration tests: one binary (see STYLE.md §6).
+
+mod dns;
