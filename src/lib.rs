@@ -4,4 +4,11 @@
 //! cores (`message`, `dkim`, `authres`) are pure and synchronous; DNS comes
 //! through the [`dns::Resolver`] trait; I/O lives in `pipe` and `cli`.
 
+pub mod authres;
+// pub mod cli; (wired after DNS merge)
+pub mod config;
+pub mod dkim;
 pub mod dns;
+pub mod message;
+pub mod pipe;
+pub mod pipeline;

@@ -5,7 +5,10 @@
 //! `dkim/`, `spf/` and `dmarc/` only see the trait; they never open sockets.
 
 pub mod hickory;
+mod settings;
 pub mod zone;
+
+pub use settings::DnsSettings;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -52,7 +55,10 @@ pub trait Resolver: Send + Sync {
     fn mx(&self, name: &str) -> impl Future<Output = Result<Vec<Mx>, DnsError>> + Send;
     /// PTR names for `ip` (the reverse name is built by the implementation),
     /// without trailing dots.
-    fn ptr(&self, ip: std::net::IpAddr) -> impl Future<Output = Result<Vec<String>, DnsError>> + Send;
+    fn ptr(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> impl Future<Output = Result<Vec<String>, DnsError>> + Send;
 }
 
 impl<R: Resolver> Resolver for std::sync::Arc<R> {
@@ -68,7 +74,10 @@ impl<R: Resolver> Resolver for std::sync::Arc<R> {
     fn mx(&self, name: &str) -> impl Future<Output = Result<Vec<Mx>, DnsError>> + Send {
         (**self).mx(name)
     }
-    fn ptr(&self, ip: std::net::IpAddr) -> impl Future<Output = Result<Vec<String>, DnsError>> + Send {
+    fn ptr(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> impl Future<Output = Result<Vec<String>, DnsError>> + Send {
         (**self).ptr(ip)
     }
 }

@@ -1,0 +1,385 @@
+//! Command line: parse arguments, load configuration, dispatch.
+//!
+//! Owns: the stable command-line contract (`sign`, `verify`, `pipe`,
+//! `keygen`, `config check`), exit codes, and printing. The only module that
+//! writes to stdout for humans.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use figment::Figment;
+use figment::providers::Serialized;
+
+use crate::config::{Config, KeySettings, TableSettings, parse_canon};
+use crate::dkim::key::SigningKey;
+use crate::dns::{self, DnsError, Mx, Resolver};
+use crate::pipe::{self, EX_TEMPFAIL, SpoolSettings};
+use crate::pipeline::{Context, Options};
+
+const EXAMPLES_SIGN: &str = "Examples:
+  authgate sign --domain example.com --selector s2026 --key /etc/authgate/keys/s2026.example.com.key < msg.eml > signed.eml
+  authgate sign --domain example.com --selector ed2026 --key ed.key --algorithm ed25519-sha256 --headers from:to:subject:date < msg.eml";
+const EXAMPLES_VERIFY: &str = "Examples:
+  authgate verify message.eml                       # prints the Authentication-Results header
+  authgate verify --json --dns-zone keys.zone *.eml # offline, one JSON object per message
+  authgate verify --dns-server 127.0.0.1:5353 < message.eml";
+const EXAMPLES_PIPE: &str = "Examples:
+  authgate pipe < in.eml > out.eml                  # verify, add Authentication-Results
+  authgate pipe --sign --config /etc/authgate/authgate.toml   # sign for domains in the signing table
+Exim (remote_smtp transport):  transport_filter = /usr/local/bin/authgate pipe --sign
+Exit 75 (EX_TEMPFAIL) on any internal failure so the MTA retries; nothing is written then.";
+const EXAMPLES_KEYGEN: &str = "Examples:
+  authgate keygen --domain example.com --selector s2026 --out /etc/authgate/keys
+  authgate keygen --domain example.com --selector ed2026 --algorithm ed25519 --testing";
+
+/// authgate: DKIM signing and verification, Authentication-Results, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "authgate", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sign one message (stdin) with one key; signed message on stdout.
+    #[command(after_help = EXAMPLES_SIGN)]
+    Sign(SignArgs),
+    /// Verify DKIM signatures of stdin or each FILE; print the A-R header or JSON.
+    #[command(after_help = EXAMPLES_VERIFY)]
+    Verify(VerifyArgs),
+    /// Filter mode for Exim transport_filter / Postfix pipe(8): stdin to stdout.
+    #[command(after_help = EXAMPLES_PIPE)]
+    Pipe(PipeArgs),
+    /// Generate a DKIM key pair and print the DNS record to publish.
+    #[command(after_help = EXAMPLES_KEYGEN)]
+    Keygen(KeygenArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration (keys, permissions, tables) and print the effective config.
+    #[command(after_help = "Example:\n  authgate config check --config /etc/authgate/authgate.toml")]
+    Check(CommonArgs),
+}
+
+/// Options shared by the commands that read configuration and DNS.
+#[derive(Debug, Args, Clone, Default)]
+struct CommonArgs {
+    /// Configuration file (default: /etc/authgate/authgate.toml if it exists).
+    #[arg(long, short = 'c', env = "AUTHGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Answer DNS from this RFC 1035 zone file (repeatable). Alone: fully offline.
+    #[arg(long = "dns-zone", value_name = "FILE")]
+    dns_zone: Vec<PathBuf>,
+    /// Use this DNS server (IP or IP:PORT, repeatable) instead of /etc/resolv.conf.
+    #[arg(long = "dns-server", value_name = "IP:PORT")]
+    dns_server: Vec<String>,
+    /// Authserv-id for Authentication-Results (default: config, else host name).
+    #[arg(long = "authserv-id")]
+    authserv_id: Option<String>,
+}
+
+impl CommonArgs {
+    fn overrides(&self) -> Figment {
+        let mut f = Figment::new();
+        if !self.dns_zone.is_empty() {
+            f = f.merge(Serialized::default("dns.zone_files", &self.dns_zone));
+        }
+        if !self.dns_server.is_empty() {
+            f = f.merge(Serialized::default("dns.servers", &self.dns_server));
+        }
+        if let Some(id) = &self.authserv_id {
+            f = f.merge(Serialized::default("authserv_id", id));
+        }
+        f
+    }
+
+    fn load(&self, extra: Figment) -> Result<Config> {
+        Ok(Config::load(self.config.as_deref(), self.overrides().merge(extra))?)
+    }
+}
+
+#[derive(Debug, Args)]
+struct SignArgs {
+    /// Signing domain (d=).
+    #[arg(long, short = 'd')]
+    domain: String,
+    /// Selector (s=).
+    #[arg(long, short = 's')]
+    selector: String,
+    /// Private key file (PEM/DER, PKCS#1/PKCS#8, RSA or Ed25519; mode 0600).
+    #[arg(long, short = 'k')]
+    key: PathBuf,
+    /// Expected algorithm; must match the key.
+    #[arg(long, short = 'a', value_parser = ["rsa-sha256", "ed25519-sha256"])]
+    algorithm: Option<String>,
+    /// Header fields to sign when present (colon or comma separated).
+    #[arg(long)]
+    headers: Option<String>,
+    /// Header fields to oversign (colon or comma separated; "" for none).
+    #[arg(long)]
+    oversign: Option<String>,
+    /// c= as header/body.
+    #[arg(long, short = 'C', default_value = "relaxed/relaxed")]
+    canonicalization: String,
+    /// Add x= this many seconds after t=.
+    #[arg(long = "expire-after")]
+    expire_after: Option<u64>,
+    /// Signing time (UNIX seconds) instead of the clock.
+    #[arg(long)]
+    now: Option<u64>,
+    /// Accept a key file readable by group or others.
+    #[arg(long = "allow-insecure-key")]
+    allow_insecure_key: bool,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Verification time (UNIX seconds) instead of the clock.
+    #[arg(long)]
+    now: Option<u64>,
+    /// One JSON object per message instead of the A-R header.
+    #[arg(long)]
+    json: bool,
+    /// Messages to verify (default: stdin).
+    files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PipeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Sign for authors in the signing table.
+    #[arg(long)]
+    sign: bool,
+    /// Verify and add Authentication-Results (default when --sign is not given).
+    #[arg(long)]
+    verify: bool,
+    /// Envelope sender, the last fallback for the signing identity.
+    #[arg(long, short = 'f')]
+    sender: Option<String>,
+    /// Processing time (UNIX seconds) instead of the clock.
+    #[arg(long)]
+    now: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Domain the key signs for.
+    #[arg(long, short = 'd')]
+    domain: String,
+    /// Selector.
+    #[arg(long, short = 's')]
+    selector: String,
+    /// Key type.
+    #[arg(long, short = 'a', default_value = "rsa", value_parser = ["rsa", "ed25519"])]
+    algorithm: String,
+    /// RSA modulus size.
+    #[arg(long, short = 'b', default_value_t = 2048)]
+    bits: usize,
+    /// Directory for the private key file.
+    #[arg(long, short = 'o', default_value = ".")]
+    out: PathBuf,
+    /// Publish the key in testing mode (t=y).
+    #[arg(long)]
+    testing: bool,
+}
+
+/// Parses arguments and runs the command; returns the process exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let pipe_mode = matches!(cli.command, Command::Pipe(_));
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("authgate: {e:#}");
+            if pipe_mode { ExitCode::from(EX_TEMPFAIL) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Sign(a) => sign(a),
+        Command::Verify(a) => verify(a),
+        Command::Pipe(a) => pipe_cmd(a),
+        Command::Keygen(a) => keygen(a),
+        Command::Config(ConfigCommand::Check(a)) => config_check(a),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn now_or_clock(now: Option<u64>) -> u64 {
+    now.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
+}
+
+fn spool_settings(c: &Config) -> SpoolSettings {
+    SpoolSettings { threshold: c.message.spool_threshold, dir: c.message.spool_dir.clone() }
+}
+
+/// A resolver for commands that never look anything up (signing only).
+struct NoDns;
+
+impl Resolver for NoDns {
+    async fn txt(&self, _: &str) -> Result<Vec<Vec<u8>>, DnsError> {
+        Err(DnsError::Temporary("DNS is not used by this command".into()))
+    }
+    async fn a(&self, _: &str) -> Result<Vec<std::net::Ipv4Addr>, DnsError> {
+        Err(DnsError::Temporary("DNS is not used by this command".into()))
+    }
+    async fn aaaa(&self, _: &str) -> Result<Vec<std::net::Ipv6Addr>, DnsError> {
+        Err(DnsError::Temporary("DNS is not used by this command".into()))
+    }
+    async fn mx(&self, _: &str) -> Result<Vec<Mx>, DnsError> {
+        Err(DnsError::Temporary("DNS is not used by this command".into()))
+    }
+    async fn ptr(&self, _: std::net::IpAddr) -> Result<Vec<String>, DnsError> {
+        Err(DnsError::Temporary("DNS is not used by this command".into()))
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split([':', ','])
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .collect()
+}
+
+fn sign(a: SignArgs) -> Result<ExitCode> {
+    let key = SigningKey::load(&a.key, a.allow_insecure_key)?;
+    if let Some(alg) = &a.algorithm {
+        if key.algorithm().as_str() != alg {
+            bail!("--algorithm {alg} does not match the key in {} ({})", a.key.display(), key.algorithm().as_str());
+        }
+    }
+    parse_canon(&a.canonicalization).with_context(|| format!("bad --canonicalization {:?}", a.canonicalization))?;
+    let mut config = Config::default();
+    config.dkim.sign.canonicalization = a.canonicalization.clone();
+    config.dkim.sign.allow_insecure_key_permissions = a.allow_insecure_key;
+    config.dkim.sign.expire_after_secs = a.expire_after.unwrap_or(0);
+    if let Some(h) = &a.headers {
+        config.dkim.sign.headers = split_list(h);
+    }
+    if let Some(o) = &a.oversign {
+        config.dkim.sign.oversign = split_list(o);
+    }
+    config.dkim.keys.push(KeySettings {
+        name: "cli".into(),
+        domain: a.domain.clone(),
+        selector: a.selector.clone(),
+        file: a.key.clone(),
+    });
+    config.dkim.signing_table.push(TableSettings { pattern: "*".into(), keys: vec!["cli".into()] });
+    let ctx = Arc::new(config.context(NoDns)?);
+    let opts = Options { verify: false, sign: true, now: now_or_clock(a.now), envelope_from: None };
+    // The CLI signs whatever the author: identity fallback is irrelevant here.
+    let rt = runtime()?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let filtered = pipe::filter(&rt, ctx, opts, &spool_settings(&config), &mut std::io::stdin().lock(), &mut out)?;
+    if filtered.verdict.signed.is_empty() {
+        bail!("message not signed: no author address and no header block");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(a: VerifyArgs) -> Result<ExitCode> {
+    let config = a.common.load(Figment::new())?;
+    let resolver = dns::build(&config.dns)?;
+    let ctx = Arc::new(config.context(resolver)?);
+    let rt = runtime()?;
+    let opts = Options { verify: true, sign: false, now: now_or_clock(a.now), envelope_from: None };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let inputs: Vec<Option<&Path>> = if a.files.is_empty() { vec![None] } else { a.files.iter().map(|f| Some(f.as_path())).collect() };
+    for input in inputs {
+        let filtered = match input {
+            None => pipe::check(&rt, Arc::clone(&ctx), opts.clone(), &mut std::io::stdin().lock())?,
+            Some(path) => {
+                let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+                pipe::check(&rt, Arc::clone(&ctx), opts.clone(), &mut f)?
+            }
+        };
+        let ar = filtered.verdict.add.first().map(|h| String::from_utf8_lossy(h.raw()).into_owned()).unwrap_or_default();
+        if a.json {
+            let mut obj = serde_json::json!({
+                "dkim": filtered.verdict.dkim,
+                "authentication_results": ar.trim_end(),
+            });
+            if let Some(p) = input {
+                obj["file"] = serde_json::Value::String(p.display().to_string());
+            }
+            writeln!(out, "{obj}")?;
+        } else {
+            out.write_all(ar.replace("\r\n", "\n").as_bytes())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
+    let config = a.common.load(Figment::new())?;
+    let verify = a.verify || !a.sign;
+    let opts = Options { verify, sign: a.sign, now: now_or_clock(a.now), envelope_from: a.sender.clone() };
+    let rt = runtime()?;
+    let spool = spool_settings(&config);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut input = std::io::stdin().lock();
+    let filtered = if verify {
+        let ctx = Arc::new(config.context(dns::build(&config.dns)?)?);
+        pipe::filter(&rt, ctx, opts, &spool, &mut input, &mut out)?
+    } else {
+        let ctx = Arc::new(config.context(NoDns)?);
+        pipe::filter(&rt, ctx, opts, &spool, &mut input, &mut out)?
+    };
+    let v = &filtered.verdict;
+    let results: Vec<String> = v.dkim.iter().map(|d| format!("{}:{}", d.domain.as_deref().unwrap_or("-"), d.result.as_str())).collect();
+    let signed: Vec<String> = v.signed.iter().map(|(d, s, alg)| format!("{d}/{s}/{alg}")).collect();
+    tracing::info!(size = filtered.size, dkim = ?results, signed = ?signed, unparsed = ?v.unparsed, "message filtered");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(a: KeygenArgs) -> Result<ExitCode> {
+    let _ = a;
+    bail!("keygen is wired after the keygen module lands")
+}
+
+fn config_check(a: CommonArgs) -> Result<ExitCode> {
+    let config = a.load(Figment::new())?;
+    dns::build(&config.dns)?;
+    let ctx = config.context(NoDns)?;
+    let keys = ctx.signing.as_ref().map_or(0, |s| s.table.iter().map(|r| r.keys.len()).sum::<usize>());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "# configuration OK: authserv-id {}, {} signing table rows, {} key uses", ctx.authserv_id, config.dkim.signing_table.len(), keys)?;
+    out.write_all(toml::to_string_pretty(&config)?.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,382 @@
+//! Configuration: figment layers (built-in defaults < TOML file <
+//! `AUTHGATE_*` environment < command-line flags) into a typed [`Config`],
+//! then validated into the runtime [`Context`] (keys loaded, table checked).
+//!
+//! Owns: every setting's name, default and validation message. Must not:
+//! start servers or resolve names.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::dkim::canon::Canon;
+use crate::dkim::key::SigningKey;
+use crate::dkim::sign::{DEFAULT_OVERSIGNED_HEADERS, DEFAULT_SIGNED_HEADERS};
+use crate::dkim::verify::VerifyOptions;
+use crate::pipeline::{Context, KeyEntry, Signing, TableEntry};
+
+/// The file read when `--config` is not given (if it exists).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/authgate/authgate.toml";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Our authserv-id in Authentication-Results; empty = the host name.
+    pub authserv_id: String,
+    /// Message handling limits.
+    pub message: MessageSettings,
+    /// DKIM signing and verification.
+    pub dkim: DkimSettings,
+    /// DNS resolver.
+    pub dns: crate::dns::DnsSettings,
+}
+
+/// `[message]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageSettings {
+    /// Bodies larger than this go to a temp file (bytes).
+    pub spool_threshold: usize,
+    /// Directory for spool files; empty = `$TMPDIR` or `/tmp`.
+    pub spool_dir: Option<PathBuf>,
+    /// Largest header block parsed; larger messages pass unparsed.
+    pub max_header_bytes: usize,
+}
+
+impl Default for MessageSettings {
+    fn default() -> Self {
+        MessageSettings {
+            spool_threshold: 1 << 20,
+            spool_dir: None,
+            max_header_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[dkim]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DkimSettings {
+    /// `[dkim.verify]`.
+    pub verify: VerifySettings,
+    /// `[dkim.sign]`.
+    pub sign: SignSettings,
+    /// `[[dkim.keys]]`: the key table.
+    pub keys: Vec<KeySettings>,
+    /// `[[dkim.signing_table]]`: author pattern → keys.
+    pub signing_table: Vec<TableSettings>,
+}
+
+/// `[dkim.verify]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifySettings {
+    /// Signatures verified per message.
+    pub max_signatures: usize,
+    /// Smallest RSA key accepted (1024..=8192).
+    pub min_rsa_bits: usize,
+    /// Allowed clock difference for `t=` in the future (seconds).
+    pub clock_skew_secs: u64,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        let d = VerifyOptions::default();
+        VerifySettings {
+            max_signatures: d.max_signatures,
+            min_rsa_bits: d.min_rsa_bits,
+            clock_skew_secs: d.clock_skew,
+        }
+    }
+}
+
+/// `[dkim.sign]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignSettings {
+    /// `c=` as `header/body`.
+    pub canonicalization: String,
+    /// Fields signed when present.
+    pub headers: Vec<String>,
+    /// Fields signed once more than present (cannot be added later).
+    pub oversign: Vec<String>,
+    /// Adds `x=` this many seconds after `t=`; 0 = no expiry.
+    pub expire_after_secs: u64,
+    /// Accept key files readable by group or others.
+    pub allow_insecure_key_permissions: bool,
+}
+
+impl Default for SignSettings {
+    fn default() -> Self {
+        SignSettings {
+            canonicalization: "relaxed/relaxed".into(),
+            headers: DEFAULT_SIGNED_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            oversign: DEFAULT_OVERSIGNED_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            expire_after_secs: 0,
+            allow_insecure_key_permissions: false,
+        }
+    }
+}
+
+/// One `[[dkim.keys]]` entry (OpenDKIM KeyTable line).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// Name used by the signing table.
+    pub name: String,
+    /// `d=`; `%` = the author's domain.
+    pub domain: String,
+    /// `s=`.
+    pub selector: String,
+    /// Private key file (PEM or DER, PKCS#1 or PKCS#8, RSA or Ed25519).
+    pub file: PathBuf,
+}
+
+/// One `[[dkim.signing_table]]` row (OpenDKIM SigningTable line).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TableSettings {
+    /// `*@example.com`, `*@*.example.com`, `*`, `user@example.com` or `example.com`.
+    pub pattern: String,
+    /// Key names to sign with (all of them: RSA + Ed25519 dual signing).
+    pub keys: Vec<String>,
+}
+
+/// Why the configuration is unusable; the text names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Syntax, type or unknown-key error from a layer.
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value that parses but makes no sense.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `dkim.keys[0].file`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Loads the layers. `path`: an explicit `--config` (must exist); when
+    /// `None`, [`DEFAULT_CONFIG_PATH`] is read if present. `overrides` are the
+    /// command-line flags, merged last.
+    pub fn load(path: Option<&Path>, overrides: Figment) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) => fig = fig.merge(Toml::file_exact(p)),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG_PATH))
+            }
+            None => {}
+        }
+        fig = fig
+            .merge(
+                Env::prefixed("AUTHGATE_")
+                    .split("__")
+                    .ignore(&["config", "log"]),
+            )
+            .merge(overrides);
+        fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// The authserv-id to use: configured, else the host name.
+    pub fn effective_authserv_id(&self) -> String {
+        if !self.authserv_id.is_empty() {
+            return self.authserv_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    }
+
+    /// Checks values that types cannot and builds the verification options.
+    pub fn verify_options(&self) -> Result<VerifyOptions, ConfigError> {
+        let v = &self.dkim.verify;
+        if !(1024..=crate::dkim::key::MAX_RSA_BITS).contains(&v.min_rsa_bits) {
+            return Err(invalid(
+                "dkim.verify.min_rsa_bits",
+                "must be between 1024 (RFC 8301) and 8192",
+            ));
+        }
+        Ok(VerifyOptions {
+            max_signatures: v.max_signatures,
+            min_rsa_bits: v.min_rsa_bits,
+            clock_skew: v.clock_skew_secs,
+        })
+    }
+
+    /// Loads every key and resolves the signing table. `None` when no table.
+    pub fn signing(&self) -> Result<Option<Signing>, ConfigError> {
+        let s = &self.dkim.sign;
+        let (header_canon, body_canon) = parse_canon(&s.canonicalization).ok_or_else(|| {
+            invalid(
+                "dkim.sign.canonicalization",
+                "expected simple|relaxed/simple|relaxed",
+            )
+        })?;
+        if s.headers
+            .iter()
+            .chain(&s.oversign)
+            .any(|h| h.is_empty() || h.contains(':'))
+        {
+            return Err(invalid(
+                "dkim.sign.headers",
+                "header names must be non-empty and contain no ':'",
+            ));
+        }
+        let keys = self.load_keys()?;
+        let mut table = Vec::new();
+        for (i, row) in self.dkim.signing_table.iter().enumerate() {
+            let key = format!("dkim.signing_table[{i}]");
+            if row.pattern.is_empty() || row.keys.is_empty() {
+                return Err(invalid(key, "needs a pattern and at least one key"));
+            }
+            let entries = row
+                .keys
+                .iter()
+                .map(|name| {
+                    keys.iter()
+                        .find(|k| &k.name == name)
+                        .cloned()
+                        .ok_or_else(|| {
+                            invalid(
+                                format!("{key}.keys"),
+                                format!("no [[dkim.keys]] entry named {name:?}"),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            table.push(TableEntry {
+                pattern: row.pattern.clone(),
+                keys: entries,
+            });
+        }
+        if table.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Signing {
+            table,
+            header_canon,
+            body_canon,
+            headers: s.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            oversign: s.oversign.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            expire_after: (s.expire_after_secs > 0).then_some(s.expire_after_secs),
+        }))
+    }
+
+    fn load_keys(&self) -> Result<Vec<KeyEntry>, ConfigError> {
+        let mut out: Vec<KeyEntry> = Vec::new();
+        for (i, k) in self.dkim.keys.iter().enumerate() {
+            let key = format!("dkim.keys[{i}]");
+            if k.name.is_empty() || k.selector.is_empty() || k.domain.is_empty() {
+                return Err(invalid(key, "name, domain and selector must be set"));
+            }
+            if out.iter().any(|e| e.name == k.name) {
+                return Err(invalid(key, format!("duplicate key name {:?}", k.name)));
+            }
+            // The same file may serve several entries (one key, many domains).
+            let loaded = match out
+                .iter()
+                .zip(&self.dkim.keys)
+                .find(|(_, s)| s.file == k.file)
+            {
+                Some((e, _)) => Arc::clone(&e.key),
+                None => Arc::new(
+                    SigningKey::load(&k.file, self.dkim.sign.allow_insecure_key_permissions)
+                        .map_err(|e| invalid(format!("{key}.file"), e.to_string()))?,
+                ),
+            };
+            out.push(KeyEntry {
+                name: k.name.clone(),
+                domain: k.domain.clone(),
+                selector: k.selector.clone(),
+                key: loaded,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Validates everything and builds the per-process context.
+    pub fn context<R>(&self, resolver: R) -> Result<Context<R>, ConfigError> {
+        Ok(Context {
+            resolver,
+            authserv_id: self.effective_authserv_id(),
+            verify: self.verify_options()?,
+            signing: self.signing()?,
+            max_header_bytes: self.message.max_header_bytes,
+        })
+    }
+}
+
+/// Parses `c=`-style `header/body` canonicalization (body defaults to simple).
+pub fn parse_canon(s: &str) -> Option<(Canon, Canon)> {
+    let (h, b) = s.split_once('/').unwrap_or((s, "simple"));
+    Some((Canon::parse(h)?, Canon::parse(b)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[dkim.verify]\nmax_signatures = 3\nmax_sigs = 4\n").unwrap();
+        let err = Config::load(Some(&path), Figment::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_sigs"), "{err}");
+        std::fs::write(&path, "[dkim.verify]\nmax_signatures = 3\n").unwrap();
+        let c = Config::load(Some(&path), Figment::new()).unwrap();
+        assert_eq!(c.dkim.verify.max_signatures, 3);
+        assert_eq!(c.dkim.verify.min_rsa_bits, 1024);
+    }
+
+    #[test]
+    fn signing_table_must_name_known_keys() {
+        let mut c = Config::default();
+        c.dkim.signing_table.push(TableSettings {
+            pattern: "*@x.org".into(),
+            keys: vec!["nope".into()],
+        });
+        let err = c.signing().unwrap_err().to_string();
+        assert!(err.starts_with("dkim.signing_table[0].keys"), "{err}");
+        c.dkim.sign.canonicalization = "fancy".into();
+        assert!(
+            c.signing()
+                .unwrap_err()
+                .to_string()
+                .starts_with("dkim.sign.canonicalization")
+        );
+    }
+
+    #[test]
+    fn min_rsa_bits_is_bounded() {
+        let mut c = Config::default();
+        c.dkim.verify.min_rsa_bits = 512;
+        assert!(c.verify_options().is_err());
+    }
+}

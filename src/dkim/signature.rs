@@ -1,0 +1,638 @@
+//! The DKIM-Signature header field (RFC 6376 §3.5): parse and emit.
+//!
+//! Owns: the typed [`Signature`], its validation rules (required tags,
+//! `i=`/`d=` relation, `h=` containing From, `x=` after `t=`), and writing a
+//! folded signature header. Must not: look up keys or hash anything.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::canon::Canon;
+use super::tag::{TagError, TagList, strip_fws};
+
+/// A signing algorithm (`a=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// `rsa-sha256` (RFC 6376).
+    RsaSha256,
+    /// `ed25519-sha256` (RFC 8463).
+    Ed25519Sha256,
+    /// `rsa-sha1`: parsed so the result can say why it is refused (RFC 8301).
+    RsaSha1,
+}
+
+impl Algorithm {
+    /// The name as written in `a=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RsaSha256 => "rsa-sha256",
+            Algorithm::Ed25519Sha256 => "ed25519-sha256",
+            Algorithm::RsaSha1 => "rsa-sha1",
+        }
+    }
+
+    /// Parses `a=` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        [
+            Algorithm::RsaSha256,
+            Algorithm::Ed25519Sha256,
+            Algorithm::RsaSha1,
+        ]
+        .into_iter()
+        .find(|a| a.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// The key type (`k=`) this algorithm needs.
+    pub fn key_type(self) -> &'static str {
+        match self {
+            Algorithm::Ed25519Sha256 => "ed25519",
+            _ => "rsa",
+        }
+    }
+}
+
+/// Why a DKIM-Signature is unusable (all are `permerror`, RFC 6376 §6.1.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The tag list itself is malformed.
+    #[error("malformed signature: {0}")]
+    Tags(#[from] TagError),
+    /// A required tag is absent.
+    #[error("signature has no {0}= tag")]
+    MissingTag(&'static str),
+    /// `v=` is not 1.
+    #[error("unsupported signature version v={0}")]
+    Version(String),
+    /// `a=` names an unknown algorithm.
+    #[error("unknown algorithm a={0}")]
+    UnknownAlgorithm(String),
+    /// `c=` names an unknown canonicalization.
+    #[error("unknown canonicalization c={0}")]
+    Canonicalization(String),
+    /// A tag value has the wrong syntax.
+    #[error("invalid {0}= value")]
+    BadValue(&'static str),
+    /// `h=` does not include From (RFC 6376 §5.4).
+    #[error("From is not signed (h= lacks from)")]
+    FromNotSigned,
+    /// `i=` is not in `d=` or a subdomain of it (RFC 6376 §3.5).
+    #[error("i= domain is not d= or a subdomain of it")]
+    IdentityNotInDomain,
+    /// `q=` has no method we support.
+    #[error("unsupported query method q={0}")]
+    QueryMethod(String),
+    /// `x=` is not later than `t=`.
+    #[error("x= is not after t=")]
+    ExpiresBeforeSigned,
+}
+
+/// A parsed DKIM-Signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// Signing algorithm (`a=`).
+    pub algorithm: Algorithm,
+    /// Signature value (`b=`), decoded.
+    pub signature: Vec<u8>,
+    /// Body hash (`bh=`), decoded.
+    pub body_hash: Vec<u8>,
+    /// Header canonicalization (`c=`, first part).
+    pub header_canon: Canon,
+    /// Body canonicalization (`c=`, second part).
+    pub body_canon: Canon,
+    /// Signing domain (`d=`), as written.
+    pub domain: String,
+    /// Signed header field names (`h=`), in order, as written.
+    pub signed_headers: Vec<String>,
+    /// Agent or user identifier (`i=`), decoded; `None` means `@d`.
+    pub identity: Option<String>,
+    /// Body length count (`l=`).
+    pub body_length: Option<u64>,
+    /// Selector (`s=`).
+    pub selector: String,
+    /// Signature timestamp (`t=`), seconds since the epoch.
+    pub timestamp: Option<u64>,
+    /// Signature expiration (`x=`), seconds since the epoch.
+    pub expiration: Option<u64>,
+    /// Copied header fields (`z=`), decoded.
+    pub copied_headers: Option<Vec<String>>,
+}
+
+/// The tags a report can show even for a broken signature.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignatureSummary {
+    /// `d=` as written, if any.
+    pub domain: Option<String>,
+    /// `s=` as written, if any.
+    pub selector: Option<String>,
+    /// `a=` as written, if any.
+    pub algorithm: Option<String>,
+    /// `i=` as written, if any.
+    pub identity: Option<String>,
+    /// `b=` without whitespace, if any.
+    pub b: Option<String>,
+}
+
+impl SignatureSummary {
+    /// Best-effort extraction from a header value that may not parse.
+    pub fn of(value: &[u8]) -> SignatureSummary {
+        let tags = lenient_tags(value);
+        let get = |n: &str| tags.iter().find(|(k, _)| k == n).map(|(_, v)| strip_fws(v));
+        SignatureSummary {
+            domain: get("d"),
+            selector: get("s"),
+            algorithm: get("a"),
+            identity: get("i"),
+            b: get("b"),
+        }
+    }
+}
+
+fn lenient_tags(value: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(value)
+        .split(';')
+        .filter_map(|spec| {
+            let (k, v) = spec.split_once('=')?;
+            Some((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+fn b64(tags: &TagList, name: &'static str) -> Result<Vec<u8>, SignatureError> {
+    let v = tags.get(name).ok_or(SignatureError::MissingTag(name))?;
+    STANDARD
+        .decode(strip_fws(v))
+        .map_err(|_| SignatureError::BadValue(name))
+}
+
+fn number(
+    tags: &TagList,
+    name: &'static str,
+    max_digits: usize,
+) -> Result<Option<u64>, SignatureError> {
+    let Some(v) = tags.get(name) else {
+        return Ok(None);
+    };
+    if v.is_empty() || v.len() > max_digits || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SignatureError::BadValue(name));
+    }
+    // l= may have up to 76 digits; anything past u64 is longer than any body.
+    Ok(Some(v.parse::<u64>().unwrap_or(u64::MAX)))
+}
+
+fn canonicalization(tags: &TagList) -> Result<(Canon, Canon), SignatureError> {
+    let Some(c) = tags.get("c") else {
+        return Ok((Canon::Simple, Canon::Simple));
+    };
+    let (h, b) = c.split_once('/').unwrap_or((c, "simple"));
+    let bad = || SignatureError::Canonicalization(c.to_string());
+    Ok((
+        Canon::parse(h.trim()).ok_or_else(bad)?,
+        Canon::parse(b.trim()).ok_or_else(bad)?,
+    ))
+}
+
+/// Decodes `dkim-quoted-printable` (RFC 6376 §2.11): `=XX` escapes, FWS dropped.
+pub fn decode_qp(s: &str) -> Option<String> {
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .collect();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Whether `sub` is `parent` or a subdomain of it (ASCII case-insensitive).
+pub fn is_same_or_subdomain(sub: &str, parent: &str) -> bool {
+    let (sub, parent) = (sub.trim_end_matches('.'), parent.trim_end_matches('.'));
+    if sub.eq_ignore_ascii_case(parent) {
+        return true;
+    }
+    sub.len() > parent.len()
+        && sub.as_bytes()[sub.len() - parent.len() - 1] == b'.'
+        && sub[sub.len() - parent.len()..].eq_ignore_ascii_case(parent)
+}
+
+fn required<'a>(tags: &'a TagList, name: &'static str) -> Result<&'a str, SignatureError> {
+    match tags.get(name) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(SignatureError::MissingTag(name)),
+    }
+}
+
+impl Signature {
+    /// Parses the value of a DKIM-Signature field (RFC 6376 §3.5, §6.1.1).
+    pub fn parse(value: &[u8]) -> Result<Signature, SignatureError> {
+        let tags = TagList::parse(value)?;
+        let version = required(&tags, "v")?;
+        if version != "1" {
+            return Err(SignatureError::Version(version.to_string()));
+        }
+        let a = required(&tags, "a")?;
+        let algorithm =
+            Algorithm::parse(a).ok_or_else(|| SignatureError::UnknownAlgorithm(a.to_string()))?;
+        let (header_canon, body_canon) = canonicalization(&tags)?;
+        let domain = required(&tags, "d")?.to_string();
+        let selector = required(&tags, "s")?.to_string();
+        let signed_headers = parse_h(required(&tags, "h")?)?;
+        let identity = parse_identity(&tags, &domain)?;
+        check_query_methods(&tags)?;
+        let timestamp = number(&tags, "t", 12)?;
+        let expiration = number(&tags, "x", 12)?;
+        if let (Some(t), Some(x)) = (timestamp, expiration)
+            && x <= t
+        {
+            return Err(SignatureError::ExpiresBeforeSigned);
+        }
+        let copied_headers = tags
+            .get("z")
+            .map(|z| {
+                z.split('|')
+                    .map(|p| decode_qp(p).ok_or(SignatureError::BadValue("z")))
+                    .collect()
+            })
+            .transpose()?;
+        Ok(Signature {
+            algorithm,
+            signature: b64(&tags, "b")?,
+            body_hash: b64(&tags, "bh")?,
+            header_canon,
+            body_canon,
+            domain,
+            signed_headers,
+            identity,
+            body_length: number(&tags, "l", 76)?,
+            selector,
+            timestamp,
+            expiration,
+            copied_headers,
+        })
+    }
+
+    /// The DNS name of the key record: `selector._domainkey.domain`.
+    pub fn key_name(&self) -> String {
+        format!(
+            "{}._domainkey.{}",
+            self.selector.trim_end_matches('.'),
+            self.domain.trim_end_matches('.')
+        )
+    }
+
+    /// The domain part of the identity (`i=`, default `d=`).
+    pub fn identity_domain(&self) -> &str {
+        match &self.identity {
+            Some(i) => i.rsplit_once('@').map_or(i.as_str(), |(_, d)| d),
+            None => &self.domain,
+        }
+    }
+
+    /// Writes the header value folded to lines of at most 78 characters,
+    /// with `b=` last (empty when `self.signature` is empty), CRLF folding.
+    pub fn to_header_value(&self) -> String {
+        let mut f = Folder::new("DKIM-Signature:".len());
+        f.tag("v", "1");
+        f.tag("a", self.algorithm.as_str());
+        f.tag(
+            "c",
+            &format!(
+                "{}/{}",
+                self.header_canon.as_str(),
+                self.body_canon.as_str()
+            ),
+        );
+        f.tag("d", &self.domain);
+        if let Some(i) = &self.identity {
+            f.tag("i", &encode_qp(i));
+        }
+        f.tag("s", &self.selector);
+        if let Some(t) = self.timestamp {
+            f.tag("t", &t.to_string());
+        }
+        if let Some(x) = self.expiration {
+            f.tag("x", &x.to_string());
+        }
+        if let Some(l) = self.body_length {
+            f.tag("l", &l.to_string());
+        }
+        f.list("h", &self.signed_headers);
+        if let Some(z) = &self.copied_headers {
+            let z: Vec<String> = z.iter().map(|h| encode_qp(h)).collect();
+            f.list_with("z", &z, '|');
+        }
+        f.breakable("bh", &STANDARD.encode(&self.body_hash), true);
+        f.breakable("b", &STANDARD.encode(&self.signature), false);
+        f.out
+    }
+}
+
+fn parse_h(h: &str) -> Result<Vec<String>, SignatureError> {
+    let names: Vec<String> = h.split(':').map(strip_fws).collect();
+    if names
+        .iter()
+        .any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+    {
+        return Err(SignatureError::BadValue("h"));
+    }
+    if !names.iter().any(|n| n.eq_ignore_ascii_case("from")) {
+        return Err(SignatureError::FromNotSigned);
+    }
+    Ok(names)
+}
+
+fn parse_identity(tags: &TagList, domain: &str) -> Result<Option<String>, SignatureError> {
+    let Some(raw) = tags.get("i") else {
+        return Ok(None);
+    };
+    let i = decode_qp(raw).ok_or(SignatureError::BadValue("i"))?;
+    let Some((_, idomain)) = i.rsplit_once('@') else {
+        return Err(SignatureError::BadValue("i"));
+    };
+    if !is_same_or_subdomain(idomain, domain) {
+        return Err(SignatureError::IdentityNotInDomain);
+    }
+    Ok(Some(i))
+}
+
+fn check_query_methods(tags: &TagList) -> Result<(), SignatureError> {
+    let Some(q) = tags.get("q") else {
+        return Ok(());
+    };
+    let ok = q.split(':').any(|m| {
+        let m = strip_fws(m);
+        let method = m.split('/').next().unwrap_or("");
+        method.eq_ignore_ascii_case("dns")
+            && m.split('/')
+                .nth(1)
+                .is_none_or(|f| f.eq_ignore_ascii_case("txt"))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(SignatureError::QueryMethod(q.to_string()))
+    }
+}
+
+/// Encodes for `dkim-quoted-printable`: `;`, `=`, `|`, WSP, controls and 8-bit escaped.
+fn encode_qp(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x21..=0x7e).contains(&b) && !matches!(b, b';' | b'=' | b'|' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
+}
+
+/// Builds a tag list folded at 78 columns with CRLF TAB continuation.
+struct Folder {
+    out: String,
+    col: usize,
+}
+
+const WIDTH: usize = 78;
+
+impl Folder {
+    fn new(col: usize) -> Self {
+        Folder {
+            out: String::new(),
+            col,
+        }
+    }
+
+    fn newline(&mut self) {
+        self.out.push_str("\r\n\t");
+        self.col = 1;
+    }
+
+    /// Adds `text` after a space, or on a new line if it would pass the width.
+    fn word(&mut self, text: &str) {
+        if self.col + 1 + text.len() > WIDTH && self.col > 1 {
+            self.newline();
+        } else {
+            self.out.push(' ');
+            self.col += 1;
+        }
+        self.out.push_str(text);
+        self.col += text.len();
+    }
+
+    fn tag(&mut self, name: &str, value: &str) {
+        self.word(&format!("{name}={value};"));
+    }
+
+    fn list(&mut self, name: &str, items: &[String]) {
+        self.list_with(name, items, ':');
+    }
+
+    /// A list whose separator allows folding after it.
+    fn list_with(&mut self, name: &str, items: &[String], sep: char) {
+        let mut pieces: Vec<String> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let head = if i == 0 {
+                format!("{name}=")
+            } else {
+                String::new()
+            };
+            let tail = if i + 1 == items.len() {
+                ";".to_string()
+            } else {
+                sep.to_string()
+            };
+            pieces.push(format!("{head}{item}{tail}"));
+        }
+        let Some((first, rest)) = pieces.split_first() else {
+            return;
+        };
+        self.word(first);
+        for p in rest {
+            if self.col + p.len() > WIDTH {
+                self.newline();
+            }
+            self.out.push_str(p);
+            self.col += p.len();
+        }
+    }
+
+    /// A base64 value that may be folded anywhere (FWS is allowed inside).
+    fn breakable(&mut self, name: &str, value: &str, semicolon: bool) {
+        let head = format!("{name}=");
+        if self.col + 1 + head.len() + 4 > WIDTH {
+            self.newline();
+        } else {
+            self.out.push(' ');
+            self.col += 1;
+        }
+        self.out.push_str(&head);
+        self.col += head.len();
+        let mut rest = value;
+        while !rest.is_empty() {
+            let room = WIDTH.saturating_sub(self.col).max(1);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.out.push_str(now);
+            self.col += now.len();
+            rest = later;
+            if !rest.is_empty() {
+                self.newline();
+            }
+        }
+        if semicolon {
+            if self.col + 1 > WIDTH {
+                self.newline();
+            }
+            self.out.push(';');
+            self.col += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Signature {
+        Signature {
+            algorithm: Algorithm::RsaSha256,
+            signature: vec![7u8; 256],
+            body_hash: vec![9u8; 32],
+            header_canon: Canon::Relaxed,
+            body_canon: Canon::Simple,
+            domain: "example.com".into(),
+            signed_headers: [
+                "from",
+                "to",
+                "subject",
+                "date",
+                "message-id",
+                "from",
+                "list-unsubscribe-post",
+            ]
+            .map(String::from)
+            .to_vec(),
+            identity: Some("joe;x@sub.example.com".into()),
+            body_length: Some(1234),
+            selector: "sel".into(),
+            timestamp: Some(1_700_000_000),
+            expiration: Some(1_800_000_000),
+            copied_headers: Some(vec!["From:a b@c".into(), "To:x|y".into()]),
+        }
+    }
+
+    #[test]
+    fn emitted_signature_is_folded_and_parses_back() {
+        let sig = sample();
+        let value = sig.to_header_value();
+        for (i, line) in format!("DKIM-Signature:{value}").split("\r\n").enumerate() {
+            assert!(line.len() <= 78, "line {i} too long: {line:?}");
+        }
+        assert_eq!(Signature::parse(value.as_bytes()).unwrap(), sig);
+    }
+
+    #[test]
+    fn rejects_invalid_signatures() {
+        let base = "v=1; a=rsa-sha256; d=example.com; s=s; h=from:to; bh=AAAA; b=AAAA";
+        assert!(Signature::parse(base.as_bytes()).is_ok());
+        for (input, want) in [
+            (
+                base.replace("v=1", "v=2"),
+                SignatureError::Version("2".into()),
+            ),
+            (
+                base.replace("a=rsa-sha256", "a=rsa-md5"),
+                SignatureError::UnknownAlgorithm("rsa-md5".into()),
+            ),
+            (
+                base.replace("h=from:to", "h=to"),
+                SignatureError::FromNotSigned,
+            ),
+            (
+                base.replace("d=example.com;", ""),
+                SignatureError::MissingTag("d"),
+            ),
+            (
+                format!("{base}; i=@other.com"),
+                SignatureError::IdentityNotInDomain,
+            ),
+            (
+                format!("{base}; i=@badexample.com"),
+                SignatureError::IdentityNotInDomain,
+            ),
+            (
+                format!("{base}; t=10; x=5"),
+                SignatureError::ExpiresBeforeSigned,
+            ),
+            (
+                format!("{base}; q=http"),
+                SignatureError::QueryMethod("http".into()),
+            ),
+            (
+                format!("{base}; c=fancy"),
+                SignatureError::Canonicalization("fancy".into()),
+            ),
+            (format!("{base}; l=x"), SignatureError::BadValue("l")),
+            (
+                format!("{base}; d=x.org"),
+                SignatureError::Tags(TagError::Duplicate("d".into())),
+            ),
+        ] {
+            assert_eq!(Signature::parse(input.as_bytes()), Err(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_subdomain_identity() {
+        let s = Signature::parse(b"v=1; a=ed25519-sha256; d=Example.com; s=s; h=From; bh=AA==; b=AA==; i=a@Sub.EXAMPLE.com; c=relaxed").unwrap();
+        assert_eq!(
+            (s.header_canon, s.body_canon),
+            (Canon::Relaxed, Canon::Simple)
+        );
+        assert_eq!(s.identity_domain(), "Sub.EXAMPLE.com");
+        assert_eq!(s.key_name(), "s._domainkey.Example.com");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_emit_parse_is_identity(
+            domain in "[a-z]{1,20}(\\.[a-z]{2,10}){1,3}",
+            selector in "[a-z0-9]{1,30}",
+            headers in proptest::collection::vec("[A-Za-z][A-Za-z0-9-]{0,25}", 0..30),
+            b in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            bh in proptest::collection::vec(proptest::num::u8::ANY, 32..33),
+            l in proptest::option::of(proptest::num::u64::ANY),
+            t in proptest::option::of(0u64..999_999_999_999),
+            relaxed in proptest::bool::ANY,
+        ) {
+            let mut signed_headers = vec!["from".to_string()];
+            signed_headers.extend(headers);
+            let sig = Signature {
+                algorithm: if relaxed { Algorithm::Ed25519Sha256 } else { Algorithm::RsaSha256 },
+                signature: b, body_hash: bh,
+                header_canon: if relaxed { Canon::Relaxed } else { Canon::Simple },
+                body_canon: Canon::Relaxed,
+                domain: domain.clone(), signed_headers,
+                identity: Some(format!("u@{domain}")),
+                body_length: l, selector, timestamp: t, expiration: t.map(|t| t + 1),
+                copied_headers: None,
+            };
+            let value = sig.to_header_value();
+            for line in format!("DKIM-Signature:{value}").split("\r\n") {
+                proptest::prop_assert!(line.len() <= 78);
+            }
+            let back = Signature::parse(value.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(back.to_header_value(), value);
+            proptest::prop_assert_eq!(back, sig);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! DKIM tag=value lists (RFC 6376 §3.2), shared by signatures and key records.
+//!
+//! ```text
+//! tag-list  =  tag-spec *( ";" tag-spec ) [ ";" ]
+//! tag-spec  =  [FWS] tag-name [FWS] "=" [FWS] tag-value [FWS]
+//! tag-name  =  ALPHA *ALNUMPUNC
+//! tag-value =  [ tval *( 1*(WSP / FWS) tval ) ]
+//! ```
+//! Owns: splitting, duplicate detection, and locating the `b=` value in raw
+//! header bytes. Must not: interpret tag values.
+
+/// Why a tag list could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagError {
+    /// A tag-spec without `=`.
+    #[error("tag without '=': {0:?}")]
+    MissingEquals(String),
+    /// A tag name that is not `ALPHA *ALNUMPUNC`.
+    #[error("invalid tag name {0:?}")]
+    BadName(String),
+    /// The same tag twice (RFC 6376 §3.2: invalid).
+    #[error("duplicate tag {0}=")]
+    Duplicate(String),
+}
+
+fn is_fws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn trim_fws(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_fws(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !is_fws(b)).map_or(start, |p| p + 1);
+    &s[start..end]
+}
+
+fn valid_name(name: &[u8]) -> bool {
+    matches!(name.first(), Some(b) if b.is_ascii_alphabetic())
+        && name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A parsed tag list: names in order with their values (FWS trimmed at both
+/// ends, inner FWS kept).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TagList {
+    tags: Vec<(String, String)>,
+}
+
+impl TagList {
+    /// Parses a tag list. Empty tag-specs (`;;`, trailing `;`) are tolerated.
+    pub fn parse(input: &[u8]) -> Result<TagList, TagError> {
+        let mut tags: Vec<(String, String)> = Vec::new();
+        for spec in input.split(|&b| b == b';') {
+            let spec = trim_fws(spec);
+            if spec.is_empty() {
+                continue;
+            }
+            let Some(eq) = spec.iter().position(|&b| b == b'=') else {
+                return Err(TagError::MissingEquals(lossy(spec)));
+            };
+            let name = trim_fws(&spec[..eq]);
+            if !valid_name(name) {
+                return Err(TagError::BadName(lossy(name)));
+            }
+            let name = lossy(name);
+            if tags.iter().any(|(n, _)| *n == name) {
+                return Err(TagError::Duplicate(name));
+            }
+            tags.push((name, lossy(trim_fws(&spec[eq + 1..]))));
+        }
+        Ok(TagList { tags })
+    }
+
+    /// The value of tag `name` (case-sensitive, as RFC 6376 §3.2 says).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Tags in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tags.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The first tag's name, if any.
+    pub fn first_name(&self) -> Option<&str> {
+        self.tags.first().map(|(n, _)| n.as_str())
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Removes every FWS character (for base64 values, RFC 6376 §2.4 / §3.5).
+pub fn strip_fws(s: &str) -> String {
+    s.chars()
+        .filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n'))
+        .collect()
+}
+
+/// Returns `raw` (a whole DKIM-Signature field, name included) with the value
+/// of its `b=` tag deleted, surrounding whitespace included (RFC 6376 §3.7).
+/// Returns the input unchanged when there is no `b=` tag.
+pub fn without_b_value(raw: &[u8]) -> Vec<u8> {
+    let Some(colon) = raw.iter().position(|&b| b == b':') else {
+        return raw.to_vec();
+    };
+    let eol_start = value_end(raw);
+    let mut pos = colon + 1;
+    while pos < eol_start {
+        let spec_end = raw[pos..eol_start]
+            .iter()
+            .position(|&b| b == b';')
+            .map_or(eol_start, |p| pos + p);
+        let spec = &raw[pos..spec_end];
+        if let Some(eq) = spec.iter().position(|&b| b == b'=')
+            && trim_fws(&spec[..eq]) == b"b"
+        {
+            let mut out = Vec::with_capacity(raw.len());
+            out.extend_from_slice(&raw[..pos + eq + 1]);
+            out.extend_from_slice(&raw[spec_end..]);
+            return out;
+        }
+        pos = spec_end + 1;
+    }
+    raw.to_vec()
+}
+
+/// Index where the final line ending of a raw field starts.
+fn value_end(raw: &[u8]) -> usize {
+    let mut end = raw.len();
+    if end > 0 && raw[end - 1] == b'\n' {
+        end -= 1;
+        if end > 0 && raw[end - 1] == b'\r' {
+            end -= 1;
+        }
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_fws_and_trailing_semicolon() {
+        let t = TagList::parse(b" v = 1 ;\r\n\ta=rsa-sha256; b=ab\r\n cd;").unwrap();
+        assert_eq!(t.get("v"), Some("1"));
+        assert_eq!(t.get("a"), Some("rsa-sha256"));
+        assert_eq!(t.get("b"), Some("ab\r\n cd"));
+        assert_eq!(t.first_name(), Some("v"));
+    }
+
+    #[test]
+    fn rejects_bad_lists() {
+        for (input, want) in [
+            (&b"a=1; a=2"[..], TagError::Duplicate("a".into())),
+            (b"a=1; noequals", TagError::MissingEquals("noequals".into())),
+            (b"1a=1", TagError::BadName("1a".into())),
+            (b"=x", TagError::BadName(String::new())),
+        ] {
+            assert_eq!(TagList::parse(input), Err(want));
+        }
+    }
+
+    #[test]
+    fn tag_names_are_case_sensitive() {
+        let t = TagList::parse(b"V=1").unwrap();
+        assert_eq!(t.get("v"), None);
+    }
+
+    #[test]
+    fn b_value_removed_but_bh_kept() {
+        let raw = b"DKIM-Signature: v=1; bh=abc; b=XYZ\r\n  123; d=x\r\n";
+        assert_eq!(
+            without_b_value(raw),
+            b"DKIM-Signature: v=1; bh=abc; b=; d=x\r\n".to_vec()
+        );
+        let raw = b"DKIM-Signature: v=1; b = XYZ \r\n";
+        assert_eq!(
+            without_b_value(raw),
+            b"DKIM-Signature: v=1; b =\r\n".to_vec()
+        );
+        let raw = b"DKIM-Signature: v=1; d=x\n";
+        assert_eq!(without_b_value(raw), raw.to_vec());
+    }
+}

@@ -1,0 +1,484 @@
+//! DKIM verification (RFC 6376 §6, RFC 8301, RFC 8463).
+//!
+//! Owns: finding the signatures in a header block ([`find_signatures`]),
+//! deciding which key lookups and body hashes they need, and turning a key
+//! record plus body hash into a [`DkimOutcome`] ([`evaluate`]). Must not: do
+//! DNS itself (the caller looks keys up, concurrently, and hands in answers)
+//! or read the clock (`now` is an argument).
+
+use std::collections::HashMap;
+
+use super::canon::{BodyHash, BodySpec, canon_header};
+use super::key::KeyRecord;
+use super::signature::{Algorithm, Signature, SignatureSummary};
+use super::tag::without_b_value;
+use crate::dns::DnsError;
+use crate::message::headers::Header;
+
+/// The result of one signature (RFC 8601 §2.7.1 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DkimResult {
+    /// The message was not signed.
+    None,
+    /// The signature verified.
+    Pass,
+    /// The signature or body hash did not verify.
+    Fail,
+    /// The signature was not evaluated (for example past the signature limit).
+    Neutral,
+    /// Valid syntax, refused by policy (rsa-sha1, RFC 8301).
+    Policy,
+    /// A temporary failure (key lookup): try again later.
+    TempError,
+    /// A permanent error: bad syntax, no key, expired, key too small.
+    PermError,
+}
+
+impl DkimResult {
+    /// The RFC 8601 result keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimResult::None => "none",
+            DkimResult::Pass => "pass",
+            DkimResult::Fail => "fail",
+            DkimResult::Neutral => "neutral",
+            DkimResult::Policy => "policy",
+            DkimResult::TempError => "temperror",
+            DkimResult::PermError => "permerror",
+        }
+    }
+}
+
+/// What verification found for one signature.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DkimOutcome {
+    /// The result.
+    pub result: DkimResult,
+    /// Human reason; empty on pass.
+    pub reason: String,
+    /// `d=`, if readable.
+    pub domain: Option<String>,
+    /// `s=`, if readable.
+    pub selector: Option<String>,
+    /// `a=`, if readable.
+    pub algorithm: Option<String>,
+    /// `i=`, if present.
+    pub identity: Option<String>,
+    /// The `b=` value (base64, no whitespace), for `header.b`.
+    #[serde(skip)]
+    pub b: Option<String>,
+    /// The key record had `t=y`.
+    pub testing: bool,
+}
+
+impl DkimOutcome {
+    fn new(summary: &SignatureSummary, result: DkimResult, reason: impl Into<String>) -> Self {
+        DkimOutcome {
+            result,
+            reason: reason.into(),
+            domain: summary.domain.clone(),
+            selector: summary.selector.clone(),
+            algorithm: summary.algorithm.clone(),
+            identity: summary.identity.clone(),
+            b: summary.b.clone(),
+            testing: false,
+        }
+    }
+}
+
+/// Verification policy knobs.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Signatures evaluated per message; later ones are `neutral`.
+    pub max_signatures: usize,
+    /// Smallest RSA key accepted (RFC 8301: at least 1024).
+    pub min_rsa_bits: usize,
+    /// Tolerance for `t=` in the future, seconds.
+    pub clock_skew: u64,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            max_signatures: 8,
+            min_rsa_bits: 1024,
+            clock_skew: 300,
+        }
+    }
+}
+
+/// A DKIM-Signature found in the header block.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Index of the DKIM-Signature field in the header list.
+    pub header_index: usize,
+    summary: SignatureSummary,
+    state: Result<Signature, Box<DkimOutcome>>,
+}
+
+impl Candidate {
+    /// The key record name to look up, when the signature needs one.
+    pub fn key_name(&self) -> Option<String> {
+        self.state.as_ref().ok().map(Signature::key_name)
+    }
+
+    /// The body hash this signature needs, if it gets that far.
+    pub fn body_spec(&self) -> Option<BodySpec> {
+        self.state.as_ref().ok().map(|s| BodySpec {
+            canon: s.body_canon,
+            limit: s.body_length,
+        })
+    }
+}
+
+/// Finds every DKIM-Signature (top to bottom) and pre-checks what needs no
+/// DNS: syntax, algorithm policy, expiry, and the signature limit.
+pub fn find_signatures(headers: &[Header], opts: &VerifyOptions, now: u64) -> Vec<Candidate> {
+    headers
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.is("DKIM-Signature"))
+        .enumerate()
+        .map(|(n, (header_index, h))| {
+            let summary = SignatureSummary::of(h.value());
+            let state = if n >= opts.max_signatures {
+                let why = format!("not checked: more than {} signatures", opts.max_signatures);
+                Err(Box::new(DkimOutcome::new(
+                    &summary,
+                    DkimResult::Neutral,
+                    why,
+                )))
+            } else {
+                precheck(h.value(), &summary, opts, now)
+            };
+            Candidate {
+                header_index,
+                summary,
+                state,
+            }
+        })
+        .collect()
+}
+
+fn precheck(
+    value: &[u8],
+    summary: &SignatureSummary,
+    opts: &VerifyOptions,
+    now: u64,
+) -> Result<Signature, Box<DkimOutcome>> {
+    let perm = |why: String| Box::new(DkimOutcome::new(summary, DkimResult::PermError, why));
+    let sig = Signature::parse(value).map_err(|e| perm(e.to_string()))?;
+    if sig.algorithm == Algorithm::RsaSha1 {
+        let why = "rsa-sha1 is not accepted (RFC 8301)";
+        return Err(Box::new(DkimOutcome::new(summary, DkimResult::Policy, why)));
+    }
+    if let Some(x) = sig.expiration
+        && now > x
+    {
+        return Err(perm(format!("signature expired (x={x})")));
+    }
+    if let Some(t) = sig.timestamp
+        && t > now.saturating_add(opts.clock_skew)
+    {
+        return Err(perm(format!("signature timestamp t={t} is in the future")));
+    }
+    Ok(sig)
+}
+
+/// Turns the key lookup answer and the body hashes into the final outcome.
+pub fn evaluate(
+    c: &Candidate,
+    headers: &[Header],
+    key: Option<&Result<Vec<Vec<u8>>, DnsError>>,
+    bodies: &[(BodySpec, BodyHash)],
+    opts: &VerifyOptions,
+) -> DkimOutcome {
+    let sig = match &c.state {
+        Ok(sig) => sig,
+        Err(done) => return (**done).clone(),
+    };
+    let out = |result, reason: &str| DkimOutcome::new(&c.summary, result, reason);
+    let record = match key {
+        None => return out(DkimResult::TempError, "key lookup did not complete"),
+        Some(Err(DnsError::Temporary(e))) => {
+            return out(DkimResult::TempError, &format!("key lookup failed: {e}"));
+        }
+        Some(Err(_)) => {
+            return out(
+                DkimResult::PermError,
+                &format!("no key record at {}", sig.key_name()),
+            );
+        }
+        Some(Ok(txts)) => match pick_record(txts) {
+            Ok(r) => r,
+            Err(e) => return out(DkimResult::PermError, &e),
+        },
+    };
+    let mut outcome = check(sig, c, headers, &record, bodies, opts);
+    outcome.testing = record.testing;
+    outcome
+}
+
+fn pick_record(txts: &[Vec<u8>]) -> Result<KeyRecord, String> {
+    let mut first_err = None;
+    for t in txts {
+        match KeyRecord::parse(t) {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.map_or_else(|| "empty key record".to_string(), |e| e.to_string()))
+}
+
+fn check(
+    sig: &Signature,
+    c: &Candidate,
+    headers: &[Header],
+    record: &KeyRecord,
+    bodies: &[(BodySpec, BodyHash)],
+    opts: &VerifyOptions,
+) -> DkimOutcome {
+    let out = |result, reason: &str| DkimOutcome::new(&c.summary, result, reason);
+    if record.strict_identity && !sig.identity_domain().eq_ignore_ascii_case(&sig.domain) {
+        return out(
+            DkimResult::PermError,
+            "key has t=s but i= is a subdomain of d=",
+        );
+    }
+    let key = match record.verifier(sig.algorithm.key_type(), opts.min_rsa_bits) {
+        Ok(k) => k,
+        Err(e) => return out(DkimResult::PermError, &e.to_string()),
+    };
+    let spec = BodySpec {
+        canon: sig.body_canon,
+        limit: sig.body_length,
+    };
+    let Some((_, body)) = bodies.iter().find(|(s, _)| *s == spec) else {
+        return out(DkimResult::TempError, "body hash was not computed");
+    };
+    if sig.body_length.is_some_and(|l| l > body.canonical_len) {
+        return out(DkimResult::Fail, "l= is longer than the body");
+    }
+    if body.digest[..] != sig.body_hash[..] {
+        return out(DkimResult::Fail, "body hash did not verify");
+    }
+    let data = signed_data(
+        headers,
+        c.header_index,
+        &sig.signed_headers,
+        sig.header_canon,
+    );
+    if !key.verify(&data, &sig.signature) {
+        return out(DkimResult::Fail, "signature did not verify");
+    }
+    out(DkimResult::Pass, "")
+}
+
+/// The header data a signature covers (RFC 6376 §3.7, §5.4.2): the fields
+/// named in `h=`, each taken from the bottom up, then the signature field
+/// itself with `b=` emptied and no trailing CRLF.
+pub fn signed_data(
+    headers: &[Header],
+    sig_index: usize,
+    names: &[String],
+    canon: super::canon::Canon,
+) -> Vec<u8> {
+    let mut data = select_headers(headers, Some(sig_index), names, canon);
+    let Some(sig) = headers.get(sig_index) else {
+        return data;
+    };
+    let stripped = Header::from_raw(without_b_value(sig.raw()));
+    canon_header(&stripped, canon, &mut data);
+    data.truncate(data.len().saturating_sub(2));
+    data
+}
+
+/// Canonicalizes the fields named in `names`, each instance chosen from the
+/// bottom of the header block up; a missing instance contributes nothing.
+pub fn select_headers(
+    headers: &[Header],
+    skip: Option<usize>,
+    names: &[String],
+    canon: super::canon::Canon,
+) -> Vec<u8> {
+    let mut by_name: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+    for (i, h) in headers.iter().enumerate() {
+        if Some(i) != skip && h.is_well_formed() {
+            by_name
+                .entry(h.name().to_ascii_lowercase())
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut data = Vec::with_capacity(1024);
+    for name in names {
+        if let Some(i) = by_name
+            .get_mut(name.as_bytes().to_ascii_lowercase().as_slice())
+            .and_then(Vec::pop)
+        {
+            canon_header(&headers[i], canon, &mut data);
+        }
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dkim::canon::BodyHashes;
+    use crate::dkim::key::SigningKey;
+    use crate::message::headers::split_fields;
+    use base64::Engine;
+
+    const RFC8463: &[u8] = include_bytes!("../../tests/fixtures/dkim/rfc8463.eml");
+    const ED_KEY: &[u8] = b"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+    const RSA_KEY: &[u8] = b"v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWRiGs5V6NpP3idY6Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3Ip3G+2kryOTIKT+l/K4w3QIDAQAB";
+
+    fn split(msg: &[u8]) -> (Vec<Header>, &[u8]) {
+        let pos = msg.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        (split_fields(&msg[..pos + 2]), &msg[pos + 4..])
+    }
+
+    fn run(msg: &[u8], keys: &[&[u8]], now: u64) -> Vec<DkimOutcome> {
+        let (headers, body) = split(msg);
+        let opts = VerifyOptions::default();
+        let cands = find_signatures(&headers, &opts, now);
+        let mut h = BodyHashes::new(cands.iter().filter_map(Candidate::body_spec));
+        h.update(body);
+        let bodies = h.finish();
+        cands
+            .iter()
+            .zip(keys)
+            .map(|(c, k)| evaluate(c, &headers, Some(&Ok(vec![k.to_vec()])), &bodies, &opts))
+            .collect()
+    }
+
+    #[test]
+    fn rfc8463_example_verifies_both_signatures() {
+        let out = run(RFC8463, &[ED_KEY, RSA_KEY], 1_528_637_909);
+        assert_eq!(out.len(), 2);
+        for o in &out {
+            assert_eq!(o.result, DkimResult::Pass, "{o:?}");
+        }
+        assert_eq!(out[0].algorithm.as_deref(), Some("ed25519-sha256"));
+    }
+
+    #[test]
+    fn rfc8463_signatures_are_reproduced_byte_for_byte() {
+        let (headers, _) = split(RFC8463);
+        let seed = base64::engine::general_purpose::STANDARD
+            .decode("nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=")
+            .unwrap();
+        let ed = SigningKey::ed25519_from_seed(&seed).unwrap();
+        let rsa =
+            SigningKey::parse(include_bytes!("../../tests/fixtures/dkim/rfc8463-rsa.pem")).unwrap();
+        for (index, key) in [(0usize, ed), (1, rsa)] {
+            let sig = Signature::parse(headers[index].value()).unwrap();
+            let data = signed_data(&headers, index, &sig.signed_headers, sig.header_canon);
+            assert_eq!(key.sign(&data).unwrap(), sig.signature, "signature {index}");
+        }
+    }
+
+    #[test]
+    fn tampering_fails_for_the_right_reason() {
+        let text = String::from_utf8(RFC8463.to_vec()).unwrap();
+        let body = text.replace("hungry yet?", "hungry yet!");
+        let out = run(body.as_bytes(), &[ED_KEY, RSA_KEY], 1_528_637_909);
+        assert_eq!(
+            (out[0].result, out[0].reason.as_str()),
+            (DkimResult::Fail, "body hash did not verify")
+        );
+        let subject = text.replace("Is dinner ready?", "Is lunch ready?");
+        let out = run(subject.as_bytes(), &[ED_KEY, RSA_KEY], 1_528_637_909);
+        assert_eq!(
+            (out[1].result, out[1].reason.as_str()),
+            (DkimResult::Fail, "signature did not verify")
+        );
+        let added_from = text.replace("To: Suzie", "From: evil@example.org\r\nTo: Suzie");
+        let out = run(added_from.as_bytes(), &[ED_KEY, RSA_KEY], 1_528_637_909);
+        assert_eq!(out[0].result, DkimResult::Fail);
+        // Relaxed body canonicalization tolerates whitespace changes.
+        let spaces = text.replace("the game.  Are", "the game.   Are");
+        let out = run(spaces.as_bytes(), &[ED_KEY, RSA_KEY], 1_528_637_909);
+        assert_eq!(out[0].result, DkimResult::Pass);
+    }
+
+    #[test]
+    fn key_problems_are_permerrors_with_reasons() {
+        let cases: [(&[u8], &str); 4] = [
+            (b"v=DKIM1; k=ed25519; p=", "key revoked (empty p=)"),
+            (
+                b"v=DKIM1; k=rsa; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+                "key type k=rsa does not match the signature algorithm",
+            ),
+            (
+                b"v=DKIM1; k=ed25519; t=s; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+                "",
+            ),
+            (
+                b"v=DKIM1; k=ed25519; t=y; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+                "",
+            ),
+        ];
+        for (key, reason) in cases {
+            let out = run(RFC8463, &[key], 1_528_637_909);
+            assert_eq!(out[0].reason, reason);
+        }
+        let out = run(RFC8463, &[cases[3].0], 1_528_637_909);
+        assert!(out[0].testing && out[0].result == DkimResult::Pass);
+    }
+
+    #[test]
+    fn expiry_and_future_timestamps_use_the_given_clock() {
+        let text = String::from_utf8(RFC8463.to_vec()).unwrap();
+        let out = run(text.as_bytes(), &[ED_KEY, RSA_KEY], 1_528_637_909 - 301);
+        assert_eq!(out[0].result, DkimResult::PermError);
+        assert!(out[0].reason.contains("in the future"), "{}", out[0].reason);
+    }
+
+    #[test]
+    fn dns_errors_map_to_temperror_and_permerror() {
+        let (headers, body) = split(RFC8463);
+        let opts = VerifyOptions::default();
+        let cands = find_signatures(&headers, &opts, 1_528_637_909);
+        let mut h = BodyHashes::new(cands.iter().filter_map(Candidate::body_spec));
+        h.update(body);
+        let bodies = h.finish();
+        for (answer, want) in [
+            (Err(DnsError::NxDomain), DkimResult::PermError),
+            (Err(DnsError::NoData), DkimResult::PermError),
+            (
+                Err(DnsError::Temporary("SERVFAIL".into())),
+                DkimResult::TempError,
+            ),
+            (Ok(vec![b"garbage".to_vec()]), DkimResult::PermError),
+        ] {
+            assert_eq!(
+                evaluate(&cands[0], &headers, Some(&answer), &bodies, &opts).result,
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn signature_limit_and_rsa_sha1() {
+        let text = String::from_utf8(RFC8463.to_vec()).unwrap();
+        let (headers, _) = split(text.as_bytes());
+        let opts = VerifyOptions {
+            max_signatures: 1,
+            ..VerifyOptions::default()
+        };
+        let cands = find_signatures(&headers, &opts, 1_528_637_909);
+        let second = evaluate(&cands[1], &headers, None, &[], &opts);
+        assert_eq!(second.result, DkimResult::Neutral);
+        let sha1 = text.replacen("a=rsa-sha256", "a=rsa-sha1", 1);
+        let out = run(sha1.as_bytes(), &[ED_KEY, RSA_KEY], 1_528_637_909);
+        assert_eq!(
+            (out[1].result, out[1].reason.as_str()),
+            (DkimResult::Policy, "rsa-sha1 is not accepted (RFC 8301)")
+        );
+    }
+}

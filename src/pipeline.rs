@@ -1,0 +1,460 @@
+//! One message through DKIM verification and signing, fed in steps.
+//!
+//! Owns: the per-message flow shared by every front (pipe, proxy, milter):
+//! split the header block from the stream, start key lookups as soon as the
+//! header block is complete (concurrently, while the body still streams),
+//! hash the body in one pass for every signature to check and to add, then
+//! produce the header edits ([`Verdict`]). Must not: keep the body (fronts
+//! spool it if they need it), write output, or read the clock (`now` is an
+//! option).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::authres::{self, Entry};
+use crate::dkim::canon::{BodyHash, BodyHashes, BodySpec, Canon};
+use crate::dkim::key::SigningKey;
+use crate::dkim::sign::{SignSpec, choose_headers, pattern_matches, sign};
+use crate::dkim::verify::{
+    Candidate, DkimOutcome, DkimResult, VerifyOptions, evaluate, find_signatures,
+};
+use crate::dns::{DnsError, Resolver};
+use crate::message::address::{domain_of, first_address};
+use crate::message::headers::{Header, split_fields};
+use crate::message::{HeaderSplitter, LineEnding, Split};
+
+/// A signing key with the identity it signs as (OpenDKIM KeyTable entry).
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    /// The entry's name, for logs and config errors.
+    pub name: String,
+    /// `d=`; `%` means the author's domain.
+    pub domain: String,
+    /// `s=`.
+    pub selector: String,
+    /// The private key.
+    pub key: Arc<SigningKey>,
+}
+
+/// One signing-table row (OpenDKIM SigningTable): pattern and keys to use.
+#[derive(Debug, Clone)]
+pub struct TableEntry {
+    /// Glob on the author address (`*@example.com`) or a bare domain.
+    pub pattern: String,
+    /// Keys to sign with (several = dual signing, e.g. RSA and Ed25519).
+    pub keys: Vec<KeyEntry>,
+}
+
+/// Signing policy.
+#[derive(Debug, Clone)]
+pub struct Signing {
+    /// Rows in order; the first match wins.
+    pub table: Vec<TableEntry>,
+    /// Header canonicalization.
+    pub header_canon: Canon,
+    /// Body canonicalization.
+    pub body_canon: Canon,
+    /// Fields to sign when present.
+    pub headers: Vec<String>,
+    /// Fields signed once more than present.
+    pub oversign: Vec<String>,
+    /// Seconds until `x=`, if signatures should expire.
+    pub expire_after: Option<u64>,
+}
+
+/// Everything a message needs that outlives it: resolver and policy.
+#[derive(Debug)]
+pub struct Context<R> {
+    /// DNS.
+    pub resolver: R,
+    /// Our authserv-id (RFC 8601 §2.3).
+    pub authserv_id: String,
+    /// Verification policy.
+    pub verify: VerifyOptions,
+    /// Signing policy (`None`: nothing to sign with).
+    pub signing: Option<Signing>,
+    /// Largest header block we parse.
+    pub max_header_bytes: usize,
+}
+
+/// What to do with this message.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Verify signatures and add Authentication-Results.
+    pub verify: bool,
+    /// Add signatures for authors in the signing table.
+    pub sign: bool,
+    /// Current time, seconds since the epoch.
+    pub now: u64,
+    /// Envelope sender (MAIL FROM), last fallback for the signing identity.
+    pub envelope_from: Option<String>,
+}
+
+/// The header edits and results for one message.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    /// Fields to add at the top, in order (first = topmost).
+    pub add: Vec<Header>,
+    /// Indices (into the original header list) of fields to remove.
+    pub remove: Vec<usize>,
+    /// One outcome per DKIM-Signature, in header order.
+    pub dkim: Vec<DkimOutcome>,
+    /// `d=`/`s=`/`a=` of each signature added.
+    pub signed: Vec<(String, String, String)>,
+    /// Why the message was passed through without parsing, if it was.
+    pub unparsed: Option<String>,
+}
+
+/// Failures that must make the front answer "try again later".
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Signing failed.
+    #[error(transparent)]
+    Sign(#[from] crate::dkim::sign::SignError),
+    /// A lookup task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+type KeyAnswer = Result<Vec<Vec<u8>>, DnsError>;
+
+enum Lookup {
+    Pending(String),
+    Spawned(tokio::task::JoinHandle<KeyAnswer>),
+}
+
+enum Phase {
+    Headers,
+    Body,
+    Unparsed(String),
+}
+
+struct PlannedSignature {
+    key: KeyEntry,
+    domain: String,
+}
+
+/// One message in flight. Feed it with [`MessageJob::push`], then
+/// [`MessageJob::finish`].
+pub struct MessageJob<R> {
+    ctx: Arc<Context<R>>,
+    opts: Options,
+    splitter: HeaderSplitter,
+    phase: Phase,
+    headers: Vec<Header>,
+    candidates: Vec<Candidate>,
+    lookups: HashMap<String, Lookup>,
+    planned: Vec<PlannedSignature>,
+    hashes: BodyHashes,
+}
+
+/// Where the body starts in a pushed chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// The chunk was all header bytes.
+    Header,
+    /// `chunk[from..]` is body.
+    Body {
+        /// Offset of the first body byte.
+        from: usize,
+    },
+}
+
+impl<R: Resolver + 'static> MessageJob<R> {
+    /// Starts a message.
+    pub fn new(ctx: Arc<Context<R>>, opts: Options) -> Self {
+        let limit = ctx.max_header_bytes;
+        MessageJob {
+            ctx,
+            opts,
+            splitter: HeaderSplitter::new(limit),
+            phase: Phase::Headers,
+            headers: Vec::new(),
+            candidates: Vec::new(),
+            lookups: HashMap::new(),
+            planned: Vec::new(),
+            hashes: BodyHashes::new([]),
+        }
+    }
+
+    /// Feeds the next bytes of the message.
+    pub fn push(&mut self, chunk: &[u8]) -> Pushed {
+        match self.phase {
+            Phase::Body => {
+                self.hashes.update(chunk);
+                Pushed::Body { from: 0 }
+            }
+            Phase::Unparsed(_) => Pushed::Body { from: 0 },
+            Phase::Headers => match self.splitter.push(chunk) {
+                Split::NeedMore => Pushed::Header,
+                Split::TooLarge => {
+                    self.phase = Phase::Unparsed("header block too large".into());
+                    Pushed::Header
+                }
+                Split::Done { body_start } => {
+                    self.headers_complete();
+                    self.hashes.update(&chunk[body_start..]);
+                    Pushed::Body { from: body_start }
+                }
+            },
+        }
+    }
+
+    /// The message's line ending.
+    pub fn line_ending(&self) -> LineEnding {
+        self.splitter.ending()
+    }
+
+    /// The parsed header fields (empty until the header block is complete).
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    fn headers_complete(&mut self) {
+        self.phase = Phase::Body;
+        self.headers = split_fields(self.splitter.block());
+        let mut specs = Vec::new();
+        if self.opts.verify {
+            self.candidates = find_signatures(&self.headers, &self.ctx.verify, self.opts.now);
+            specs.extend(self.candidates.iter().filter_map(Candidate::body_spec));
+            for name in self.candidates.iter().filter_map(Candidate::key_name) {
+                let lookup = self.start_lookup(&name);
+                self.lookups
+                    .entry(name.to_ascii_lowercase())
+                    .or_insert(lookup);
+            }
+        }
+        if self.opts.sign {
+            self.plan_signatures();
+            if let Some(s) = &self.ctx.signing
+                && !self.planned.is_empty()
+            {
+                specs.push(BodySpec {
+                    canon: s.body_canon,
+                    limit: None,
+                });
+            }
+        }
+        self.hashes = BodyHashes::new(specs);
+    }
+
+    fn start_lookup(&self, name: &str) -> Lookup {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Lookup::Pending(name.to_string());
+        };
+        let ctx = Arc::clone(&self.ctx);
+        let name = name.to_string();
+        Lookup::Spawned(handle.spawn(async move { ctx.resolver.txt(&name).await }))
+    }
+
+    /// The signing identity: From, then Sender, then the envelope sender.
+    fn author(&self) -> Option<String> {
+        ["From", "Sender"]
+            .iter()
+            .find_map(|name| {
+                self.headers
+                    .iter()
+                    .find(|h| h.is(name))
+                    .and_then(|h| first_address(h.value()))
+            })
+            .or_else(|| self.opts.envelope_from.clone().filter(|s| s.contains('@')))
+    }
+
+    fn plan_signatures(&mut self) {
+        let (Some(signing), Some(author)) = (&self.ctx.signing, self.author()) else {
+            return;
+        };
+        let Some(row) = signing
+            .table
+            .iter()
+            .find(|r| pattern_matches(&r.pattern, &author))
+        else {
+            return;
+        };
+        let author_domain = domain_of(&author).unwrap_or_default();
+        self.planned = row
+            .keys
+            .iter()
+            .map(|k| PlannedSignature {
+                key: k.clone(),
+                domain: if k.domain == "%" {
+                    author_domain.clone()
+                } else {
+                    k.domain.clone()
+                },
+            })
+            .filter(|p| !p.domain.is_empty())
+            .collect();
+    }
+
+    /// Ends the message: waits for key lookups, evaluates, signs.
+    pub async fn finish(mut self) -> Result<Finished, PipelineError> {
+        if let Phase::Headers = self.phase {
+            // The input ended inside the header block: all headers, no body.
+            self.headers_complete();
+        }
+        if let Phase::Unparsed(why) = &self.phase {
+            let verdict = self.unparsed_verdict(why.clone());
+            return Ok(Finished {
+                verdict,
+                headers: Vec::new(),
+                splitter: self.splitter,
+            });
+        }
+        let bodies = std::mem::replace(&mut self.hashes, BodyHashes::new([])).finish();
+        let mut verdict = Verdict::default();
+        if self.opts.sign {
+            self.sign_all(&bodies, &mut verdict)?;
+        }
+        if self.opts.verify {
+            let keys = self.collect_lookups().await?;
+            self.verify_all(&keys, &bodies, &mut verdict);
+        }
+        Ok(Finished {
+            verdict,
+            headers: self.headers,
+            splitter: self.splitter,
+        })
+    }
+
+    fn unparsed_verdict(&self, why: String) -> Verdict {
+        let mut v = Verdict {
+            unparsed: Some(why.clone()),
+            ..Verdict::default()
+        };
+        if self.opts.verify {
+            let entry = Entry {
+                method: "dkim".into(),
+                result: DkimResult::PermError.as_str().into(),
+                comment: Some(why),
+                props: Vec::new(),
+            };
+            let value = authres::build(&self.ctx.authserv_id, &[entry]);
+            v.add.push(Header::new(
+                "Authentication-Results",
+                &value,
+                self.line_ending().as_bytes(),
+            ));
+        }
+        v
+    }
+
+    async fn collect_lookups(&mut self) -> Result<HashMap<String, KeyAnswer>, PipelineError> {
+        let mut answers = HashMap::new();
+        for (name, lookup) in self.lookups.drain() {
+            let answer = match lookup {
+                Lookup::Pending(n) => self.ctx.resolver.txt(&n).await,
+                Lookup::Spawned(task) => task
+                    .await
+                    .map_err(|e| PipelineError::Internal(e.to_string()))?,
+            };
+            answers.insert(name, answer);
+        }
+        Ok(answers)
+    }
+
+    fn verify_all(
+        &self,
+        keys: &HashMap<String, KeyAnswer>,
+        bodies: &[(BodySpec, BodyHash)],
+        verdict: &mut Verdict,
+    ) {
+        let eol = self.line_ending().as_bytes();
+        verdict.dkim = self
+            .candidates
+            .iter()
+            .map(|c| {
+                let key = c.key_name().and_then(|n| keys.get(&n.to_ascii_lowercase()));
+                evaluate(c, &self.headers, key, bodies, &self.ctx.verify)
+            })
+            .collect();
+        let mut entries: Vec<Entry> = verdict.dkim.iter().map(Entry::dkim).collect();
+        if entries.is_empty() {
+            entries.push(Entry::dkim_none());
+        }
+        let value = authres::build(&self.ctx.authserv_id, &entries);
+        verdict
+            .add
+            .insert(0, Header::new("Authentication-Results", &value, eol));
+        verdict.remove = self
+            .headers
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| {
+                h.is("Authentication-Results") && authres::claims(h.value(), &self.ctx.authserv_id)
+            })
+            .map(|(i, _)| i)
+            .collect();
+    }
+
+    fn sign_all(
+        &self,
+        bodies: &[(BodySpec, BodyHash)],
+        verdict: &mut Verdict,
+    ) -> Result<(), PipelineError> {
+        let Some(signing) = &self.ctx.signing else {
+            return Ok(());
+        };
+        let spec = BodySpec {
+            canon: signing.body_canon,
+            limit: None,
+        };
+        let Some((_, body)) = bodies.iter().find(|(s, _)| *s == spec) else {
+            return Ok(());
+        };
+        let names = choose_headers(&self.headers, &signing.headers, &signing.oversign);
+        for p in &self.planned {
+            let spec = SignSpec {
+                key: Arc::clone(&p.key.key),
+                domain: p.domain.clone(),
+                selector: p.key.selector.clone(),
+                header_canon: signing.header_canon,
+                body_canon: signing.body_canon,
+                signed_headers: names.clone(),
+                timestamp: self.opts.now,
+                expiration: signing
+                    .expire_after
+                    .map(|x| self.opts.now.saturating_add(x)),
+            };
+            let header = sign(&self.headers, &spec, body, self.line_ending().as_bytes())?;
+            verdict.add.push(header);
+            let alg = p.key.key.algorithm().as_str().to_string();
+            verdict
+                .signed
+                .push((p.domain.clone(), p.key.selector.clone(), alg));
+        }
+        Ok(())
+    }
+}
+
+/// A message after the pipeline: its verdict and what is needed to write
+/// the new header block.
+#[derive(Debug)]
+pub struct Finished {
+    /// Results and header edits.
+    pub verdict: Verdict,
+    /// The original header fields.
+    pub headers: Vec<Header>,
+    splitter: HeaderSplitter,
+}
+
+impl Finished {
+    /// The header block as it should be written: added fields, then the
+    /// original fields minus removed ones, then the blank separator line.
+    /// For an unparsed message, the raw bytes read so far follow the additions.
+    pub fn write_head(&self, out: &mut Vec<u8>) {
+        for h in &self.verdict.add {
+            out.extend_from_slice(h.raw());
+        }
+        if self.verdict.unparsed.is_some() {
+            out.extend_from_slice(self.splitter.block());
+            return;
+        }
+        for (i, h) in self.headers.iter().enumerate() {
+            if !self.verdict.remove.contains(&i) {
+                out.extend_from_slice(h.raw());
+            }
+        }
+        out.extend_from_slice(self.splitter.separator());
+    }
+}
