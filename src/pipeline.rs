@@ -458,3 +458,259 @@ impl Finished {
         out.extend_from_slice(self.splitter.separator());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dkim::sign::{DEFAULT_OVERSIGNED_HEADERS, DEFAULT_SIGNED_HEADERS};
+    use base64::Engine;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    /// Key records handed in by name; everything else is NXDOMAIN.
+    struct MapDns(HashMap<String, Vec<u8>>);
+
+    impl Resolver for MapDns {
+        async fn txt(&self, name: &str) -> Result<Vec<Vec<u8>>, DnsError> {
+            self.0
+                .get(&name.to_ascii_lowercase())
+                .map(|v| vec![v.clone()])
+                .ok_or(DnsError::NxDomain)
+        }
+        async fn a(&self, _: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
+            Err(DnsError::NxDomain)
+        }
+        async fn aaaa(&self, _: &str) -> Result<Vec<Ipv6Addr>, DnsError> {
+            Err(DnsError::NxDomain)
+        }
+        async fn mx(&self, _: &str) -> Result<Vec<crate::dns::Mx>, DnsError> {
+            Err(DnsError::NxDomain)
+        }
+        async fn ptr(&self, _: IpAddr) -> Result<Vec<String>, DnsError> {
+            Err(DnsError::NxDomain)
+        }
+    }
+
+    fn keys() -> (KeyEntry, KeyEntry, HashMap<String, Vec<u8>>) {
+        let doc = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let rsa = SigningKey::Rsa(doc);
+        let ed = SigningKey::ed25519_from_seed(&[7u8; 32]).unwrap();
+        let b64 =
+            |k: &SigningKey| base64::engine::general_purpose::STANDARD.encode(k.public_key_bytes());
+        let mut dns = HashMap::new();
+        dns.insert(
+            "rsa._domainkey.example.com".into(),
+            format!("v=DKIM1; k=rsa; p={}", b64(&rsa)).into_bytes(),
+        );
+        dns.insert(
+            "ed._domainkey.example.com".into(),
+            format!("v=DKIM1; k=ed25519; p={}", b64(&ed)).into_bytes(),
+        );
+        let entry = |name: &str, key| KeyEntry {
+            name: name.into(),
+            domain: "%".into(),
+            selector: name.into(),
+            key: Arc::new(key),
+        };
+        (entry("rsa", rsa), entry("ed", ed), dns)
+    }
+
+    fn context(dns: HashMap<String, Vec<u8>>, table: Vec<TableEntry>) -> Arc<Context<MapDns>> {
+        Arc::new(Context {
+            resolver: MapDns(dns),
+            authserv_id: "mx.example.net".into(),
+            verify: VerifyOptions::default(),
+            signing: Some(Signing {
+                table,
+                header_canon: Canon::Relaxed,
+                body_canon: Canon::Relaxed,
+                headers: DEFAULT_SIGNED_HEADERS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                oversign: DEFAULT_OVERSIGNED_HEADERS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                expire_after: Some(3600),
+            }),
+            max_header_bytes: 1 << 20,
+        })
+    }
+
+    async fn run(
+        ctx: &Arc<Context<MapDns>>,
+        msg: &[u8],
+        sign: bool,
+        verify: bool,
+        chunk: usize,
+    ) -> (Vec<u8>, Verdict) {
+        let opts = Options {
+            verify,
+            sign,
+            now: 1_700_000_000,
+            envelope_from: Some("bounce@example.com".into()),
+        };
+        let mut job = MessageJob::new(Arc::clone(ctx), opts);
+        let mut body = Vec::new();
+        for piece in msg.chunks(chunk.max(1)) {
+            if let Pushed::Body { from } = job.push(piece) {
+                body.extend_from_slice(&piece[from..]);
+            }
+        }
+        let finished = job.finish().await.unwrap();
+        let mut out = Vec::new();
+        finished.write_head(&mut out);
+        out.extend_from_slice(&body);
+        (out, finished.verdict)
+    }
+
+    const MSG: &[u8] = b"From: Joe <joe@example.com>\nTo: a@example.org\nSubject: hello\n  folded \xc3\xa9\nAuthentication-Results: mx.example.net; dkim=pass\nAuthentication-Results: other.example; dkim=pass\n\nbody  line \nsecond\n\n\n";
+
+    #[tokio::test]
+    async fn dual_signs_and_verifies_lf_message_keeping_line_endings() {
+        let (rsa, ed, dns) = keys();
+        let ctx = context(
+            dns,
+            vec![TableEntry {
+                pattern: "*@example.com".into(),
+                keys: vec![rsa, ed],
+            }],
+        );
+        for chunk in [1, 7, 4096] {
+            let (signed, v) = run(&ctx, MSG, true, false, chunk).await;
+            assert_eq!(v.signed.len(), 2);
+            assert!(
+                !signed.windows(2).any(|w| w == b"\r\n"),
+                "LF message must stay LF"
+            );
+            assert!(signed.ends_with(&MSG[MSG.len() - 40..]));
+            let (checked, v) = run(&ctx, &signed, false, true, chunk).await;
+            let results: Vec<_> = v.dkim.iter().map(|d| d.result).collect();
+            assert_eq!(
+                results,
+                vec![crate::dkim::verify::DkimResult::Pass; 2],
+                "{v:?}"
+            );
+            let text = String::from_utf8_lossy(&checked);
+            assert!(
+                text.starts_with("Authentication-Results: mx.example.net;\n\tdkim=pass"),
+                "{text}"
+            );
+            assert_eq!(
+                text.matches("Authentication-Results: mx.example.net; dkim=pass")
+                    .count(),
+                0,
+                "forged A-R removed"
+            );
+            assert!(
+                text.contains("Authentication-Results: other.example; dkim=pass"),
+                "foreign A-R kept"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn crlf_message_signed_verifies_after_header_refolding() {
+        let (rsa, _, dns) = keys();
+        let ctx = context(
+            dns,
+            vec![TableEntry {
+                pattern: "example.com".into(),
+                keys: vec![rsa],
+            }],
+        );
+        let crlf = String::from_utf8_lossy(MSG).replace('\n', "\r\n");
+        let (signed, _) = run(&ctx, crlf.as_bytes(), true, false, 13).await;
+        let refolded = String::from_utf8_lossy(&signed)
+            .replace("Subject: hello\r\n  folded", "Subject:   hello folded");
+        let (_, v) = run(&ctx, refolded.as_bytes(), false, true, 64).await;
+        assert_eq!(
+            v.dkim[0].result,
+            crate::dkim::verify::DkimResult::Pass,
+            "{:?}",
+            v.dkim[0]
+        );
+        let tampered = String::from_utf8_lossy(&signed).replace("second", "sec0nd");
+        let (_, v) = run(&ctx, tampered.as_bytes(), false, true, 64).await;
+        assert_eq!(v.dkim[0].reason, "body hash did not verify");
+    }
+
+    #[tokio::test]
+    async fn signing_table_first_match_and_author_fallbacks() {
+        let (rsa, ed, dns) = keys();
+        let ctx = context(
+            dns,
+            vec![
+                TableEntry {
+                    pattern: "*@*.example.com".into(),
+                    keys: vec![ed.clone()],
+                },
+                TableEntry {
+                    pattern: "*@example.com".into(),
+                    keys: vec![rsa],
+                },
+                TableEntry {
+                    pattern: "*".into(),
+                    keys: vec![ed],
+                },
+            ],
+        );
+        let (_, v) = run(&ctx, b"From: a@sub.example.com\n\nx\n", true, false, 100).await;
+        assert_eq!(
+            v.signed,
+            vec![(
+                "sub.example.com".into(),
+                "ed".into(),
+                "ed25519-sha256".into()
+            )]
+        );
+        let (_, v) = run(
+            &ctx,
+            b"Sender: a@example.com\nSubject: no from\n\nx\n",
+            true,
+            false,
+            100,
+        )
+        .await;
+        assert_eq!(v.signed[0].0, "example.com");
+        let (_, v) = run(&ctx, b"Subject: nothing\n\nx\n", true, false, 100).await;
+        assert_eq!(v.signed[0].0, "example.com", "envelope sender fallback");
+    }
+
+    #[tokio::test]
+    async fn unsigned_headerless_and_oversized_messages_pass_through() {
+        let (_, _, dns) = keys();
+        let ctx = context(dns, Vec::new());
+        let (out, v) = run(&ctx, b"Subject: x\n\nbody\n", false, true, 3).await;
+        assert!(out.starts_with(
+            b"Authentication-Results: mx.example.net;\n\tdkim=none\nSubject: x\n\nbody\n"
+        ));
+        assert!(v.dkim.is_empty());
+        let (out, _) = run(&ctx, b"no header block at all", false, true, 5).await;
+        assert!(
+            out.ends_with(b"no header block at all"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let mut small = context(HashMap::new(), Vec::new()).clone_for_test();
+        small.max_header_bytes = 10;
+        let small = Arc::new(small);
+        let big = b"X-Long: 0123456789012345678901234567890\nFrom: a@b\n\nbody\n";
+        let (out, v) = run(&small, big, false, true, 8).await;
+        assert!(v.unparsed.is_some());
+        assert!(out.ends_with(big), "unparsed message kept intact");
+        assert!(String::from_utf8_lossy(&out).contains("dkim=permerror (header block too large)"));
+    }
+
+    impl Context<MapDns> {
+        fn clone_for_test(&self) -> Context<MapDns> {
+            Context {
+                resolver: MapDns(self.resolver.0.clone()),
+                authserv_id: self.authserv_id.clone(),
+                verify: self.verify.clone(),
+                signing: self.signing.clone(),
+                max_header_bytes: self.max_header_bytes,
+            }
+        }
+    }
+}
