@@ -1,1 +1,687 @@
-//! Offline resolver from RFC 1035 master files (`--dns-zone FILE`).
+//! Offline resolver from RFC 1035 master files (`zone_files`, tests).
+//!
+//! Owns: loading master files ([`ZoneResolver::load`], [`ZoneResolver::parse`],
+//! [`ZoneResolver::merge`]) and answering from them with the semantics of an
+//! authoritative server: NXDOMAIN for absent names, NODATA (RFC 2308 §2.2)
+//! for names that exist with other types or as empty non-terminals
+//! (RFC 8020), CNAME chains followed (RFC 1034 §3.6.2, at most
+//! [`MAX_CNAME_HOPS`] hops; longer chains and loops are temporary errors).
+//! It does no I/O besides reading the files at load time.
+//!
+//! # Syntax (RFC 1035 §5.1)
+//!
+//! `$ORIGIN`, `$TTL` (RFC 2308 §4; BIND units such as `1h` allowed), `@`,
+//! relative and absolute names, an omitted owner (line starts with blank
+//! space) repeating the previous one, optional TTL and class `IN` in either
+//! order, parentheses spanning lines, `;` comments, quoted strings with
+//! `\"`, `\\` and `\DDD`. TXT records may hold several strings (joined
+//! without separator on lookup) and a name may hold several TXT records.
+//! A, AAAA, MX, TXT, PTR, CNAME, NS and SOA are parsed; any other type is
+//! accepted and only makes its name exist. Without `$ORIGIN` (and without a
+//! default origin), relative names are taken as absolute. A record without
+//! TTL takes `$TTL`, else the last explicit TTL, else 3600.
+//!
+//! # Simulated failures
+//!
+//! A comment line of the form `;@servfail NAME`, `;@refused NAME` or
+//! `;@timeout NAME` (NAME relative to the current `$ORIGIN`) makes every
+//! lookup at NAME fail with [`DnsError::Temporary`]. The loopback test server
+//! answers such names with SERVFAIL, REFUSED, or not at all. Being comments,
+//! these lines are ignored by other zone-file tools.
+//!
+//! # Empty non-terminals
+//!
+//! Every ancestor of an owner name exists (answers NODATA), but when the
+//! files contain SOA records only ancestors at or below an SOA owner do, so
+//! `com` stays NXDOMAIN when the file holds `example.com`.
+
+mod lex;
+mod parse;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use super::{Answer, DnsError, Lookup, Mx, RecordType, Records, normalize_name};
+
+/// Longest CNAME chain followed before giving up.
+pub const MAX_CNAME_HOPS: usize = 8;
+
+/// Error loading a master file; always names the file (and line).
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Io {
+        /// Path of the file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file's content is invalid.
+    #[error("{file}:{line}: {message}")]
+    Syntax {
+        /// Path of the file, or `<text>` for [`ZoneResolver::parse`].
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How a name marked by a `;@` directive fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// `;@servfail`: RCODE 2.
+    ServFail,
+    /// `;@refused`: RCODE 5.
+    Refused,
+    /// `;@timeout`: no answer at all.
+    Timeout,
+}
+
+/// SOA RDATA (RFC 1035 §3.3.13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Soa {
+    /// Primary name server.
+    pub mname: String,
+    /// Mailbox of the person responsible.
+    pub rname: String,
+    /// Serial number.
+    pub serial: u32,
+    /// Refresh interval, seconds.
+    pub refresh: u32,
+    /// Retry interval, seconds.
+    pub retry: u32,
+    /// Expiry, seconds.
+    pub expire: u32,
+    /// Negative-caching TTL (RFC 2308 §4).
+    pub minimum: u32,
+}
+
+/// RDATA of one zone record. TXT keeps its character-strings apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZoneData {
+    /// IPv4 address.
+    A(Ipv4Addr),
+    /// IPv6 address.
+    Aaaa(Ipv6Addr),
+    /// Mail exchange.
+    Mx(Mx),
+    /// Character-strings, as written.
+    Txt(Vec<Vec<u8>>),
+    /// Reverse pointer target.
+    Ptr(String),
+    /// Alias target.
+    Cname(String),
+    /// Name server.
+    Ns(String),
+    /// Start of authority.
+    Soa(Soa),
+    /// Any other type, kept by mnemonic only.
+    Other(String),
+}
+
+impl ZoneData {
+    fn matches(&self, rtype: RecordType) -> bool {
+        matches!(
+            (self, rtype),
+            (Self::A(_), RecordType::A)
+                | (Self::Aaaa(_), RecordType::Aaaa)
+                | (Self::Mx(_), RecordType::Mx)
+                | (Self::Txt(_), RecordType::Txt)
+                | (Self::Ptr(_), RecordType::Ptr)
+        )
+    }
+}
+
+/// One record of a zone: normalized owner name (lower case, no trailing
+/// dot), TTL and data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneRecord {
+    /// Owner name.
+    pub name: String,
+    /// Time to live, seconds.
+    pub ttl: u32,
+    /// The data.
+    pub data: ZoneData,
+}
+
+/// The outcome of resolving one query in the zone, with the CNAMEs crossed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The name where resolution ended (the query name, or the last CNAME
+    /// target), normalized.
+    pub name: String,
+    /// CNAME records followed, in order.
+    pub aliases: Vec<ZoneRecord>,
+    /// Where the chain ended.
+    pub outcome: Outcome,
+}
+
+/// Where a [`Resolution`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Records of the asked type (never empty).
+    Found(Vec<ZoneRecord>),
+    /// The (final) name does not exist in the zone.
+    NxDomain,
+    /// The (final) name exists without records of the asked type.
+    NoData,
+    /// The name is marked failing with a `;@` directive.
+    Failed(FailMode),
+    /// The CNAME chain loops or is longer than [`MAX_CNAME_HOPS`].
+    ChainTooLong,
+}
+
+/// An offline resolver over the records of one or more master files.
+#[derive(Debug, Clone, Default)]
+pub struct ZoneResolver {
+    records: HashMap<String, Vec<ZoneRecord>>,
+    failures: HashMap<String, FailMode>,
+    empty_non_terminals: HashSet<String>,
+}
+
+impl ZoneResolver {
+    /// Loads and merges master files (each starts without an origin unless
+    /// it sets `$ORIGIN`).
+    pub fn load(paths: &[PathBuf]) -> Result<Self, ZoneError> {
+        let mut zone = Self::default();
+        for path in paths {
+            zone.merge(Self::load_file(path)?)?;
+        }
+        Ok(zone)
+    }
+
+    fn load_file(path: &Path) -> Result<Self, ZoneError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ZoneError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse_named(&text, None, &file)
+    }
+
+    /// Parses master-file text; errors name the file `<text>`.
+    pub fn parse(text: &str, default_origin: Option<&str>) -> Result<Self, ZoneError> {
+        Self::parse_named(text, default_origin, "<text>")
+    }
+
+    /// Parses master-file text; errors name `file`.
+    pub fn parse_named(
+        text: &str,
+        default_origin: Option<&str>,
+        file: &str,
+    ) -> Result<Self, ZoneError> {
+        let syntax = |line, message| ZoneError::Syntax {
+            file: file.to_owned(),
+            line,
+            message,
+        };
+        let parsed = parse::parse(text, default_origin).map_err(|e| syntax(e.line, e.message))?;
+        let mut zone = Self::default();
+        for record in parsed.records {
+            zone.records
+                .entry(record.name.clone())
+                .or_default()
+                .push(record);
+        }
+        zone.failures.extend(parsed.failures);
+        zone.check_cnames().map_err(|m| syntax(0, m))?;
+        zone.index_empty_non_terminals();
+        Ok(zone)
+    }
+
+    /// Adds the records and directives of `other` (from another file).
+    pub fn merge(&mut self, other: Self) -> Result<(), ZoneError> {
+        for (name, records) in other.records {
+            self.records.entry(name).or_default().extend(records);
+        }
+        self.failures.extend(other.failures);
+        self.check_cnames().map_err(|message| ZoneError::Syntax {
+            file: "<merged zone files>".into(),
+            line: 0,
+            message,
+        })?;
+        self.index_empty_non_terminals();
+        Ok(())
+    }
+
+    /// RFC 1034 §3.6.2 and RFC 2181 §10.1: a CNAME is alone at its name.
+    fn check_cnames(&self) -> Result<(), String> {
+        for (name, records) in &self.records {
+            let cnames = records
+                .iter()
+                .filter(|r| matches!(r.data, ZoneData::Cname(_)))
+                .count();
+            if cnames > 0 && records.len() > 1 {
+                return Err(format!(
+                    "{name} has a CNAME and other records (RFC 1034 §3.6.2)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn index_empty_non_terminals(&mut self) {
+        let apexes: Vec<&str> = self
+            .records
+            .values()
+            .flatten()
+            .filter(|r| matches!(r.data, ZoneData::Soa(_)))
+            .map(|r| r.name.as_str())
+            .collect();
+        let mut ents = HashSet::new();
+        for name in self.records.keys().chain(self.failures.keys()) {
+            for ancestor in ancestors(name) {
+                if apexes.is_empty() || apexes.iter().any(|apex| is_at_or_below(ancestor, apex)) {
+                    ents.insert(ancestor.to_owned());
+                }
+            }
+        }
+        self.empty_non_terminals = ents;
+    }
+
+    /// True when `name` owns records or a failure directive (not merely an
+    /// empty non-terminal). The overlay answers such names from the zone.
+    pub fn owns(&self, name: &str) -> bool {
+        let name = normalize_name(name);
+        self.records.contains_key(&name) || self.failures.contains_key(&name)
+    }
+
+    /// True when `name` exists in the zone at all (owner or empty
+    /// non-terminal).
+    pub fn exists(&self, name: &str) -> bool {
+        let name = normalize_name(name);
+        self.owns(&name) || self.empty_non_terminals.contains(&name)
+    }
+
+    /// Number of owner names with records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when the zone holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Resolves a query like an authoritative server would (RFC 1034
+    /// §4.3.2), following CNAMEs inside the zone.
+    pub fn resolve(&self, name: &str, rtype: RecordType) -> Resolution {
+        let mut current = normalize_name(name);
+        let mut aliases = Vec::new();
+        for _ in 0..=MAX_CNAME_HOPS {
+            let outcome = match self.step(&current, rtype) {
+                Step::Done(outcome) => outcome,
+                Step::Alias(cname) => {
+                    current = cname_target(&cname);
+                    aliases.push(cname);
+                    continue;
+                }
+            };
+            return Resolution {
+                name: current,
+                aliases,
+                outcome,
+            };
+        }
+        Resolution {
+            name: current,
+            aliases,
+            outcome: Outcome::ChainTooLong,
+        }
+    }
+
+    fn step(&self, name: &str, rtype: RecordType) -> Step {
+        if let Some(mode) = self.failures.get(name) {
+            return Step::Done(Outcome::Failed(*mode));
+        }
+        let Some(records) = self.records.get(name) else {
+            return Step::Done(if self.empty_non_terminals.contains(name) {
+                Outcome::NoData
+            } else {
+                Outcome::NxDomain
+            });
+        };
+        if let Some(cname) = records
+            .iter()
+            .find(|r| matches!(r.data, ZoneData::Cname(_)))
+        {
+            return Step::Alias(cname.clone());
+        }
+        let found: Vec<ZoneRecord> = records
+            .iter()
+            .filter(|r| r.data.matches(rtype))
+            .cloned()
+            .collect();
+        Step::Done(if found.is_empty() {
+            Outcome::NoData
+        } else {
+            Outcome::Found(found)
+        })
+    }
+
+    /// The SOA record of the closest enclosing zone apex of `name`, for the
+    /// authority section of negative answers (RFC 2308 §3).
+    pub fn soa_for(&self, name: &str) -> Option<&ZoneRecord> {
+        let name = normalize_name(name);
+        std::iter::once(name.as_str())
+            .chain(ancestors(&name))
+            .filter_map(|n| self.records.get(n))
+            .flatten()
+            .find(|r| matches!(r.data, ZoneData::Soa(_)))
+    }
+
+    /// The negative TTL for `name`: `min(SOA TTL, SOA MINIMUM)` (RFC 2308
+    /// §5), 0 without an SOA.
+    pub fn negative_ttl(&self, name: &str) -> u32 {
+        match self.soa_for(name) {
+            Some(ZoneRecord {
+                ttl,
+                data: ZoneData::Soa(soa),
+                ..
+            }) => (*ttl).min(soa.minimum),
+            _ => 0,
+        }
+    }
+
+    /// Turns a [`Resolution`] into an [`Answer`]; a chain leaving the zone is
+    /// NXDOMAIN here (the overlay forwards it instead).
+    pub fn answer(&self, resolution: &Resolution, rtype: RecordType) -> Answer {
+        let alias_ttl = resolution
+            .aliases
+            .iter()
+            .map(|r| r.ttl)
+            .min()
+            .unwrap_or(u32::MAX);
+        let negative =
+            |err| Answer::new(Err(err), self.negative_ttl(&resolution.name).min(alias_ttl));
+        match &resolution.outcome {
+            Outcome::Found(records) => {
+                let ttl = records
+                    .iter()
+                    .map(|r| r.ttl)
+                    .min()
+                    .unwrap_or(0)
+                    .min(alias_ttl);
+                Answer::new(Ok(to_records(records, rtype)), ttl)
+            }
+            Outcome::NxDomain => negative(DnsError::NxDomain),
+            Outcome::NoData => negative(DnsError::NoData),
+            Outcome::Failed(mode) => Answer::temporary(format!("zone file marks name as {mode:?}")),
+            Outcome::ChainTooLong => Answer::temporary("CNAME chain loops or is too long"),
+        }
+    }
+}
+
+enum Step {
+    Done(Outcome),
+    Alias(ZoneRecord),
+}
+
+/// The target of a CNAME record (empty for other records).
+pub fn cname_target(record: &ZoneRecord) -> String {
+    match &record.data {
+        ZoneData::Cname(target) => target.clone(),
+        _ => String::new(),
+    }
+}
+
+fn to_records(records: &[ZoneRecord], rtype: RecordType) -> Records {
+    let data = records.iter().map(|r| &r.data);
+    match rtype {
+        RecordType::A => Records::A(
+            data.filter_map(|d| {
+                if let ZoneData::A(a) = d {
+                    Some(*a)
+                } else {
+                    None
+                }
+            })
+            .collect(),
+        ),
+        RecordType::Aaaa => Records::Aaaa(
+            data.filter_map(|d| {
+                if let ZoneData::Aaaa(a) = d {
+                    Some(*a)
+                } else {
+                    None
+                }
+            })
+            .collect(),
+        ),
+        RecordType::Mx => Records::Mx(
+            data.filter_map(|d| {
+                if let ZoneData::Mx(m) = d {
+                    Some(m.clone())
+                } else {
+                    None
+                }
+            })
+            .collect(),
+        ),
+        RecordType::Txt => Records::Txt(
+            data.filter_map(|d| {
+                if let ZoneData::Txt(t) = d {
+                    Some(t.concat())
+                } else {
+                    None
+                }
+            })
+            .collect(),
+        ),
+        RecordType::Ptr => Records::Ptr(
+            data.filter_map(|d| {
+                if let ZoneData::Ptr(p) = d {
+                    Some(p.clone())
+                } else {
+                    None
+                }
+            })
+            .collect(),
+        ),
+    }
+}
+
+/// Proper ancestors of `name`, nearest first, root excluded.
+fn ancestors(name: &str) -> impl Iterator<Item = &str> {
+    name.match_indices('.')
+        .filter_map(|(i, _)| name.get(i + 1..))
+        .filter(|s| !s.is_empty())
+}
+
+fn is_at_or_below(name: &str, apex: &str) -> bool {
+    apex.is_empty() || name == apex || name.ends_with(&format!(".{apex}"))
+}
+
+impl Lookup for ZoneResolver {
+    async fn lookup(&self, name: &str, rtype: RecordType) -> Answer {
+        let resolution = self.resolve(name, rtype);
+        self.answer(&resolution, rtype)
+    }
+}
+
+super::resolver_via_lookup!(for ZoneResolver);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::Resolver;
+
+    const ZONE: &str = r#"
+$ORIGIN example.com.
+$TTL 300
+@        IN SOA ns hostmaster 1 7200 3600 604800 60
+         IN NS  ns
+         IN A   192.0.2.1
+         IN MX  10 mail
+         IN TXT "v=spf1 " "ip4:192.0.2.0/24 " "-all"
+mail     IN A   192.0.2.25
+Mail2    IN AAAA 2001:db8::25
+multi    IN TXT "first"
+multi    IN TXT "second"
+escaped  IN TXT "say \"hi\" \\ \065"
+a.b.deep IN TXT "leaf"
+alias    IN CNAME mail
+alias2   60 IN CNAME alias
+outside  IN CNAME elsewhere.example.net.
+loop1    IN CNAME loop2
+loop2    IN CNAME loop1
+1.2.0.192.in-addr.arpa. IN PTR mail
+;@servfail broken
+;@timeout slow
+"#;
+
+    fn zone() -> ZoneResolver {
+        ZoneResolver::parse(ZONE, None).unwrap()
+    }
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn txt_strings_concatenate_and_records_stay_apart() {
+        let z = zone();
+        block(async {
+            assert_eq!(
+                z.txt("example.com").await.unwrap(),
+                [b"v=spf1 ip4:192.0.2.0/24 -all".to_vec()]
+            );
+            assert_eq!(
+                z.txt("MULTI.example.com.").await.unwrap(),
+                [b"first".to_vec(), b"second".to_vec()]
+            );
+            assert_eq!(
+                z.txt("escaped.example.com").await.unwrap(),
+                [br#"say "hi" \ A"#.to_vec()]
+            );
+        });
+    }
+
+    #[test]
+    fn nxdomain_nodata_and_empty_non_terminals() {
+        let z = zone();
+        block(async {
+            for (name, want) in [
+                ("nope.example.com", DnsError::NxDomain),
+                ("mail.example.com", DnsError::NoData),
+                ("b.deep.example.com", DnsError::NoData),
+                ("deep.example.com", DnsError::NoData),
+                ("com", DnsError::NxDomain),
+            ] {
+                assert_eq!(z.txt(name).await.unwrap_err(), want, "{name}");
+            }
+        });
+    }
+
+    #[test]
+    fn typed_lookups() {
+        let z = zone();
+        block(async {
+            assert_eq!(
+                z.a("example.com").await.unwrap(),
+                [Ipv4Addr::new(192, 0, 2, 1)]
+            );
+            assert_eq!(
+                z.aaaa("mail2.example.com").await.unwrap(),
+                ["2001:db8::25".parse::<Ipv6Addr>().unwrap()]
+            );
+            let mx = z.mx("example.com").await.unwrap();
+            assert_eq!(
+                (mx[0].preference, mx[0].exchange.as_str()),
+                (10, "mail.example.com")
+            );
+            let ptr = z.ptr("192.0.2.1".parse().unwrap()).await.unwrap();
+            assert_eq!(ptr, ["mail.example.com"]);
+        });
+    }
+
+    #[test]
+    fn cname_chains_are_followed_and_ttl_is_the_minimum() {
+        let z = zone();
+        let answer = block(z.lookup("alias2.example.com", RecordType::A));
+        assert_eq!(
+            answer.result,
+            Ok(Records::A(vec![Ipv4Addr::new(192, 0, 2, 25)]))
+        );
+        assert_eq!(answer.ttl, 60);
+        assert_eq!(
+            z.resolve("alias2.example.com", RecordType::A).aliases.len(),
+            2
+        );
+    }
+
+    #[test]
+    fn cname_loops_and_failures_are_temporary() {
+        let z = zone();
+        block(async {
+            for name in [
+                "loop1.example.com",
+                "broken.example.com",
+                "slow.example.com",
+            ] {
+                assert!(
+                    matches!(z.txt(name).await, Err(DnsError::Temporary(_))),
+                    "{name}"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn chain_leaving_the_zone_is_nxdomain_offline() {
+        let z = zone();
+        let r = z.resolve("outside.example.com", RecordType::Txt);
+        assert_eq!(r.outcome, Outcome::NxDomain);
+        assert_eq!(block(z.txt("outside.example.com")), Err(DnsError::NxDomain));
+    }
+
+    #[test]
+    fn negative_ttl_is_min_of_soa_ttl_and_minimum() {
+        let z = zone();
+        assert_eq!(z.negative_ttl("nope.example.com"), 60);
+        assert_eq!(block(z.lookup("nope.example.com", RecordType::A)).ttl, 60);
+    }
+
+    #[test]
+    fn cname_with_other_data_is_rejected() {
+        let err = ZoneResolver::parse(
+            "a.example. CNAME b.example.\na.example. A 192.0.2.1\n",
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("CNAME and other"), "{err}");
+    }
+
+    #[test]
+    fn load_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.zone");
+        let bad = dir.path().join("bad.zone");
+        std::fs::write(&good, "a.example. A 192.0.2.1\n").unwrap();
+        std::fs::write(&bad, "b.example. A 192.0.2.2\nc.example. A nope\n").unwrap();
+        let err = ZoneResolver::load(&[good.clone(), bad.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&format!("{}:2:", bad.display())), "{err}");
+        let missing = ZoneResolver::load(&[dir.path().join("missing.zone")]).unwrap_err();
+        assert!(matches!(missing, ZoneError::Io { .. }));
+    }
+
+    #[test]
+    fn merge_combines_files() {
+        let mut z = ZoneResolver::parse("a.example. TXT \"1\"\n", None).unwrap();
+        z.merge(
+            ZoneResolver::parse("a.example. TXT \"2\"\nb.example. A 192.0.2.2\n", None).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(block(z.txt("a.example")).unwrap().len(), 2);
+        assert!(z.owns("b.example") && !z.owns("example") && z.exists("example"));
+    }
+}

@@ -1,0 +1,434 @@
+//! Master-file records (RFC 1035 §5.1, RFC 2308 §4 for `$TTL`).
+//!
+//! Owns the step from lexical [`Entry`]s to [`ZoneRecord`]s: control
+//! entries, owner / TTL / class / type fields, and the RDATA of the types
+//! [`super`] serves. It does not decide what a lookup returns.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::lex::{Entry, Token, entries, unescape_word};
+use super::{FailMode, Soa, ZoneData, ZoneRecord};
+use crate::dns::Mx;
+
+/// TTL used when the file sets neither `$TTL` nor an explicit TTL.
+const FALLBACK_TTL: u32 = 3600;
+
+/// What a file contributes: its records and its failure directives.
+#[derive(Debug, Default)]
+pub(super) struct Parsed {
+    pub records: Vec<ZoneRecord>,
+    pub failures: Vec<(String, FailMode)>,
+}
+
+/// A parse error at a 1-based line.
+#[derive(Debug)]
+pub(super) struct LineError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses a whole master file.
+pub(super) fn parse(text: &str, default_origin: Option<&str>) -> Result<Parsed, LineError> {
+    let entries = entries(text).map_err(|e| LineError {
+        line: e.line,
+        message: e.message,
+    })?;
+    let mut state = State {
+        origin: default_origin.map(crate::dns::normalize_name),
+        ..State::default()
+    };
+    let mut out = Parsed::default();
+    for entry in &entries {
+        state.entry(entry, &mut out).map_err(|message| LineError {
+            line: entry.line,
+            message,
+        })?;
+    }
+    Ok(out)
+}
+
+#[derive(Default)]
+struct State {
+    origin: Option<String>,
+    default_ttl: Option<u32>,
+    last_ttl: Option<u32>,
+    last_owner: Option<String>,
+}
+
+impl State {
+    fn entry(&mut self, entry: &Entry, out: &mut Parsed) -> Result<(), String> {
+        if let Some(words) = &entry.directive {
+            return self.directive(words, out);
+        }
+        let mut fields = Fields(entry.tokens.iter());
+        if let Some(Token::Word(w)) = entry.tokens.first()
+            && w.starts_with('$')
+        {
+            fields.next_word()?;
+            return self.control(w, &mut fields);
+        }
+        let record = self.record(entry.blank_owner, &mut fields)?;
+        out.records.push(record);
+        Ok(())
+    }
+
+    /// `;@servfail NAME`, `;@refused NAME`, `;@timeout NAME` (see [`super`]).
+    fn directive(&self, words: &[String], out: &mut Parsed) -> Result<(), String> {
+        let mode = match words.first().map(|w| w.to_ascii_lowercase()).as_deref() {
+            Some("servfail") => FailMode::ServFail,
+            Some("refused") => FailMode::Refused,
+            Some("timeout") => FailMode::Timeout,
+            // Any other `;@` comment is an ordinary comment.
+            _ => return Ok(()),
+        };
+        let [_, name] = words else {
+            return Err(format!(
+                "directive ;@{} takes exactly one name",
+                words.join(" ")
+            ));
+        };
+        out.failures.push((self.name(name)?, mode));
+        Ok(())
+    }
+
+    /// `$ORIGIN` (RFC 1035 §5.1) and `$TTL` (RFC 2308 §4).
+    fn control(&mut self, keyword: &str, fields: &mut Fields<'_>) -> Result<(), String> {
+        match keyword.to_ascii_uppercase().as_str() {
+            "$ORIGIN" => {
+                let name = fields.next_word()?;
+                if !name.ends_with('.') {
+                    return Err(format!("$ORIGIN {name} must be absolute (end with '.')"));
+                }
+                self.origin = Some(self.name(name)?);
+            }
+            "$TTL" => self.default_ttl = Some(ttl(fields.next_word()?)?),
+            "$INCLUDE" => {
+                return Err("$INCLUDE is not supported; list the file in zone_files".into());
+            }
+            other => return Err(format!("unknown control entry {other}")),
+        }
+        fields.end()
+    }
+
+    /// `<owner> [<TTL>] [<class>] <type> <RDATA>` with TTL and class in
+    /// either order (RFC 1035 §5.1).
+    fn record(&mut self, blank_owner: bool, fields: &mut Fields<'_>) -> Result<ZoneRecord, String> {
+        let name = if blank_owner {
+            self.last_owner
+                .clone()
+                .ok_or("no previous owner name to repeat")?
+        } else {
+            self.name(fields.next_word()?)?
+        };
+        self.last_owner = Some(name.clone());
+        let mut explicit_ttl = None;
+        let rtype = loop {
+            let word = fields.next_word()?;
+            if word.starts_with(|c: char| c.is_ascii_digit()) && explicit_ttl.is_none() {
+                explicit_ttl = Some(ttl(word)?);
+            } else if is_class(word) {
+                if !word.eq_ignore_ascii_case("IN") {
+                    return Err(format!("class {word} is not supported, only IN"));
+                }
+            } else {
+                break word.to_ascii_uppercase();
+            }
+        };
+        if explicit_ttl.is_some() {
+            self.last_ttl = explicit_ttl;
+        }
+        let ttl = explicit_ttl
+            .or(self.default_ttl)
+            .or(self.last_ttl)
+            .unwrap_or(FALLBACK_TTL);
+        let data = self.rdata(&rtype, fields)?;
+        Ok(ZoneRecord { name, ttl, data })
+    }
+
+    fn rdata(&self, rtype: &str, fields: &mut Fields<'_>) -> Result<ZoneData, String> {
+        let data = match rtype {
+            "A" => ZoneData::A(parse_ip::<Ipv4Addr>(fields.next_word()?)?),
+            "AAAA" => ZoneData::Aaaa(parse_ip::<Ipv6Addr>(fields.next_word()?)?),
+            "MX" => ZoneData::Mx(Mx {
+                preference: number(fields.next_word()?, "MX preference")?,
+                exchange: self.name(fields.next_word()?)?,
+            }),
+            "TXT" => ZoneData::Txt(fields.character_strings()?),
+            "PTR" => ZoneData::Ptr(self.name(fields.next_word()?)?),
+            "CNAME" => ZoneData::Cname(self.name(fields.next_word()?)?),
+            "NS" => ZoneData::Ns(self.name(fields.next_word()?)?),
+            "SOA" => ZoneData::Soa(self.soa(fields)?),
+            other if is_type_mnemonic(other) => {
+                // Parsed for existence only (the name then answers NODATA).
+                fields.by_ref().for_each(drop);
+                return Ok(ZoneData::Other(other.to_owned()));
+            }
+            other => return Err(format!("unknown record type {other}")),
+        };
+        fields.end()?;
+        Ok(data)
+    }
+
+    /// SOA RDATA (RFC 1035 §3.3.13).
+    fn soa(&self, fields: &mut Fields<'_>) -> Result<Soa, String> {
+        Ok(Soa {
+            mname: self.name(fields.next_word()?)?,
+            rname: self.name(fields.next_word()?)?,
+            serial: number(fields.next_word()?, "SOA serial")?,
+            refresh: ttl(fields.next_word()?)?,
+            retry: ttl(fields.next_word()?)?,
+            expire: ttl(fields.next_word()?)?,
+            minimum: ttl(fields.next_word()?)?,
+        })
+    }
+
+    /// Makes `word` absolute against `$ORIGIN` and normalizes it. Without an
+    /// origin, relative names are taken as absolute.
+    fn name(&self, word: &str) -> Result<String, String> {
+        if word == "@" {
+            return self
+                .origin
+                .clone()
+                .ok_or_else(|| "'@' used without $ORIGIN".into());
+        }
+        if word == "." {
+            return Ok(String::new());
+        }
+        if word.ends_with('.') {
+            return Ok(crate::dns::normalize_name(word));
+        }
+        let name = match self.origin.as_deref() {
+            Some("") | None => word.to_owned(),
+            Some(origin) => format!("{word}.{origin}"),
+        };
+        Ok(name.to_ascii_lowercase())
+    }
+}
+
+/// The remaining tokens of an entry.
+struct Fields<'a>(std::slice::Iter<'a, Token>);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = &'a Token;
+    fn next(&mut self) -> Option<&'a Token> {
+        self.0.next()
+    }
+}
+
+impl<'a> Fields<'a> {
+    fn next_word(&mut self) -> Result<&'a str, String> {
+        match self.0.next() {
+            Some(Token::Word(w)) => Ok(w),
+            Some(Token::Quoted(_)) => Err("unexpected quoted string".into()),
+            None => Err("entry ends too early".into()),
+        }
+    }
+
+    fn end(&mut self) -> Result<(), String> {
+        match self.0.next() {
+            None => Ok(()),
+            Some(_) => Err("unexpected data at end of entry".into()),
+        }
+    }
+
+    /// One or more `<character-string>`s, each at most 255 bytes
+    /// (RFC 1035 §3.3, §3.3.14).
+    fn character_strings(&mut self) -> Result<Vec<Vec<u8>>, String> {
+        let strings = self
+            .0
+            .by_ref()
+            .map(|t| match t {
+                Token::Quoted(q) => Ok(q.clone()),
+                Token::Word(w) => unescape_word(w),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if strings.is_empty() {
+            return Err("TXT needs at least one character-string".into());
+        }
+        if let Some(long) = strings.iter().find(|s| s.len() > 255) {
+            return Err(format!(
+                "character-string of {} bytes exceeds 255; split it into several quoted strings",
+                long.len()
+            ));
+        }
+        Ok(strings)
+    }
+}
+
+fn is_class(word: &str) -> bool {
+    ["IN", "CH", "CS", "HS"]
+        .iter()
+        .any(|c| word.eq_ignore_ascii_case(c))
+}
+
+fn is_type_mnemonic(word: &str) -> bool {
+    word.starts_with(|c: char| c.is_ascii_alphabetic())
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+fn parse_ip<T: std::str::FromStr>(word: &str) -> Result<T, String> {
+    word.parse().map_err(|_| format!("invalid address {word}"))
+}
+
+fn number<T: std::str::FromStr>(word: &str, what: &str) -> Result<T, String> {
+    word.parse().map_err(|_| format!("invalid {what} {word}"))
+}
+
+/// A TTL: seconds, or BIND-style units (`1h30m`, `2d`, `1w`).
+fn ttl(word: &str) -> Result<u32, String> {
+    let bad = || format!("invalid TTL {word}");
+    if let Ok(secs) = word.parse::<u32>() {
+        return Ok(secs);
+    }
+    let mut total: u32 = 0;
+    let mut digits = String::new();
+    for c in word.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit: u32 = match c.to_ascii_lowercase() {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return Err(bad()),
+        };
+        let n: u32 = digits.parse().map_err(|_| bad())?;
+        let add = n.checked_mul(unit).ok_or_else(bad)?;
+        total = total.checked_add(add).ok_or_else(bad)?;
+        digits.clear();
+    }
+    if digits.is_empty() {
+        Ok(total)
+    } else {
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> ZoneRecord {
+        let mut p = parse(text, Some("example.com")).unwrap();
+        assert_eq!(p.records.len(), 1, "{text}");
+        p.records.remove(0)
+    }
+
+    #[test]
+    fn owner_forms_resolve_against_origin() {
+        for (text, want) in [
+            ("@ A 192.0.2.1", "example.com"),
+            ("www A 192.0.2.1", "www.example.com"),
+            ("WWW.Other.ORG. A 192.0.2.1", "www.other.org"),
+            (
+                "$ORIGIN sub.example.net.\nx A 192.0.2.1",
+                "x.sub.example.net",
+            ),
+        ] {
+            assert_eq!(one(text).name, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn ttl_and_class_come_in_either_order() {
+        for (text, want) in [
+            ("a 300 IN A 192.0.2.1", 300),
+            ("a IN 300 A 192.0.2.1", 300),
+            ("a IN A 192.0.2.1", FALLBACK_TTL),
+            ("$TTL 1h\na A 192.0.2.1", 3600),
+            ("$TTL 60\na 1d2h IN A 192.0.2.1", 93_600),
+        ] {
+            assert_eq!(one(text).ttl, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn blank_owner_repeats_previous_and_last_ttl_carries() {
+        let p = parse("a 120 A 192.0.2.1\n  TXT \"x\"\n", None).unwrap();
+        assert_eq!(p.records[1].name, "a");
+        assert_eq!(p.records[1].ttl, 120);
+    }
+
+    #[test]
+    fn rdata_of_each_type() {
+        for (text, want) in [
+            (
+                "a AAAA 2001:db8::1",
+                ZoneData::Aaaa("2001:db8::1".parse().unwrap()),
+            ),
+            (
+                "a MX 10 mail",
+                ZoneData::Mx(Mx {
+                    preference: 10,
+                    exchange: "mail.example.com".into(),
+                }),
+            ),
+            (
+                "a TXT \"v=spf1 \" \"-all\" bare",
+                ZoneData::Txt(vec![
+                    b"v=spf1 ".to_vec(),
+                    b"-all".to_vec(),
+                    b"bare".to_vec(),
+                ]),
+            ),
+            ("a PTR host.example.", ZoneData::Ptr("host.example".into())),
+            ("a CNAME b", ZoneData::Cname("b.example.com".into())),
+            ("a SRV 0 5 5060 sip", ZoneData::Other("SRV".into())),
+        ] {
+            assert_eq!(one(text).data, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn soa_spans_lines() {
+        let r = one("@ IN SOA ns hostmaster (\n 1 ; serial\n 2h 1h 1w\n 300 )");
+        let ZoneData::Soa(soa) = r.data else {
+            panic!("not SOA")
+        };
+        assert_eq!((soa.serial, soa.refresh, soa.minimum), (1, 7200, 300));
+    }
+
+    #[test]
+    fn directives_name_failing_names() {
+        let p = parse(
+            ";@servfail bad\n;@timeout slow.other.\n;@refused @\n",
+            Some("example.com"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.failures,
+            [
+                ("bad.example.com".to_owned(), FailMode::ServFail),
+                ("slow.other".to_owned(), FailMode::Timeout),
+                ("example.com".to_owned(), FailMode::Refused),
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        for (text, line, needle) in [
+            ("a A 192.0.2.1\nb A 300.1.1.1", 2, "invalid address"),
+            ("a A 192.0.2.1\n\nb CH A 192.0.2.1", 3, "class CH"),
+            ("  A 192.0.2.1", 1, "no previous owner"),
+            ("a MX 10", 1, "ends too early"),
+            ("a A 192.0.2.1 extra", 1, "unexpected data"),
+            ("$INCLUDE x", 1, "$INCLUDE"),
+            ("a TXT", 1, "at least one"),
+            ("a B@D x", 1, "unknown record type"),
+        ] {
+            let err = parse(text, None).unwrap_err();
+            assert_eq!(err.line, line, "{text}");
+            assert!(err.message.contains(needle), "{text}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn long_character_string_is_rejected() {
+        let text = format!("a TXT \"{}\"", "x".repeat(256));
+        assert!(parse(&text, None).unwrap_err().message.contains("255"));
+    }
+}
