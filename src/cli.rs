@@ -18,7 +18,7 @@ use crate::config::{Config, KeySettings, TableSettings, parse_canon};
 use crate::dkim::key::SigningKey;
 use crate::dns::{self, DnsError, Mx, Resolver};
 use crate::pipe::{self, EX_TEMPFAIL, SpoolSettings};
-use crate::pipeline::{Context, Options};
+use crate::pipeline::Options;
 
 const EXAMPLES_SIGN: &str = "Examples:
   authgate sign --domain example.com --selector s2026 --key /etc/authgate/keys/s2026.example.com.key < msg.eml > signed.eml

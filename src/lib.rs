@@ -5,7 +5,7 @@
 //! through the [`dns::Resolver`] trait; I/O lives in `pipe` and `cli`.
 
 pub mod authres;
-// pub mod cli; (wired after DNS merge)
+pub mod cli;
 pub mod config;
 pub mod dkim;
 pub mod dns;
