@@ -5,3 +5,4 @@
 //! through the [`dns::Resolver`] trait; I/O lives in `pipe` and `cli`.
 
 pub mod dns;
+pub mod keygen;
