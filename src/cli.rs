@@ -66,7 +66,9 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Validate the configuration (keys, permissions, tables) and print the effective config.
-    #[command(after_help = "Example:\n  authgate config check --config /etc/authgate/authgate.toml")]
+    #[command(
+        after_help = "Example:\n  authgate config check --config /etc/authgate/authgate.toml"
+    )]
     Check(CommonArgs),
 }
 
@@ -103,7 +105,10 @@ impl CommonArgs {
     }
 
     fn load(&self, extra: Figment) -> Result<Config> {
-        Ok(Config::load(self.config.as_deref(), self.overrides().merge(extra))?)
+        Ok(Config::load(
+            self.config.as_deref(),
+            self.overrides().merge(extra),
+        )?)
     }
 }
 
@@ -204,7 +209,11 @@ pub fn run() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("authgate: {e:#}");
-            if pipe_mode { ExitCode::from(EX_TEMPFAIL) } else { ExitCode::FAILURE }
+            if pipe_mode {
+                ExitCode::from(EX_TEMPFAIL)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -212,7 +221,10 @@ pub fn run() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn dispatch(command: Command) -> Result<ExitCode> {
@@ -242,7 +254,10 @@ fn now_or_clock(now: Option<u64>) -> u64 {
 }
 
 fn spool_settings(c: &Config) -> SpoolSettings {
-    SpoolSettings { threshold: c.message.spool_threshold, dir: c.message.spool_dir.clone() }
+    SpoolSettings {
+        threshold: c.message.spool_threshold,
+        dir: c.message.spool_dir.clone(),
+    }
 }
 
 /// A resolver for commands that never look anything up (signing only).
@@ -250,19 +265,29 @@ struct NoDns;
 
 impl Resolver for NoDns {
     async fn txt(&self, _: &str) -> Result<Vec<Vec<u8>>, DnsError> {
-        Err(DnsError::Temporary("DNS is not used by this command".into()))
+        Err(DnsError::Temporary(
+            "DNS is not used by this command".into(),
+        ))
     }
     async fn a(&self, _: &str) -> Result<Vec<std::net::Ipv4Addr>, DnsError> {
-        Err(DnsError::Temporary("DNS is not used by this command".into()))
+        Err(DnsError::Temporary(
+            "DNS is not used by this command".into(),
+        ))
     }
     async fn aaaa(&self, _: &str) -> Result<Vec<std::net::Ipv6Addr>, DnsError> {
-        Err(DnsError::Temporary("DNS is not used by this command".into()))
+        Err(DnsError::Temporary(
+            "DNS is not used by this command".into(),
+        ))
     }
     async fn mx(&self, _: &str) -> Result<Vec<Mx>, DnsError> {
-        Err(DnsError::Temporary("DNS is not used by this command".into()))
+        Err(DnsError::Temporary(
+            "DNS is not used by this command".into(),
+        ))
     }
     async fn ptr(&self, _: std::net::IpAddr) -> Result<Vec<String>, DnsError> {
-        Err(DnsError::Temporary("DNS is not used by this command".into()))
+        Err(DnsError::Temporary(
+            "DNS is not used by this command".into(),
+        ))
     }
 }
 
@@ -277,10 +302,15 @@ fn sign(a: SignArgs) -> Result<ExitCode> {
     let key = SigningKey::load(&a.key, a.allow_insecure_key)?;
     if let Some(alg) = &a.algorithm {
         if key.algorithm().as_str() != alg {
-            bail!("--algorithm {alg} does not match the key in {} ({})", a.key.display(), key.algorithm().as_str());
+            bail!(
+                "--algorithm {alg} does not match the key in {} ({})",
+                a.key.display(),
+                key.algorithm().as_str()
+            );
         }
     }
-    parse_canon(&a.canonicalization).with_context(|| format!("bad --canonicalization {:?}", a.canonicalization))?;
+    parse_canon(&a.canonicalization)
+        .with_context(|| format!("bad --canonicalization {:?}", a.canonicalization))?;
     let mut config = Config::default();
     config.dkim.sign.canonicalization = a.canonicalization.clone();
     config.dkim.sign.allow_insecure_key_permissions = a.allow_insecure_key;
@@ -297,14 +327,29 @@ fn sign(a: SignArgs) -> Result<ExitCode> {
         selector: a.selector.clone(),
         file: a.key.clone(),
     });
-    config.dkim.signing_table.push(TableSettings { pattern: "*".into(), keys: vec!["cli".into()] });
+    config.dkim.signing_table.push(TableSettings {
+        pattern: "*".into(),
+        keys: vec!["cli".into()],
+    });
     let ctx = Arc::new(config.context(NoDns)?);
-    let opts = Options { verify: false, sign: true, now: now_or_clock(a.now), envelope_from: None };
+    let opts = Options {
+        verify: false,
+        sign: true,
+        now: now_or_clock(a.now),
+        envelope_from: None,
+    };
     // The CLI signs whatever the author: identity fallback is irrelevant here.
     let rt = runtime()?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let filtered = pipe::filter(&rt, ctx, opts, &spool_settings(&config), &mut std::io::stdin().lock(), &mut out)?;
+    let filtered = pipe::filter(
+        &rt,
+        ctx,
+        opts,
+        &spool_settings(&config),
+        &mut std::io::stdin().lock(),
+        &mut out,
+    )?;
     if filtered.verdict.signed.is_empty() {
         bail!("message not signed: no author address and no header block");
     }
@@ -316,19 +361,39 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let resolver = dns::build(&config.dns)?;
     let ctx = Arc::new(config.context(resolver)?);
     let rt = runtime()?;
-    let opts = Options { verify: true, sign: false, now: now_or_clock(a.now), envelope_from: None };
+    let opts = Options {
+        verify: true,
+        sign: false,
+        now: now_or_clock(a.now),
+        envelope_from: None,
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let inputs: Vec<Option<&Path>> = if a.files.is_empty() { vec![None] } else { a.files.iter().map(|f| Some(f.as_path())).collect() };
+    let inputs: Vec<Option<&Path>> = if a.files.is_empty() {
+        vec![None]
+    } else {
+        a.files.iter().map(|f| Some(f.as_path())).collect()
+    };
     for input in inputs {
         let filtered = match input {
-            None => pipe::check(&rt, Arc::clone(&ctx), opts.clone(), &mut std::io::stdin().lock())?,
+            None => pipe::check(
+                &rt,
+                Arc::clone(&ctx),
+                opts.clone(),
+                &mut std::io::stdin().lock(),
+            )?,
             Some(path) => {
-                let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+                let mut f = std::fs::File::open(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
                 pipe::check(&rt, Arc::clone(&ctx), opts.clone(), &mut f)?
             }
         };
-        let ar = filtered.verdict.add.first().map(|h| String::from_utf8_lossy(h.raw()).into_owned()).unwrap_or_default();
+        let ar = filtered
+            .verdict
+            .add
+            .first()
+            .map(|h| String::from_utf8_lossy(h.raw()).into_owned())
+            .unwrap_or_default();
         if a.json {
             let mut obj = serde_json::json!({
                 "dkim": filtered.verdict.dkim,
@@ -348,7 +413,12 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
 fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
     let config = a.common.load(Figment::new())?;
     let verify = a.verify || !a.sign;
-    let opts = Options { verify, sign: a.sign, now: now_or_clock(a.now), envelope_from: a.sender.clone() };
+    let opts = Options {
+        verify,
+        sign: a.sign,
+        now: now_or_clock(a.now),
+        envelope_from: a.sender.clone(),
+    };
     let rt = runtime()?;
     let spool = spool_settings(&config);
     let stdout = std::io::stdout();
@@ -362,24 +432,80 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
         pipe::filter(&rt, ctx, opts, &spool, &mut input, &mut out)?
     };
     let v = &filtered.verdict;
-    let results: Vec<String> = v.dkim.iter().map(|d| format!("{}:{}", d.domain.as_deref().unwrap_or("-"), d.result.as_str())).collect();
-    let signed: Vec<String> = v.signed.iter().map(|(d, s, alg)| format!("{d}/{s}/{alg}")).collect();
+    let results: Vec<String> = v
+        .dkim
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}",
+                d.domain.as_deref().unwrap_or("-"),
+                d.result.as_str()
+            )
+        })
+        .collect();
+    let signed: Vec<String> = v
+        .signed
+        .iter()
+        .map(|(d, s, alg)| format!("{d}/{s}/{alg}"))
+        .collect();
     tracing::info!(size = filtered.size, dkim = ?results, signed = ?signed, unparsed = ?v.unparsed, "message filtered");
     Ok(ExitCode::SUCCESS)
 }
 
 fn keygen(a: KeygenArgs) -> Result<ExitCode> {
-    let _ = a;
-    bail!("keygen is wired after the keygen module lands")
+    use crate::keygen::{KeyAlgorithm, KeygenOptions};
+    let algorithm = match a.algorithm.as_str() {
+        "ed25519" => KeyAlgorithm::Ed25519,
+        _ => KeyAlgorithm::Rsa { bits: a.bits },
+    };
+    let opts = KeygenOptions {
+        domain: a.domain.clone(),
+        selector: a.selector.clone(),
+        algorithm,
+        testing: a.testing,
+    };
+    let done = crate::keygen::keygen(&opts, &a.out)?;
+    let r = &done.record;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "# private key written to {} (mode 0600)",
+        done.key_path.display()
+    )?;
+    writeln!(out, "# publish this TXT record at {}", r.name)?;
+    writeln!(out, "\n# 1. BIND zone file line:\n{}", r.zone_line)?;
+    writeln!(
+        out,
+        "\n# 2. single-line value for a web DNS panel (name: {}):\n{}",
+        r.name, r.value
+    )?;
+    writeln!(out, "\n# 3. bare public key (p=):\n{}", r.public_key)?;
+    writeln!(
+        out,
+        "\n# config:\n[[dkim.keys]]\nname = \"{sel}-{dom}\"\ndomain = \"{dom}\"\nselector = \"{sel}\"\nfile = \"{file}\"\n\n[[dkim.signing_table]]\npattern = \"*@{dom}\"\nkeys = [\"{sel}-{dom}\"]",
+        sel = a.selector,
+        dom = a.domain,
+        file = done.key_path.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn config_check(a: CommonArgs) -> Result<ExitCode> {
     let config = a.load(Figment::new())?;
     dns::build(&config.dns)?;
     let ctx = config.context(NoDns)?;
-    let keys = ctx.signing.as_ref().map_or(0, |s| s.table.iter().map(|r| r.keys.len()).sum::<usize>());
+    let keys = ctx
+        .signing
+        .as_ref()
+        .map_or(0, |s| s.table.iter().map(|r| r.keys.len()).sum::<usize>());
     let mut out = std::io::stdout().lock();
-    writeln!(out, "# configuration OK: authserv-id {}, {} signing table rows, {} key uses", ctx.authserv_id, config.dkim.signing_table.len(), keys)?;
+    writeln!(
+        out,
+        "# configuration OK: authserv-id {}, {} signing table rows, {} key uses",
+        ctx.authserv_id,
+        config.dkim.signing_table.len(),
+        keys
+    )?;
     out.write_all(toml::to_string_pretty(&config)?.as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod dkim;
 pub mod dns;
+pub mod keygen;
 pub mod message;
 pub mod pipe;
 pub mod pipeline;
