@@ -1,0 +1,350 @@
+//! The command-line contract: verify, sign, pipe, keygen, config check.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use crate::support::{authgate, fixtures, private_key, zone_for_key};
+
+const RFC8463_NOW: &str = "1528637909";
+
+fn rfc8463_args(cmd: &mut assert_cmd::Command) -> &mut assert_cmd::Command {
+    cmd.arg("--dns-zone")
+        .arg(fixtures().join("dkim/rfc8463.zone"))
+        .args(["--now", RFC8463_NOW])
+}
+
+#[test]
+fn verify_prints_the_authentication_results_header() {
+    let out = rfc8463_args(authgate().arg("verify").args(["--authserv-id", "mx.test"]))
+        .arg(fixtures().join("dkim/rfc8463.eml"))
+        .assert()
+        .success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.starts_with(
+            "Authentication-Results: mx.test;\n\tdkim=pass header.d=football.example.com"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.matches("dkim=pass").count(), 2);
+}
+
+#[test]
+fn verify_json_reports_each_signature_in_order() {
+    let out = rfc8463_args(authgate().args(["verify", "--json"]))
+        .pipe_stdin(fixtures().join("dkim/rfc8463.eml"))
+        .unwrap()
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let sigs = v["dkim"].as_array().unwrap();
+    assert_eq!(sigs.len(), 2);
+    assert_eq!(sigs[0]["selector"], "brisbane");
+    assert_eq!(sigs[0]["algorithm"], "ed25519-sha256");
+    assert_eq!(sigs[1]["selector"], "test");
+    for s in sigs {
+        assert_eq!(s["result"], "pass");
+        assert_eq!(s["testing"], false);
+    }
+}
+
+#[test]
+fn verify_with_unknown_key_is_permerror_and_exit_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("empty.zone");
+    std::fs::write(&zone, "other.example. 300 IN TXT \"x\"\n").unwrap();
+    let out = authgate()
+        .args(["verify", "--json", "--now", RFC8463_NOW, "--dns-zone"])
+        .arg(&zone)
+        .arg(fixtures().join("dkim/rfc8463.eml"))
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["dkim"][0]["result"], "permerror");
+    assert_eq!(
+        v["dkim"][0]["reason"],
+        "no key record at brisbane._domainkey.football.example.com"
+    );
+}
+
+#[test]
+fn sign_refuses_group_readable_key_and_wrong_algorithm() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "dkim/rfc8463-rsa.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = authgate()
+        .args(["sign", "-d", "example.com", "-s", "s"])
+        .arg("--key")
+        .arg(&key)
+        .write_stdin("From: a@example.com\n\nx\n")
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("chmod 600") && !err.contains("BEGIN"), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    authgate()
+        .args([
+            "sign",
+            "-d",
+            "example.com",
+            "-s",
+            "s",
+            "--algorithm",
+            "ed25519-sha256",
+        ])
+        .arg("--key")
+        .arg(&key)
+        .write_stdin("From: a@example.com\n\nx\n")
+        .assert()
+        .failure();
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    keys: &[(&str, &str, &std::path::Path)],
+    zone: &std::path::Path,
+) -> std::path::PathBuf {
+    let mut text = format!(
+        "authserv_id = \"mx.test\"\n[dns]\nzone_files = [\"{}\"]\n",
+        zone.display()
+    );
+    let mut names = Vec::new();
+    for (sel, domain, file) in keys {
+        text += &format!(
+            "[[dkim.keys]]\nname = \"{sel}\"\ndomain = \"{domain}\"\nselector = \"{sel}\"\nfile = \"{}\"\n",
+            file.display()
+        );
+        names.push(format!("\"{sel}\""));
+    }
+    text += &format!(
+        "[[dkim.signing_table]]\npattern = \"*@example.com\"\nkeys = [{}]\n",
+        names.join(", ")
+    );
+    let path = dir.join("authgate.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn pipe_dual_signs_lf_mail_and_the_result_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = private_key(dir.path(), "dkim/rfc8463-rsa.pem");
+    let ed = dir.path().join("ed.pem");
+    std::fs::write(&ed, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n-----END PRIVATE KEY-----\n").unwrap();
+    std::fs::set_permissions(&ed, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    zone_for_key(dir.path(), &rsa, "r", "example.com");
+    let zone = zone_for_key(dir.path(), &ed, "e", "example.com");
+    assert_eq!(zone, dir.path().join("e.example.com.zone"));
+    let zone_all = dir.path().join("all.zone");
+    let both = std::fs::read_to_string(dir.path().join("r.example.com.zone")).unwrap()
+        + &std::fs::read_to_string(&zone).unwrap();
+    std::fs::write(&zone_all, both).unwrap();
+    let config = write_config(
+        dir.path(),
+        &[("r", "example.com", &rsa), ("e", "example.com", &ed)],
+        &zone_all,
+    );
+    let msg = "From: Joe <joe@example.com>\nTo: ann@example.org\nSubject: caf\u{e9} \n\tfolded\n\nline one  \nline two\n\n";
+    let out = authgate()
+        .args(["pipe", "--sign", "--config"])
+        .arg(&config)
+        .write_stdin(msg)
+        .assert()
+        .success();
+    let signed = out.get_output().stdout.clone();
+    let text = String::from_utf8(signed.clone()).unwrap();
+    assert!(!text.contains('\r'), "LF in, LF out");
+    assert!(text.ends_with(msg), "original message kept byte for byte");
+    assert_eq!(text.matches("DKIM-Signature:").count(), 2);
+    assert!(text.lines().all(|l| l.len() <= 78));
+    let out = authgate()
+        .args(["verify", "--json", "--config"])
+        .arg(&config)
+        .write_stdin(signed)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["dkim"][0]["result"], "pass", "{v}");
+    assert_eq!(v["dkim"][1]["result"], "pass", "{v}");
+}
+
+#[test]
+fn pipe_with_defaults_adds_authentication_results_only() {
+    let out = rfc8463_args(authgate().args(["pipe", "--authserv-id", "mx.test"]))
+        .pipe_stdin(fixtures().join("dkim/rfc8463.eml"))
+        .unwrap()
+        .assert()
+        .success();
+    let original = std::fs::read(fixtures().join("dkim/rfc8463.eml")).unwrap();
+    let got = out.get_output().stdout.clone();
+    assert!(got.starts_with(b"Authentication-Results: mx.test;\r\n\tdkim=pass"));
+    assert!(got.ends_with(&original));
+}
+
+#[test]
+fn pipe_exits_75_and_writes_nothing_when_it_cannot_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[message]\nspool_threshold = 10\nspool_dir = \"/nonexistent/spool\"\n[dns]\nzone_files = []\nservers = [\"127.0.0.1:9\"]\n").unwrap();
+    let out = authgate()
+        .args(["pipe", "--config"])
+        .arg(&config)
+        .write_stdin("From: a@b.example\n\nthis body is longer than ten bytes\n")
+        .assert()
+        .code(75);
+    assert!(out.get_output().stdout.is_empty());
+}
+
+#[test]
+fn pipe_exits_75_on_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[dkim]\nnot_a_key = 1\n").unwrap();
+    let out = authgate()
+        .args(["pipe", "--config"])
+        .arg(&config)
+        .write_stdin("From: a@b\n\nx\n")
+        .assert()
+        .code(75);
+    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("not_a_key"));
+}
+
+#[test]
+fn config_check_names_the_offending_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "dkim/rfc8463-rsa.pem");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let config = write_config(
+        dir.path(),
+        &[("k", "example.com", &key)],
+        &fixtures().join("dkim/rfc8463.zone"),
+    );
+    let out = authgate()
+        .args(["config", "check", "--config"])
+        .arg(&config)
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains("dkim.keys[0].file") && err.contains("chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = authgate()
+        .args(["config", "check", "--config"])
+        .arg(&config)
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        text.contains("configuration OK") && text.contains("max_signatures = 8"),
+        "{text}"
+    );
+}
+
+#[test]
+fn keygen_key_signs_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    for alg in ["rsa", "ed25519"] {
+        let out = authgate()
+            .args([
+                "keygen",
+                "-d",
+                "example.com",
+                "-s",
+                alg,
+                "-a",
+                alg,
+                "--testing",
+                "--out",
+            ])
+            .arg(dir.path())
+            .assert()
+            .success();
+        let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+        let zone_line: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# 1."))
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let zone = dir.path().join(format!("{alg}.zone"));
+        std::fs::write(&zone, zone_line + "\n").unwrap();
+        let key = dir.path().join(format!("{alg}.example.com.key"));
+        let signed = authgate()
+            .args(["sign", "-d", "example.com", "-s", alg, "--key"])
+            .arg(&key)
+            .write_stdin("From: a@example.com\n\nhi\n")
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let out = authgate()
+            .args(["verify", "--json", "--dns-zone"])
+            .arg(&zone)
+            .write_stdin(signed)
+            .assert()
+            .success();
+        let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        assert_eq!(v["dkim"][0]["result"], "pass", "{alg}: {v}");
+        assert_eq!(v["dkim"][0]["testing"], true);
+    }
+}
+
+/// A 100 MB message streams through `pipe --sign` and verifies afterwards.
+/// (Peak memory is measured by the benchmark script, not asserted here.)
+#[test]
+fn hundred_megabyte_message_through_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "dkim/rfc8463-rsa.pem");
+    let zone = zone_for_key(dir.path(), &key, "big", "example.com");
+    let config = write_config(dir.path(), &[("big", "example.com", &key)], &zone);
+    let bin = assert_cmd::cargo::cargo_bin("authgate");
+    let signed_path = dir.path().join("signed.eml");
+    let mut child = Command::new(&bin)
+        .args(["pipe", "--sign", "--config"])
+        .arg(&config)
+        .env("TMPDIR", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&signed_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let line = b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 =\r\n";
+    let lines = 100 * 1024 * 1024 / line.len();
+    let writer = std::thread::spawn(move || {
+        stdin
+            .write_all(b"From: big@example.com\r\nSubject: big\r\n\r\n")
+            .unwrap();
+        let block: Vec<u8> = line
+            .iter()
+            .copied()
+            .cycle()
+            .take(line.len() * 1000)
+            .collect();
+        for _ in 0..lines / 1000 {
+            stdin.write_all(&block).unwrap();
+        }
+    });
+    writer.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    let size = std::fs::metadata(&signed_path).unwrap().len();
+    assert!(size > 100 * 1000 * 1000, "{size}");
+    let mut head = vec![0u8; 20];
+    std::fs::File::open(&signed_path)
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
+    assert!(head.starts_with(b"DKIM-Signature: v=1;"));
+    let out = authgate()
+        .args(["verify", "--json", "--config"])
+        .arg(&config)
+        .arg(&signed_path)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["dkim"][0]["result"], "pass", "{v}");
+}
