@@ -300,14 +300,14 @@ fn split_list(s: &str) -> Vec<String> {
 
 fn sign(a: SignArgs) -> Result<ExitCode> {
     let key = SigningKey::load(&a.key, a.allow_insecure_key)?;
-    if let Some(alg) = &a.algorithm {
-        if key.algorithm().as_str() != alg {
-            bail!(
-                "--algorithm {alg} does not match the key in {} ({})",
-                a.key.display(),
-                key.algorithm().as_str()
-            );
-        }
+    if let Some(alg) = &a.algorithm
+        && key.algorithm().as_str() != alg
+    {
+        bail!(
+            "--algorithm {alg} does not match the key in {} ({})",
+            a.key.display(),
+            key.algorithm().as_str()
+        );
     }
     parse_canon(&a.canonicalization)
         .with_context(|| format!("bad --canonicalization {:?}", a.canonicalization))?;
