@@ -282,3 +282,46 @@ async fn negative_answers_expire_with_the_soa_minimum() {
     assert_eq!(r.txt("nope.example.com").await, Err(DnsError::NxDomain));
     assert_eq!(server.queries_for("nope.example.com"), 2);
 }
+
+/// A `tracing` writer that appends to a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn upstream_queries_are_logged_at_debug() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("authgate::dns=debug")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_server, r) = live().await;
+    r.txt("nope.example.com").await.unwrap_err();
+    r.txt("nope.example.com").await.unwrap_err(); // cached: no second line
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("upstream query"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    for field in [
+        "name=\"nope.example.com\"",
+        "rtype=TXT",
+        "outcome=NXDOMAIN",
+        "latency_ms=",
+    ] {
+        assert!(lines[0].contains(field), "{field} missing: {}", lines[0]);
+    }
+}
