@@ -52,10 +52,15 @@ async fn servfail_and_refused_are_temporary_and_not_cached() {
     let (server, r) = live().await;
     for name in ["broken.example.com", "refused.example.com"] {
         assert!(is_temporary(&r.txt(name).await), "{name}");
-        let before = server.queries_for(name);
+        assert_eq!(
+            server.queries_for(name),
+            1,
+            "{name}: attempts = 1 means one try"
+        );
         assert!(is_temporary(&r.txt(name).await), "{name}");
-        assert!(
-            server.queries_for(name) > before,
+        assert_eq!(
+            server.queries_for(name),
+            2,
             "{name}: temporary errors must not be cached"
         );
     }
