@@ -288,13 +288,15 @@ async fn negative_answers_expire_with_the_soa_minimum() {
     assert_eq!(server.queries_for("nope.example.com"), 2);
 }
 
-/// A `tracing` writer that appends to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+/// A `tracing` writer that appends to one process-wide buffer.
+#[derive(Clone)]
+struct Captured;
+
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        LOGS.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -302,27 +304,35 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Installs a global subscriber once. A scoped (`set_default`) one is
+/// unreliable here: tests on other threads race it for tracing's
+/// per-callsite interest cache.
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("authgate::dns=debug")
+            .with_writer(|| Captured)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
+}
+
 #[tokio::test]
 async fn upstream_queries_are_logged_at_debug() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("authgate::dns=debug")
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    capture_logs();
     let (_server, r) = live().await;
-    r.txt("nope.example.com").await.unwrap_err();
-    r.txt("nope.example.com").await.unwrap_err(); // cached: no second line
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    r.txt("log-probe.example.com").await.unwrap_err();
+    r.txt("log-probe.example.com").await.unwrap_err(); // cached: no second line
+    let text = String::from_utf8(LOGS.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("upstream query"))
+        .filter(|l| l.contains("upstream query") && l.contains("log-probe"))
         .collect();
     assert_eq!(lines.len(), 1, "{text}");
     for field in [
-        "name=\"nope.example.com\"",
+        "name=\"log-probe.example.com\"",
         "rtype=TXT",
         "outcome=NXDOMAIN",
         "latency_ms=",
