@@ -469,6 +469,32 @@ mod tests {
         }
     }
 
+    /// Writes `bytes` as a quoted character-string, escaping what must be.
+    fn quote(bytes: &[u8]) -> String {
+        let mut out = String::from("\"");
+        for &b in bytes {
+            match b {
+                b'"' | b'\\' => out.extend(['\\', char::from(b)]),
+                0x21..=0x7e | b' ' => out.push(char::from(b)),
+                _ => out.push_str(&format!("\\{b:03}")),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_txt_bytes_survive_quoting(strings in proptest::collection::vec(
+            proptest::collection::vec(proptest::num::u8::ANY, 0..=255), 1..4)
+        ) {
+            let quoted: Vec<String> = strings.iter().map(|s| quote(s)).collect();
+            let text = format!("a.example. TXT ( {} )", quoted.join("\n  "));
+            let record = parse(&text, None).unwrap().records.remove(0);
+            proptest::prop_assert_eq!(record.data, ZoneData::Txt(strings));
+        }
+    }
+
     #[test]
     fn long_character_string_is_rejected() {
         let text = format!("a TXT \"{}\"", "x".repeat(256));
