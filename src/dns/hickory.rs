@@ -400,6 +400,13 @@ mod tests {
     }
 
     #[test]
+    fn names_that_cannot_exist_are_not_sent() {
+        let long_label = format!("{}.example", "x".repeat(64));
+        assert!(fqdn(&long_label).is_none());
+        assert!(fqdn("_dmarc.Example.COM").is_some_and(|n| n.is_fqdn()));
+    }
+
+    #[test]
     fn zero_timeout_or_attempts_is_rejected() {
         for settings in [
             DnsSettings {

@@ -10,6 +10,19 @@
 //! never open sockets. Negative answers follow RFC 2308: NXDOMAIN
 //! (§2.1) and NODATA (§2.2) are definitive and cacheable, everything else
 //! (SERVFAIL, REFUSED, timeouts) is [`DnsError::Temporary`] and never cached.
+//!
+//! ```no_run
+//! use authgate::dns::{self, DnsSettings, Metered, Resolver};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! // Once, at startup: errors name the bad server, file or line.
+//! let shared = std::sync::Arc::new(dns::build(&DnsSettings::default())?);
+//! // Per message: count what this message cost.
+//! let per_message = Metered::new(&*shared);
+//! let dmarc = per_message.txt("_dmarc.example.com").await;
+//! let stats = per_message.stats(); // queries, cache_hits, waited
+//! # let _ = (dmarc, stats); Ok(()) }
+//! ```
 
 pub mod cache;
 pub mod hickory;

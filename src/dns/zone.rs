@@ -34,6 +34,9 @@
 //! Every ancestor of an owner name exists (answers NODATA), but when the
 //! files contain SOA records only ancestors at or below an SOA owner do, so
 //! `com` stays NXDOMAIN when the file holds `example.com`.
+//!
+//! Wildcards (RFC 4592) are not expanded: `*.example.com` matches only the
+//! literal name `*.example.com`.
 
 mod lex;
 mod parse;
@@ -68,6 +71,9 @@ pub enum ZoneError {
         /// What is wrong.
         message: String,
     },
+    /// Two files clash (a CNAME in one, other data at the name in another).
+    #[error("zone files conflict: {0}")]
+    Conflict(String),
 }
 
 /// How a name marked by a `;@` directive fails.
@@ -239,16 +245,13 @@ impl ZoneResolver {
             self.records.entry(name).or_default().extend(records);
         }
         self.failures.extend(other.failures);
-        self.check_cnames().map_err(|message| ZoneError::Syntax {
-            file: "<merged zone files>".into(),
-            line: 0,
-            message,
-        })?;
+        self.check_cnames().map_err(ZoneError::Conflict)?;
         self.index_empty_non_terminals();
         Ok(())
     }
 
-    /// RFC 1034 §3.6.2 and RFC 2181 §10.1: a CNAME is alone at its name.
+    /// RFC 1034 §3.6.2 and RFC 2181 §10.1: a CNAME is alone at its name,
+    /// also across files.
     fn check_cnames(&self) -> Result<(), String> {
         for (name, records) in &self.records {
             let cnames = records

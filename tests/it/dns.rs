@@ -52,10 +52,15 @@ async fn servfail_and_refused_are_temporary_and_not_cached() {
     let (server, r) = live().await;
     for name in ["broken.example.com", "refused.example.com"] {
         assert!(is_temporary(&r.txt(name).await), "{name}");
-        let before = server.queries_for(name);
+        assert_eq!(
+            server.queries_for(name),
+            1,
+            "{name}: attempts = 1 means one try"
+        );
         assert!(is_temporary(&r.txt(name).await), "{name}");
-        assert!(
-            server.queries_for(name) > before,
+        assert_eq!(
+            server.queries_for(name),
+            2,
             "{name}: temporary errors must not be cached"
         );
     }
@@ -281,4 +286,57 @@ async fn negative_answers_expire_with_the_soa_minimum() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(r.txt("nope.example.com").await, Err(DnsError::NxDomain));
     assert_eq!(server.queries_for("nope.example.com"), 2);
+}
+
+/// A `tracing` writer that appends to one process-wide buffer.
+#[derive(Clone)]
+struct Captured;
+
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs a global subscriber once. A scoped (`set_default`) one is
+/// unreliable here: tests on other threads race it for tracing's
+/// per-callsite interest cache.
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("authgate::dns=debug")
+            .with_writer(|| Captured)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
+}
+
+#[tokio::test]
+async fn upstream_queries_are_logged_at_debug() {
+    capture_logs();
+    let (_server, r) = live().await;
+    r.txt("log-probe.example.com").await.unwrap_err();
+    r.txt("log-probe.example.com").await.unwrap_err(); // cached: no second line
+    let text = String::from_utf8(LOGS.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("upstream query") && l.contains("log-probe"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    for field in [
+        "name=\"log-probe.example.com\"",
+        "rtype=TXT",
+        "outcome=NXDOMAIN",
+        "latency_ms=",
+    ] {
+        assert!(lines[0].contains(field), "{field} missing: {}", lines[0]);
+    }
 }

@@ -38,13 +38,43 @@ pub(super) fn parse(text: &str, default_origin: Option<&str>) -> Result<Parsed, 
         ..State::default()
     };
     let mut out = Parsed::default();
+    let mut cnames = CnameCheck::default();
     for entry in &entries {
-        state.entry(entry, &mut out).map_err(|message| LineError {
-            line: entry.line,
-            message,
-        })?;
+        let before = out.records.len();
+        state
+            .entry(entry, &mut out)
+            .and_then(|()| cnames.check(&out.records[before..]))
+            .map_err(|message| LineError {
+                line: entry.line,
+                message,
+            })?;
     }
     Ok(out)
+}
+
+/// RFC 1034 §3.6.2 and RFC 2181 §10.1: a CNAME is alone at its name.
+#[derive(Default)]
+struct CnameCheck {
+    /// Per owner: does it have a CNAME, does it have other data.
+    seen: std::collections::HashMap<String, (bool, bool)>,
+}
+
+impl CnameCheck {
+    fn check(&mut self, new: &[ZoneRecord]) -> Result<(), String> {
+        for record in new {
+            let is_cname = matches!(record.data, ZoneData::Cname(_));
+            let (cname, other) = self.seen.entry(record.name.clone()).or_default();
+            if *cname || (is_cname && *other) {
+                return Err(format!(
+                    "{} has a CNAME and other records (RFC 1034 §3.6.2)",
+                    record.name
+                ));
+            }
+            *cname |= is_cname;
+            *other |= !is_cname;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -423,6 +453,45 @@ mod tests {
             let err = parse(text, None).unwrap_err();
             assert_eq!(err.line, line, "{text}");
             assert!(err.message.contains(needle), "{text}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn cname_beside_other_data_is_rejected_at_its_line() {
+        for text in [
+            "a CNAME b\nx A 192.0.2.9\na A 192.0.2.1",
+            "a A 192.0.2.1\nx A 192.0.2.9\na CNAME b",
+            "a CNAME b\nx A 192.0.2.9\na CNAME c",
+        ] {
+            let err = parse(text, None).unwrap_err();
+            assert_eq!(err.line, 3, "{text}");
+            assert!(err.message.contains("CNAME and other"), "{text}");
+        }
+    }
+
+    /// Writes `bytes` as a quoted character-string, escaping what must be.
+    fn quote(bytes: &[u8]) -> String {
+        let mut out = String::from("\"");
+        for &b in bytes {
+            match b {
+                b'"' | b'\\' => out.extend(['\\', char::from(b)]),
+                0x21..=0x7e | b' ' => out.push(char::from(b)),
+                _ => out.push_str(&format!("\\{b:03}")),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_txt_bytes_survive_quoting(strings in proptest::collection::vec(
+            proptest::collection::vec(proptest::num::u8::ANY, 0..=255), 1..4)
+        ) {
+            let quoted: Vec<String> = strings.iter().map(|s| quote(s)).collect();
+            let text = format!("a.example. TXT ( {} )", quoted.join("\n  "));
+            let record = parse(&text, None).unwrap().records.remove(0);
+            proptest::prop_assert_eq!(record.data, ZoneData::Txt(strings));
         }
     }
 
