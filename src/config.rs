@@ -319,9 +319,8 @@ impl Config {
     }
 
     /// Validates everything and builds the per-process context.
-    pub fn context<R>(&self, resolver: R) -> Result<Context<R>, ConfigError> {
+    pub fn context(&self) -> Result<Context, ConfigError> {
         Ok(Context {
-            resolver,
             authserv_id: self.effective_authserv_id(),
             verify: self.verify_options()?,
             signing: self.signing()?,

@@ -77,13 +77,14 @@ fn feed<R: Resolver + 'static>(
 /// the whole result is ready.
 pub fn filter<R: Resolver + 'static>(
     rt: &tokio::runtime::Runtime,
-    ctx: Arc<Context<R>>,
+    ctx: Arc<Context>,
+    resolver: Arc<R>,
     opts: Options,
     spool: &SpoolSettings,
     input: &mut impl Read,
     output: &mut impl Write,
 ) -> Result<Filtered, PipeError> {
-    let mut job = MessageJob::new(ctx, opts);
+    let mut job = MessageJob::new(ctx, resolver, opts);
     let mut body = Spool::new(spool.threshold, spool.dir.clone());
     let size = feed(rt, &mut job, input, Some(&mut body))?;
     let finished = rt.block_on(job.finish())?;
@@ -101,11 +102,12 @@ pub fn filter<R: Resolver + 'static>(
 /// Verifies one message without keeping its body.
 pub fn check<R: Resolver + 'static>(
     rt: &tokio::runtime::Runtime,
-    ctx: Arc<Context<R>>,
+    ctx: Arc<Context>,
+    resolver: Arc<R>,
     opts: Options,
     input: &mut impl Read,
 ) -> Result<Filtered, PipeError> {
-    let mut job = MessageJob::new(ctx, opts);
+    let mut job = MessageJob::new(ctx, resolver, opts);
     let size = feed(rt, &mut job, input, None)?;
     let verdict = rt.block_on(job.finish())?.verdict;
     Ok(Filtered { verdict, size })

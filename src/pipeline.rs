@@ -62,11 +62,10 @@ pub struct Signing {
     pub expire_after: Option<u64>,
 }
 
-/// Everything a message needs that outlives it: resolver and policy.
-#[derive(Debug)]
-pub struct Context<R> {
-    /// DNS.
-    pub resolver: R,
+/// Everything a message needs that outlives it: the policy. (The resolver
+/// is handed to each job separately so a front can meter it per message.)
+#[derive(Debug, Clone)]
+pub struct Context {
     /// Our authserv-id (RFC 8601 §2.3).
     pub authserv_id: String,
     /// Verification policy.
@@ -137,7 +136,8 @@ struct PlannedSignature {
 /// One message in flight. Feed it with [`MessageJob::push`], then
 /// [`MessageJob::finish`].
 pub struct MessageJob<R> {
-    ctx: Arc<Context<R>>,
+    ctx: Arc<Context>,
+    resolver: Arc<R>,
     opts: Options,
     splitter: HeaderSplitter,
     phase: Phase,
@@ -162,10 +162,11 @@ pub enum Pushed {
 
 impl<R: Resolver + 'static> MessageJob<R> {
     /// Starts a message.
-    pub fn new(ctx: Arc<Context<R>>, opts: Options) -> Self {
+    pub fn new(ctx: Arc<Context>, resolver: Arc<R>, opts: Options) -> Self {
         let limit = ctx.max_header_bytes;
         MessageJob {
             ctx,
+            resolver,
             opts,
             splitter: HeaderSplitter::new(limit),
             phase: Phase::Headers,
@@ -242,9 +243,9 @@ impl<R: Resolver + 'static> MessageJob<R> {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return Lookup::Pending(name.to_string());
         };
-        let ctx = Arc::clone(&self.ctx);
+        let resolver = Arc::clone(&self.resolver);
         let name = name.to_string();
-        Lookup::Spawned(handle.spawn(async move { ctx.resolver.txt(&name).await }))
+        Lookup::Spawned(handle.spawn(async move { resolver.txt(&name).await }))
     }
 
     /// The signing identity: From, then Sender, then the envelope sender.
@@ -261,9 +262,11 @@ impl<R: Resolver + 'static> MessageJob<R> {
     }
 
     fn plan_signatures(&mut self) {
-        let (Some(signing), Some(author)) = (&self.ctx.signing, self.author()) else {
+        let Some(signing) = &self.ctx.signing else {
             return;
         };
+        // No author at all still matches the pattern "*".
+        let author = self.author().unwrap_or_default();
         let Some(row) = signing
             .table
             .iter()
@@ -343,7 +346,7 @@ impl<R: Resolver + 'static> MessageJob<R> {
         let mut answers = HashMap::new();
         for (name, lookup) in self.lookups.drain() {
             let answer = match lookup {
-                Lookup::Pending(n) => self.ctx.resolver.txt(&n).await,
+                Lookup::Pending(n) => self.resolver.txt(&n).await,
                 Lookup::Spawned(task) => task
                     .await
                     .map_err(|e| PipelineError::Internal(e.to_string()))?,
@@ -514,9 +517,11 @@ mod tests {
         (entry("rsa", rsa), entry("ed", ed), dns)
     }
 
-    fn context(dns: HashMap<String, Vec<u8>>, table: Vec<TableEntry>) -> Arc<Context<MapDns>> {
-        Arc::new(Context {
-            resolver: MapDns(dns),
+    fn context(
+        dns: HashMap<String, Vec<u8>>,
+        table: Vec<TableEntry>,
+    ) -> (Arc<Context>, Arc<MapDns>) {
+        let ctx = Arc::new(Context {
             authserv_id: "mx.example.net".into(),
             verify: VerifyOptions::default(),
             signing: Some(Signing {
@@ -534,11 +539,12 @@ mod tests {
                 expire_after: Some(3600),
             }),
             max_header_bytes: 1 << 20,
-        })
+        });
+        (ctx, Arc::new(MapDns(dns)))
     }
 
     async fn run(
-        ctx: &Arc<Context<MapDns>>,
+        (ctx, dns): &(Arc<Context>, Arc<MapDns>),
         msg: &[u8],
         sign: bool,
         verify: bool,
@@ -550,7 +556,7 @@ mod tests {
             now: 1_700_000_000,
             envelope_from: Some("bounce@example.com".into()),
         };
-        let mut job = MessageJob::new(Arc::clone(ctx), opts);
+        let mut job = MessageJob::new(Arc::clone(ctx), Arc::clone(dns), opts);
         let mut body = Vec::new();
         for piece in msg.chunks(chunk.max(1)) {
             if let Pushed::Body { from } = job.push(piece) {
@@ -692,25 +698,14 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out)
         );
-        let mut small = context(HashMap::new(), Vec::new()).clone_for_test();
+        let (base, dns) = context(HashMap::new(), Vec::new());
+        let mut small = (*base).clone();
         small.max_header_bytes = 10;
-        let small = Arc::new(small);
+        let small = (Arc::new(small), dns);
         let big = b"X-Long: 0123456789012345678901234567890\nFrom: a@b\n\nbody\n";
         let (out, v) = run(&small, big, false, true, 8).await;
         assert!(v.unparsed.is_some());
         assert!(out.ends_with(big), "unparsed message kept intact");
         assert!(String::from_utf8_lossy(&out).contains("dkim=permerror (header block too large)"));
-    }
-
-    impl Context<MapDns> {
-        fn clone_for_test(&self) -> Context<MapDns> {
-            Context {
-                resolver: MapDns(self.resolver.0.clone()),
-                authserv_id: self.authserv_id.clone(),
-                verify: self.verify.clone(),
-                signing: self.signing.clone(),
-                max_header_bytes: self.max_header_bytes,
-            }
-        }
     }
 }
