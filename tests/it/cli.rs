@@ -348,3 +348,40 @@ fn hundred_megabyte_message_through_pipe() {
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(v["dkim"][0]["result"], "pass", "{v}");
 }
+
+/// The production resolver against a DNS server on loopback gives the same
+/// verdicts as the zone-file resolver on the same data; a SERVFAIL for the
+/// key becomes temperror, never permerror.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_over_a_loopback_dns_server_matches_zone_files() {
+    use crate::dns_server::{DnsServer, Mode};
+    let zone_path = fixtures().join("dkim/rfc8463.zone");
+    let server = DnsServer::start(&std::fs::read_to_string(&zone_path).unwrap()).await;
+    let addr = server.addr().to_string();
+    let run = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let out = authgate()
+                .args(["verify", "--json", "--now", RFC8463_NOW])
+                .args(&args)
+                .arg(fixtures().join("dkim/rfc8463.eml"))
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            v["dkim"].clone()
+        })
+    };
+    let live = run(vec!["--dns-server".into(), addr.clone()])
+        .await
+        .unwrap();
+    let offline = run(vec!["--dns-zone".into(), zone_path.display().to_string()])
+        .await
+        .unwrap();
+    assert_eq!(live, offline);
+    assert_eq!(live[0]["result"], "pass");
+    assert!(server.queries_for("brisbane._domainkey.football.example.com") >= 1);
+    server.set_mode("test._domainkey.football.example.com", Mode::ServFail);
+    let failing = run(vec!["--dns-server".into(), addr]).await.unwrap();
+    assert_eq!(failing[0]["result"], "pass");
+    assert_eq!(failing[1]["result"], "temperror", "{failing}");
+}
