@@ -52,7 +52,10 @@ pub trait Resolver: Send + Sync {
     fn mx(&self, name: &str) -> impl Future<Output = Result<Vec<Mx>, DnsError>> + Send;
     /// PTR names for `ip` (the reverse name is built by the implementation),
     /// without trailing dots.
-    fn ptr(&self, ip: std::net::IpAddr) -> impl Future<Output = Result<Vec<String>, DnsError>> + Send;
+    fn ptr(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> impl Future<Output = Result<Vec<String>, DnsError>> + Send;
 }
 
 impl<R: Resolver> Resolver for std::sync::Arc<R> {
@@ -68,7 +71,10 @@ impl<R: Resolver> Resolver for std::sync::Arc<R> {
     fn mx(&self, name: &str) -> impl Future<Output = Result<Vec<Mx>, DnsError>> + Send {
         (**self).mx(name)
     }
-    fn ptr(&self, ip: std::net::IpAddr) -> impl Future<Output = Result<Vec<String>, DnsError>> + Send {
+    fn ptr(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> impl Future<Output = Result<Vec<String>, DnsError>> + Send {
         (**self).ptr(ip)
     }
 }
