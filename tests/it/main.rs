@@ -5,4 +5,5 @@
 
 mod dns;
 mod interop;
+mod keygen;
 mod oracles;
