@@ -2,7 +2,8 @@
 //! DNS TXT record that publishes its public half.
 //!
 //! Owns: generating RSA (`rsa` crate) and Ed25519 (`aws-lc-rs`) keys, writing
-//! the private key as PKCS#8 PEM (`BEGIN PRIVATE KEY`) to a file that is
+//! the private key as PKCS#8 PEM (`BEGIN PRIVATE KEY`; v1 for Ed25519, which
+//! OpenSSL 3.0 and so OpenDKIM require) to a file that is
 //! created with mode 0600 and never overwritten, and rendering the key record
 //! (RFC 6376 §3.6.1; RFC 8463 for `k=ed25519`) three ways: a BIND zone-file
 //! line, a single-line value for web DNS panels, and the bare `p=` value.
@@ -22,7 +23,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 
-/// Smallest RSA modulus accepted, in bits (RFC 8301 §3.2 requires 1024).
+/// Smallest RSA modulus accepted, in bits (RFC 8301 §3.2: signers MUST use at
+/// least 1024 and SHOULD use 2048; aws-lc based signers refuse keys under 2048).
 pub const MIN_RSA_BITS: usize = 1024;
 /// Largest RSA modulus accepted, in bits (bigger keys sign too slowly to be useful).
 pub const MAX_RSA_BITS: usize = 8192;
@@ -170,7 +172,9 @@ fn generate_rsa(bits: usize) -> Result<PrivateKey, KeygenError> {
 
 fn generate_ed25519() -> Result<PrivateKey, KeygenError> {
     let rng = aws_lc_rs::rand::SystemRandom::new();
-    let doc = Ed25519KeyPair::generate_pkcs8(&rng)
+    // PKCS#8 v1 (RFC 5208), not v2: OpenSSL 3.0, and so OpenDKIM and the
+    // openssl CLI, reject the v2 form with its [1] publicKey ("unsupported").
+    let doc = Ed25519KeyPair::generate_pkcs8v1(&rng)
         .map_err(|_| KeygenError::Crypto("Ed25519 key generation failed".into()))?;
     let pair =
         Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(|e| KeygenError::Crypto(e.to_string()))?;
@@ -399,6 +403,19 @@ mod tests {
         assert_eq!((k.as_str(), t), ("ed25519", true));
         assert_eq!(p.len(), 32);
         assert_eq!(p, pair.public_key().as_ref());
+    }
+
+    #[test]
+    fn ed25519_key_is_pkcs8_v1_like_openssl_genpkey() {
+        let key = PrivateKey::generate(KeyAlgorithm::Ed25519).expect("ed25519");
+        let (_, der) = rsa::pkcs8::der::pem::decode_vec(key.pem().as_bytes()).expect("pem");
+        // SEQUENCE(46) { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING(32) } }
+        let prefix = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[..16], prefix);
     }
 
     #[test]

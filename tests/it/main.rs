@@ -1,9 +1,12 @@
 //! Integration tests: one binary (see STYLE.md §6).
 
-// Test helpers outside #[test] functions may panic on setup failures.
+// Test helpers outside #[test] fns (support.rs, oracles.rs): a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
 mod dns;
 mod dns_server;
+mod interop;
+mod keygen;
+mod oracles;
 mod support;
