@@ -10,7 +10,6 @@
 //!   `{"dkim": [{"result", "domain", "selector", "algorithm", "reason", "testing"}]}`
 //!   in signature header order; exit 0 whatever the results.
 //!
-//! Every test is `#[ignore = "needs authgate CLI"]` until `authgate sign/verify`
 //! lands; whoever lands it removes the attributes (`cargo test -- --ignored` runs
 //! them before that).
 
@@ -151,37 +150,31 @@ fn authgate_verifies(signer: Oracle) {
 }
 
 #[test]
-#[ignore = "needs authgate CLI"]
 fn authgate_signs_dkimpy_verifies() {
     authgate_signs(Oracle::Dkimpy);
 }
 
 #[test]
-#[ignore = "needs authgate CLI"]
 fn authgate_signs_opendkim_verifies() {
     authgate_signs(Oracle::OpenDkim);
 }
 
 #[test]
-#[ignore = "needs authgate CLI"]
 fn authgate_signs_mailauth_verifies() {
     authgate_signs(Oracle::MailAuth);
 }
 
 #[test]
-#[ignore = "needs authgate CLI"]
 fn dkimpy_signs_authgate_verifies() {
     authgate_verifies(Oracle::Dkimpy);
 }
 
 #[test]
-#[ignore = "needs authgate CLI"]
 fn opendkim_signs_authgate_verifies() {
     authgate_verifies(Oracle::OpenDkim);
 }
 
 #[test]
-#[ignore = "needs authgate CLI"]
 fn mailauth_signs_authgate_verifies() {
     authgate_verifies(Oracle::MailAuth);
 }
@@ -201,7 +194,6 @@ fn sign_basic(keys: &TestKeys, oracle: Oracle, domain: &str, selector: &str) -> 
 }
 
 #[test]
-#[ignore = "needs authgate CLI"]
 fn verify_reports_testing_flag_from_key_record() {
     let keys = test_keys();
     let signed = sign_basic(&keys, Oracle::Dkimpy, "example.org", "testing");
@@ -218,7 +210,6 @@ fn verify_reports_testing_flag_from_key_record() {
 }
 
 #[test]
-#[ignore = "needs authgate CLI"]
 fn verify_lists_signatures_in_header_order() {
     let keys = test_keys();
     let inner = sign_basic(&keys, Oracle::Dkimpy, "example.com", "rsa2048");
@@ -246,7 +237,6 @@ fn verify_lists_signatures_in_header_order() {
 }
 
 #[test]
-#[ignore = "needs authgate CLI"]
 fn verify_revoked_and_missing_keys_do_not_pass() {
     let keys = test_keys();
     for (domain, selector) in [("example.com", "revoked"), ("example.net", "nokey")] {
@@ -263,7 +253,6 @@ fn verify_revoked_and_missing_keys_do_not_pass() {
 }
 
 #[test]
-#[ignore = "needs authgate CLI"]
 fn verify_files_gives_one_line_per_message_and_exits_zero() {
     let keys = test_keys();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -282,7 +271,6 @@ fn verify_files_gives_one_line_per_message_and_exits_zero() {
 }
 
 #[test]
-#[ignore = "needs authgate CLI"]
 fn every_oracle_verifies_authgate_multi_header_signature() {
     // Signs the folded/UTF-8 message once and checks all three agree, as a
     // quick smoke test before the full matrices.
