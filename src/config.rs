@@ -378,4 +378,18 @@ mod tests {
         c.dkim.verify.min_rsa_bits = 512;
         assert!(c.verify_options().is_err());
     }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        // Figment's Jail isolates the environment for this test.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[dkim.verify]\nmax_signatures = 3\n")?;
+            jail.set_env("AUTHGATE_DKIM__VERIFY__MAX_SIGNATURES", "5");
+            jail.set_env("AUTHGATE_CONFIG", "ignored-by-figment");
+            let c = Config::load(Some(Path::new("c.toml")), Figment::new())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.dkim.verify.max_signatures, 5);
+            Ok(())
+        });
+    }
 }

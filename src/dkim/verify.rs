@@ -481,4 +481,110 @@ mod tests {
             (DkimResult::Policy, "rsa-sha1 is not accepted (RFC 8301)")
         );
     }
+
+    /// Signs `msg` with l= covering the first `l` canonical body bytes.
+    fn sign_with_length(msg: &str, l: u64) -> String {
+        use crate::dkim::canon::{BodySpec, Canon};
+        let (headers, body) = split(msg.as_bytes());
+        let mut h = BodyHashes::new([BodySpec {
+            canon: Canon::Relaxed,
+            limit: Some(l),
+        }]);
+        h.update(body);
+        let (_, bh) = h.finish().remove(0);
+        let key = SigningKey::ed25519_from_seed(&[3u8; 32]).unwrap();
+        let mut sig = Signature {
+            algorithm: crate::dkim::signature::Algorithm::Ed25519Sha256,
+            signature: Vec::new(),
+            body_hash: bh.digest.to_vec(),
+            header_canon: Canon::Relaxed,
+            body_canon: Canon::Relaxed,
+            domain: "example.com".into(),
+            signed_headers: vec!["from".into(), "subject".into()],
+            identity: None,
+            body_length: Some(l),
+            selector: "len".into(),
+            timestamp: None,
+            expiration: None,
+            copied_headers: None,
+        };
+        let unsigned = Header::new("DKIM-Signature", &sig.to_header_value(), b"\r\n");
+        let mut all = vec![unsigned];
+        all.extend(headers);
+        let data = signed_data(&all, 0, &sig.signed_headers, Canon::Relaxed);
+        sig.signature = key.sign(&data).unwrap();
+        let signed = Header::new("DKIM-Signature", &sig.to_header_value(), b"\r\n");
+        format!("{}{msg}", String::from_utf8_lossy(signed.raw()))
+    }
+
+    #[test]
+    fn body_length_limit_allows_appended_text_but_not_truncation() {
+        let key = SigningKey::ed25519_from_seed(&[3u8; 32]).unwrap();
+        let record = format!(
+            "v=DKIM1; k=ed25519; p={}",
+            base64::engine::general_purpose::STANDARD.encode(key.public_key_bytes())
+        );
+        let msg = "From: a@example.com\r\nSubject: s\r\n\r\nHello world\r\nmore\r\n";
+        let signed = sign_with_length(msg, 13);
+        let out = run(signed.as_bytes(), &[record.as_bytes()], 0);
+        assert_eq!(out[0].result, DkimResult::Pass, "{out:?}");
+        // RFC 6376 §8.2: content appended past l= is not covered.
+        let appended = format!("{signed}Buy now!\r\n");
+        assert_eq!(
+            run(appended.as_bytes(), &[record.as_bytes()], 0)[0].result,
+            DkimResult::Pass
+        );
+        // A body shorter than l= cannot verify.
+        let truncated = signed.replace("Hello world\r\nmore\r\n", "Hello\r\n");
+        let out = run(truncated.as_bytes(), &[record.as_bytes()], 0);
+        assert_eq!(
+            (out[0].result, out[0].reason.as_str()),
+            (DkimResult::Fail, "l= is longer than the body")
+        );
+    }
+
+    #[test]
+    fn bare_pkcs1_public_key_and_minimum_size() {
+        let pkcs1 = b"v=DKIM1; k=rsa; p=MIGJAoGBAOQeU5CgFPNZGIazlXo2k/eJ1jpaTTxrmqF1HrDLlt04pvaMtCJj8nXoliLRC/H9vJjMI1vdb3XLcW60AIN/PBD8EL97/y4GwJH7LPUvGP48vqUe+owqszesbiGy1PlCO8c70/OjFnJVgvMF87YR4Lcincb7aSvI5MgpP6X8rjDdAgMBAAE=";
+        let out = run(RFC8463, &[ED_KEY, pkcs1], 1_528_637_909);
+        assert_eq!(out[1].result, DkimResult::Pass, "{:?}", out[1]);
+        let (headers, body) = split(RFC8463);
+        let opts = VerifyOptions {
+            min_rsa_bits: 2048,
+            ..VerifyOptions::default()
+        };
+        let cands = find_signatures(&headers, &opts, 1_528_637_909);
+        let mut h = BodyHashes::new(cands.iter().filter_map(Candidate::body_spec));
+        h.update(body);
+        let bodies = h.finish();
+        let o = evaluate(
+            &cands[1],
+            &headers,
+            Some(&Ok(vec![RSA_KEY.to_vec()])),
+            &bodies,
+            &opts,
+        );
+        assert_eq!(
+            (o.result, o.reason.as_str()),
+            (
+                DkimResult::PermError,
+                "RSA key of 1024 bits is below the minimum of 2048"
+            )
+        );
+    }
+
+    #[test]
+    fn rfc6376_appendix_a_body_hash() {
+        use crate::dkim::canon::{BodySpec, Canon};
+        let mut h = BodyHashes::new([BodySpec {
+            canon: Canon::Simple,
+            limit: None,
+        }]);
+        h.update(b"Hi.\r\n\r\nWe lost the game. Are you hungry yet?\r\n\r\nJoe.\r\n");
+        let (_, bh) = h.finish().remove(0);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.encode(bh.digest),
+            "2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8="
+        );
+    }
 }
