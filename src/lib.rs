@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod dkim;
 pub mod dns;
+pub mod dnsbl;
+pub mod iprev;
 pub mod keygen;
 pub mod message;
 pub mod pipe;
