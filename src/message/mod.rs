@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod body;
+pub mod envelope;
 pub mod headers;
 
 /// Line-ending convention of a message, taken from its first line.
