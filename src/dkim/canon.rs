@@ -100,11 +100,19 @@ pub struct BodyHash {
     pub canonical_len: u64,
 }
 
+/// Size of the block gathered before hashing.
+const BLOCK: usize = 16 * 1024;
+
 /// One streaming body hasher fed with lines (content without line ending).
 #[derive(Clone)]
 struct LineHasher {
     spec: BodySpec,
     sha: Sha256,
+    /// Canonical bytes not yet hashed: many small `update` calls are slow,
+    /// so pieces of lines are gathered into blocks first.
+    buf: Vec<u8>,
+    /// Reused buffer for rewriting a relaxed line.
+    scratch: Vec<u8>,
     /// Empty lines seen but not yet hashed: trailing ones are dropped.
     pending_empty: u64,
     total: u64,
@@ -116,6 +124,8 @@ impl LineHasher {
         LineHasher {
             spec,
             sha: Sha256::new(),
+            buf: Vec::with_capacity(BLOCK),
+            scratch: Vec::new(),
             pending_empty: 0,
             total: 0,
             emitted_any: false,
@@ -132,8 +142,18 @@ impl LineHasher {
                 usize::try_from(limit - before).map_or(bytes.len(), |n| n.min(bytes.len()))
             }
         };
-        if take > 0 {
-            self.sha.update(&bytes[..take]);
+        if take == 0 {
+            return;
+        }
+        let piece = &bytes[..take];
+        if self.buf.len() + piece.len() > BLOCK {
+            self.sha.update(&self.buf);
+            self.buf.clear();
+        }
+        if piece.len() >= BLOCK {
+            self.sha.update(piece);
+        } else {
+            self.buf.extend_from_slice(piece);
         }
     }
 
@@ -173,24 +193,27 @@ impl LineHasher {
 
     /// Hashes a line with no trailing WSP, collapsing inner WSP runs to one SP.
     fn relaxed_content(&mut self, line: &[u8]) {
-        let mut start = 0;
-        let mut i = 0;
-        while let Some(p) = memchr::memchr2(b' ', b'\t', &line[i..]) {
-            let p = i + p;
-            let mut q = p + 1;
-            while q < line.len() && is_wsp(line[q]) {
-                q += 1;
-            }
-            if q == p + 1 && line[p] == b' ' {
-                i = q;
-                continue;
-            }
-            self.emit(&line[start..p]);
-            self.emit(b" ");
-            start = q;
-            i = q;
+        // Lines without TAB or double space (most text) need no rewriting.
+        if memchr::memchr(b'\t', line).is_none() && memchr::memmem::find(line, b"  ").is_none() {
+            self.emit(line);
+            return;
         }
-        self.emit(&line[start..]);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let mut in_wsp = false;
+        for &b in line {
+            if is_wsp(b) {
+                in_wsp = true;
+            } else {
+                if in_wsp {
+                    scratch.push(b' ');
+                    in_wsp = false;
+                }
+                scratch.push(b);
+            }
+        }
+        self.emit(&scratch);
+        self.scratch = scratch;
     }
 
     fn finish(mut self) -> BodyHash {
@@ -198,6 +221,7 @@ impl LineHasher {
             // RFC 6376 §3.4.3: an empty body is canonicalized as one CRLF.
             self.emit(b"\r\n");
         }
+        self.sha.update(&self.buf);
         BodyHash {
             digest: self.sha.finalize().into(),
             canonical_len: self.total,
