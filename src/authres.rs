@@ -8,7 +8,7 @@
 use crate::dkim::verify::{DkimOutcome, DkimResult};
 
 /// One `method=result` entry with its comment and properties.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Entry {
     /// Method, e.g. `dkim`.
     pub method: String,
@@ -18,6 +18,8 @@ pub struct Entry {
     pub comment: Option<String>,
     /// `ptype.property=value` pairs, e.g. (`header.d`, `example.com`).
     pub props: Vec<(String, String)>,
+    /// A comment written after the properties (iprev's host name).
+    pub trailing: Option<String>,
 }
 
 impl Entry {
@@ -54,6 +56,23 @@ impl Entry {
             result: o.result.as_str().into(),
             comment,
             props,
+            trailing: None,
+        }
+    }
+
+    /// The iprev entry: `iprev=pass policy.iprev=192.0.2.1 (mail.example.com)`.
+    pub fn iprev(o: &crate::iprev::IprevOutcome) -> Entry {
+        let comment = match (&o.name, o.reason.is_empty()) {
+            (Some(name), true) => name.clone(),
+            (Some(name), false) => format!("{name}: {}", o.reason),
+            (None, _) => o.reason.clone(),
+        };
+        Entry {
+            method: "iprev".into(),
+            result: o.result.as_str().into(),
+            comment: None,
+            props: vec![("policy.iprev".into(), o.ip.to_string())],
+            trailing: (!comment.is_empty()).then_some(comment),
         }
     }
 
@@ -64,6 +83,7 @@ impl Entry {
             result: DkimResult::None.as_str().into(),
             comment: None,
             props: Vec::new(),
+            trailing: None,
         }
     }
 
@@ -81,6 +101,11 @@ impl Entry {
             out.push_str(k);
             out.push('=');
             out.push_str(&value(v));
+        }
+        if let Some(c) = &self.trailing {
+            out.push_str(" (");
+            out.push_str(&comment_text(c));
+            out.push(')');
         }
     }
 }
@@ -221,6 +246,7 @@ mod tests {
             result: "fail".into(),
             comment: Some("body hash (did not) verify".into()),
             props: vec![("header.d".into(), "example.com".into())],
+            trailing: None,
         };
         assert_eq!(
             build("mx.example.org", &[e]),

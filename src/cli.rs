@@ -18,7 +18,7 @@ use crate::config::{Config, KeySettings, TableSettings, parse_canon};
 use crate::dkim::key::SigningKey;
 use crate::dns::{self, DnsError, DnsStats, Metered, Mx, Resolver};
 use crate::pipe::{self, EX_TEMPFAIL, SpoolSettings};
-use crate::pipeline::Options;
+use crate::pipeline::{Envelope, Options};
 
 const EXAMPLES_SIGN: &str = "Examples:
   authgate sign --domain example.com --selector s2026 --key /etc/authgate/keys/s2026.example.com.key < msg.eml > signed.eml
@@ -146,10 +146,45 @@ struct SignArgs {
     allow_insecure_key: bool,
 }
 
+/// The SMTP envelope of the message, when the caller knows it.
+#[derive(Debug, Args, Clone, Default)]
+struct EnvelopeArgs {
+    /// Connecting client address (SPF, iprev, DNSBL).
+    #[arg(long = "client-ip", visible_alias = "ip", value_name = "IP")]
+    client_ip: Option<std::net::IpAddr>,
+    /// HELO/EHLO name the client gave.
+    #[arg(long)]
+    helo: Option<String>,
+    /// MAIL FROM address ("" for the null sender).
+    #[arg(
+        long = "mail-from",
+        short = 'f',
+        visible_alias = "sender",
+        value_name = "ADDR"
+    )]
+    mail_from: Option<String>,
+}
+
+impl EnvelopeArgs {
+    fn envelope(&self) -> Envelope {
+        let mail_from = self
+            .mail_from
+            .as_ref()
+            .map(|m| m.trim_start_matches('<').trim_end_matches('>').to_string());
+        Envelope {
+            client_ip: self.client_ip,
+            helo: self.helo.clone(),
+            mail_from,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 struct VerifyArgs {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    envelope: EnvelopeArgs,
     /// Verification time (UNIX seconds) instead of the clock.
     #[arg(long)]
     now: Option<u64>,
@@ -170,9 +205,8 @@ struct PipeArgs {
     /// Verify and add Authentication-Results (default when --sign is not given).
     #[arg(long)]
     verify: bool,
-    /// Envelope sender, the last fallback for the signing identity.
-    #[arg(long, short = 'f')]
-    sender: Option<String>,
+    #[command(flatten)]
+    envelope: EnvelopeArgs,
     /// Processing time (UNIX seconds) instead of the clock.
     #[arg(long)]
     now: Option<u64>,
@@ -337,7 +371,7 @@ fn sign(a: SignArgs) -> Result<ExitCode> {
         verify: false,
         sign: true,
         now: now_or_clock(a.now),
-        envelope_from: None,
+        envelope: Envelope::default(),
     };
     // The table's only row is "*", which matches any author, even none.
     let rt = runtime()?;
@@ -364,7 +398,7 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
         verify: true,
         sign: false,
         now: now_or_clock(a.now),
-        envelope_from: None,
+        envelope: a.envelope.envelope(),
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -400,6 +434,8 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
         if a.json {
             let mut obj = serde_json::json!({
                 "dkim": filtered.verdict.dkim,
+                "iprev": filtered.verdict.iprev,
+                "dnsbl": filtered.verdict.dnsbl,
                 "authentication_results": ar.trim_end(),
             });
             if let Some(p) = input {
@@ -451,7 +487,7 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
         verify,
         sign: a.sign,
         now: now_or_clock(a.now),
-        envelope_from: a.sender.clone(),
+        envelope: a.envelope.envelope(),
     };
     let ctx = Arc::new(config.context()?);
     let rt = runtime()?;
@@ -486,6 +522,10 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
         )
     };
     log_message(&filtered, &stats);
+    if let Some(reason) = &filtered.verdict.reject {
+        eprintln!("authgate: message refused: {reason}");
+        return Ok(ExitCode::from(config.pipe.reject_exit_code));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

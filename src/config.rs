@@ -33,6 +33,77 @@ pub struct Config {
     pub dkim: DkimSettings,
     /// DNS resolver.
     pub dns: crate::dns::DnsSettings,
+    /// Which clients and upstream results we trust.
+    pub trust: TrustSettings,
+    /// `[iprev]`.
+    pub iprev: IprevSettings,
+    /// `[dnsbl]`.
+    pub dnsbl: DnsblSettings,
+    /// `[pipe]`.
+    pub pipe: PipeSettings,
+}
+
+/// `[pipe]`: filter-mode behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipeSettings {
+    /// Exit status when an action refuses the message (nothing is written;
+    /// the reason goes to stderr). 77 = EX_NOPERM: Postfix pipe(8) bounces.
+    pub reject_exit_code: u8,
+}
+
+impl Default for PipeSettings {
+    fn default() -> Self {
+        PipeSettings {
+            reject_exit_code: crate::pipe::EX_NOPERM,
+        }
+    }
+}
+
+/// `[trust]`: OpenDKIM InternalHosts, OpenDMARC TrustedAuthservIDs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustSettings {
+    /// Clients whose mail is ours: signed, never subjected to DMARC policy.
+    pub internal_hosts: Vec<ipnet::IpNet>,
+    /// `by` host names of `Received:` fields written by our own MTA (pipe
+    /// mode reads the client address and HELO from the topmost one).
+    pub trusted_received_by: Vec<String>,
+    /// Upstream authserv-ids whose Authentication-Results we believe.
+    pub trusted_authserv_ids: Vec<String>,
+}
+
+/// `[iprev]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IprevSettings {
+    /// Check that the client's PTR name maps back to it (RFC 8601 §3).
+    pub enabled: bool,
+}
+
+impl Default for IprevSettings {
+    fn default() -> Self {
+        IprevSettings { enabled: true }
+    }
+}
+
+/// `[dnsbl]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsblSettings {
+    /// Lists to ask, each with its action.
+    pub zones: Vec<crate::dnsbl::DnsblZone>,
+    /// Header naming the lists that list the client (empty: no header).
+    pub header: String,
+}
+
+impl Default for DnsblSettings {
+    fn default() -> Self {
+        DnsblSettings {
+            zones: Vec::new(),
+            header: "X-Authgate-DNSBL".into(),
+        }
+    }
 }
 
 /// `[message]`.
@@ -325,6 +396,12 @@ impl Config {
             verify: self.verify_options()?,
             signing: self.signing()?,
             max_header_bytes: self.message.max_header_bytes,
+            client_checks: crate::pipeline::ClientChecks {
+                iprev: self.iprev.enabled,
+                dnsbl: self.dnsbl.zones.clone(),
+                dnsbl_header: self.dnsbl.header.clone(),
+            },
+            trusted_received_by: self.trust.trusted_received_by.clone(),
         })
     }
 }

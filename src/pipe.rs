@@ -16,6 +16,11 @@ use crate::pipeline::{Context, MessageJob, Options, PipelineError, Pushed, Verdi
 /// Exit status asking the MTA to retry later (sysexits.h `EX_TEMPFAIL`).
 pub const EX_TEMPFAIL: u8 = 75;
 
+/// Default exit status for a refused message (sysexits.h `EX_NOPERM`):
+/// Postfix `pipe(8)` bounces it, Exim's `pipe` transport treats it as a
+/// permanent failure.
+pub const EX_NOPERM: u8 = 77;
+
 /// Read size per chunk.
 const CHUNK: usize = 64 * 1024;
 
@@ -88,11 +93,15 @@ pub fn filter<R: Resolver + 'static>(
     let mut body = Spool::new(spool.threshold, spool.dir.clone());
     let size = feed(rt, &mut job, input, Some(&mut body))?;
     let finished = rt.block_on(job.finish())?;
-    let mut head = Vec::with_capacity(4096);
-    finished.write_head(&mut head);
-    output.write_all(&head)?;
-    body.copy_to(output)?;
-    output.flush()?;
+    // A refused message is not written at all: the caller exits with the
+    // reject status and the MTA never sees half a message.
+    if finished.verdict.reject.is_none() {
+        let mut head = Vec::with_capacity(4096);
+        finished.write_head(&mut head);
+        output.write_all(&head)?;
+        body.copy_to(output)?;
+        output.flush()?;
+    }
     Ok(Filtered {
         verdict: finished.verdict,
         size,

@@ -18,8 +18,13 @@ use crate::dkim::sign::{SignSpec, choose_headers, pattern_matches, sign};
 use crate::dkim::verify::{
     Candidate, DkimOutcome, DkimResult, VerifyOptions, evaluate, find_signatures,
 };
+use std::net::IpAddr;
+
 use crate::dns::{DnsError, Resolver};
+use crate::dnsbl::{DnsblAction, DnsblOutcome, DnsblZone};
+use crate::iprev::IprevOutcome;
 use crate::message::address::{domain_of, first_address};
+use crate::message::envelope::from_trace_headers;
 use crate::message::headers::{Header, split_fields};
 use crate::message::{HeaderSplitter, LineEnding, Split};
 
@@ -74,6 +79,33 @@ pub struct Context {
     pub signing: Option<Signing>,
     /// Largest header block we parse.
     pub max_header_bytes: usize,
+    /// Checks on the connecting client (iprev, DNSBL).
+    pub client_checks: ClientChecks,
+    /// `by` host names of `Received:` fields our own MTA writes; the topmost
+    /// such field gives the client address and HELO in pipe mode.
+    pub trusted_received_by: Vec<String>,
+}
+
+/// Checks of the connecting client that need only its address.
+#[derive(Debug, Clone, Default)]
+pub struct ClientChecks {
+    /// Run iprev (RFC 8601 §3).
+    pub iprev: bool,
+    /// DNS blocklists to ask.
+    pub dnsbl: Vec<DnsblZone>,
+    /// Header naming the lists that list the client.
+    pub dnsbl_header: String,
+}
+
+/// The SMTP envelope, as far as the front knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// Connecting client address.
+    pub client_ip: Option<IpAddr>,
+    /// HELO/EHLO name.
+    pub helo: Option<String>,
+    /// MAIL FROM; `Some("")` is the null sender.
+    pub mail_from: Option<String>,
 }
 
 /// What to do with this message.
@@ -85,8 +117,9 @@ pub struct Options {
     pub sign: bool,
     /// Current time, seconds since the epoch.
     pub now: u64,
-    /// Envelope sender (MAIL FROM), last fallback for the signing identity.
-    pub envelope_from: Option<String>,
+    /// The envelope; MAIL FROM is also the last fallback for the signing
+    /// identity. Missing parts may be filled from trace headers.
+    pub envelope: Envelope,
 }
 
 /// The header edits and results for one message.
@@ -102,6 +135,14 @@ pub struct Verdict {
     pub signed: Vec<(String, String, String)>,
     /// Why the message was passed through without parsing, if it was.
     pub unparsed: Option<String>,
+    /// The envelope used (given, or recovered from trace headers).
+    pub envelope: Envelope,
+    /// iprev outcome, when the client address was known.
+    pub iprev: Option<IprevOutcome>,
+    /// DNSBL outcomes, in configuration order.
+    pub dnsbl: Vec<DnsblOutcome>,
+    /// Why the message should be refused, if a configured action says so.
+    pub reject: Option<String>,
 }
 
 /// Failures that must make the front answer "try again later".
@@ -128,6 +169,18 @@ enum Phase {
     Unparsed(String),
 }
 
+/// Results of the checks that need only the client address.
+#[derive(Debug, Default)]
+struct ClientResults {
+    iprev: Option<IprevOutcome>,
+    dnsbl: Vec<DnsblOutcome>,
+}
+
+enum ClientTask {
+    NotStarted,
+    Spawned(tokio::task::JoinHandle<ClientResults>),
+}
+
 struct PlannedSignature {
     key: KeyEntry,
     domain: String,
@@ -146,6 +199,7 @@ pub struct MessageJob<R> {
     lookups: HashMap<String, Lookup>,
     planned: Vec<PlannedSignature>,
     hashes: BodyHashes,
+    client: ClientTask,
 }
 
 /// Where the body starts in a pushed chunk.
@@ -175,6 +229,51 @@ impl<R: Resolver + 'static> MessageJob<R> {
             lookups: HashMap::new(),
             planned: Vec::new(),
             hashes: BodyHashes::new([]),
+            client: ClientTask::NotStarted,
+        }
+        .started()
+    }
+
+    /// Starts the client checks right away when the address is known.
+    fn started(mut self) -> Self {
+        self.start_client_checks();
+        self
+    }
+
+    fn client_checks_wanted(&self) -> bool {
+        let c = &self.ctx.client_checks;
+        self.opts.verify
+            && self.opts.envelope.client_ip.is_some()
+            && (c.iprev || !c.dnsbl.is_empty())
+    }
+
+    fn start_client_checks(&mut self) {
+        if !matches!(self.client, ClientTask::NotStarted) || !self.client_checks_wanted() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (ctx, resolver, ip) = (
+            Arc::clone(&self.ctx),
+            Arc::clone(&self.resolver),
+            self.opts.envelope.client_ip,
+        );
+        self.client = ClientTask::Spawned(
+            handle.spawn(async move { client_checks(&ctx, resolver, ip).await }),
+        );
+    }
+
+    /// Fills missing envelope parts from `Return-path` and our own `Received`.
+    fn envelope_from_trace(&mut self) {
+        let trace = from_trace_headers(&self.headers, &self.ctx.trusted_received_by);
+        let env = &mut self.opts.envelope;
+        env.client_ip = env.client_ip.or(trace.client_ip);
+        if env.helo.is_none() {
+            env.helo = trace.helo;
+        }
+        if env.mail_from.is_none() {
+            env.mail_from = trace.mail_from;
         }
     }
 
@@ -214,6 +313,8 @@ impl<R: Resolver + 'static> MessageJob<R> {
     fn headers_complete(&mut self) {
         self.phase = Phase::Body;
         self.headers = split_fields(self.splitter.block());
+        self.envelope_from_trace();
+        self.start_client_checks();
         let mut specs = Vec::new();
         if self.opts.verify {
             self.candidates = find_signatures(&self.headers, &self.ctx.verify, self.opts.now);
@@ -258,7 +359,13 @@ impl<R: Resolver + 'static> MessageJob<R> {
                     .find(|h| h.is(name))
                     .and_then(|h| first_address(h.value()))
             })
-            .or_else(|| self.opts.envelope_from.clone().filter(|s| s.contains('@')))
+            .or_else(|| {
+                self.opts
+                    .envelope
+                    .mail_from
+                    .clone()
+                    .filter(|s| s.contains('@'))
+            })
     }
 
     fn plan_signatures(&mut self) {
@@ -311,8 +418,12 @@ impl<R: Resolver + 'static> MessageJob<R> {
         }
         if self.opts.verify {
             let keys = self.collect_lookups().await?;
+            let client = self.collect_client_checks().await?;
             self.verify_all(&keys, &bodies, &mut verdict);
+            self.apply_client_results(client, &mut verdict);
+            self.write_authentication_results(&mut verdict);
         }
+        verdict.envelope = self.opts.envelope.clone();
         Ok(Finished {
             verdict,
             headers: self.headers,
@@ -331,6 +442,7 @@ impl<R: Resolver + 'static> MessageJob<R> {
                 result: DkimResult::PermError.as_str().into(),
                 comment: Some(why),
                 props: Vec::new(),
+                trailing: None,
             };
             let value = authres::build(&self.ctx.authserv_id, &[entry]);
             v.add.push(Header::new(
@@ -362,7 +474,6 @@ impl<R: Resolver + 'static> MessageJob<R> {
         bodies: &[(BodySpec, BodyHash)],
         verdict: &mut Verdict,
     ) {
-        let eol = self.line_ending().as_bytes();
         verdict.dkim = self
             .candidates
             .iter()
@@ -371,11 +482,56 @@ impl<R: Resolver + 'static> MessageJob<R> {
                 evaluate(c, &self.headers, key, bodies, &self.ctx.verify)
             })
             .collect();
+    }
+
+    async fn collect_client_checks(&mut self) -> Result<ClientResults, PipelineError> {
+        match std::mem::replace(&mut self.client, ClientTask::NotStarted) {
+            ClientTask::Spawned(task) => task
+                .await
+                .map_err(|e| PipelineError::Internal(e.to_string())),
+            ClientTask::NotStarted if self.client_checks_wanted() => Ok(client_checks(
+                &self.ctx,
+                Arc::clone(&self.resolver),
+                self.opts.envelope.client_ip,
+            )
+            .await),
+            ClientTask::NotStarted => Ok(ClientResults::default()),
+        }
+    }
+
+    fn apply_client_results(&self, client: ClientResults, verdict: &mut Verdict) {
+        let listed: Vec<&DnsblOutcome> = client
+            .dnsbl
+            .iter()
+            .filter(|o| o.listed() && o.action != DnsblAction::Ignore)
+            .collect();
+        if !listed.is_empty() && !self.ctx.client_checks.dnsbl_header.is_empty() {
+            let value = crate::dnsbl::header_value(&client.dnsbl);
+            let eol = self.line_ending().as_bytes();
+            verdict.add.push(Header::new(
+                &self.ctx.client_checks.dnsbl_header,
+                &value,
+                eol,
+            ));
+        }
+        if let Some(hit) = listed.iter().find(|o| o.action == DnsblAction::Reject) {
+            verdict
+                .reject
+                .get_or_insert(format!("client listed in {}", hit.zone));
+        }
+        verdict.iprev = client.iprev;
+        verdict.dnsbl = client.dnsbl;
+    }
+
+    /// Our one A-R field on top; forged copies of it are removed.
+    fn write_authentication_results(&self, verdict: &mut Verdict) {
         let mut entries: Vec<Entry> = verdict.dkim.iter().map(Entry::dkim).collect();
         if entries.is_empty() {
             entries.push(Entry::dkim_none());
         }
+        entries.extend(verdict.iprev.as_ref().map(Entry::iprev));
         let value = authres::build(&self.ctx.authserv_id, &entries);
+        let eol = self.line_ending().as_bytes();
         verdict
             .add
             .insert(0, Header::new("Authentication-Results", &value, eol));
@@ -539,6 +695,8 @@ mod tests {
                 expire_after: Some(3600),
             }),
             max_header_bytes: 1 << 20,
+            client_checks: ClientChecks::default(),
+            trusted_received_by: vec!["mx.example.net".into()],
         });
         (ctx, Arc::new(MapDns(dns)))
     }
@@ -554,7 +712,10 @@ mod tests {
             verify,
             sign,
             now: 1_700_000_000,
-            envelope_from: Some("bounce@example.com".into()),
+            envelope: Envelope {
+                mail_from: Some("bounce@example.com".into()),
+                ..Envelope::default()
+            },
         };
         let mut job = MessageJob::new(Arc::clone(ctx), Arc::clone(dns), opts);
         let mut body = Vec::new();
@@ -708,4 +869,30 @@ mod tests {
         assert!(out.ends_with(big), "unparsed message kept intact");
         assert!(String::from_utf8_lossy(&out).contains("dkim=permerror (header block too large)"));
     }
+}
+
+/// iprev and DNSBL for the client address, concurrently.
+async fn client_checks<R: Resolver + 'static>(
+    ctx: &Context,
+    resolver: Arc<R>,
+    ip: Option<IpAddr>,
+) -> ClientResults {
+    let Some(ip) = ip else {
+        return ClientResults::default();
+    };
+    let iprev = async {
+        if ctx.client_checks.iprev {
+            Some(crate::iprev::check(&*resolver, ip).await)
+        } else {
+            None
+        }
+    };
+    let dnsbl = crate::dnsbl::check(Arc::clone(&resolver), ip, &ctx.client_checks.dnsbl);
+    let (iprev, dnsbl) = tokio::join!(iprev, dnsbl);
+    for o in &dnsbl {
+        if let crate::dnsbl::DnsblStatus::NotChecked { reason } = &o.status {
+            tracing::warn!(zone = %o.zone, %ip, %reason, "DNSBL not checked");
+        }
+    }
+    ClientResults { iprev, dnsbl }
 }

@@ -385,3 +385,78 @@ async fn verify_over_a_loopback_dns_server_matches_zone_files() {
     assert_eq!(failing[0]["result"], "pass");
     assert_eq!(failing[1]["result"], "temperror", "{failing}");
 }
+
+fn client_config(dir: &std::path::Path, action: &str) -> std::path::PathBuf {
+    let path = dir.join("client.toml");
+    let text = format!(
+        "authserv_id = \"mx.example.com\"\n[dns]\nzone_files = [\"{}\"]\n[trust]\ntrusted_received_by = [\"mx.example.com\"]\n\
+         [[dnsbl.zones]]\nzone = \"bl.example\"\naction = \"{action}\"\n[[dnsbl.zones]]\nzone = \"refusing.example\"\naction = \"reject\"\n",
+        fixtures().join("client/client.zone").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn pipe_reads_the_client_from_our_received_field_for_iprev_and_dnsbl() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = client_config(dir.path(), "reject");
+    let out = authgate()
+        .args(["pipe", "--config"])
+        .arg(&config)
+        .pipe_stdin(fixtures().join("client/received.eml"))
+        .unwrap()
+        .assert()
+        .success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.contains("iprev=pass policy.iprev=192.0.2.1 (mail.example.org)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("X-Authgate-DNSBL"),
+        "refused query is not a listing: {text}"
+    );
+}
+
+#[test]
+fn dnsbl_listing_adds_a_header_or_refuses_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = "From: x@example.net\nSubject: buy\n\nspam\n";
+    let config = client_config(dir.path(), "header");
+    let out = authgate()
+        .args(["pipe", "--client-ip", "192.0.2.66", "--config"])
+        .arg(&config)
+        .write_stdin(msg)
+        .assert()
+        .success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.contains(
+            "X-Authgate-DNSBL: bl.example=listed (127.0.0.2); refusing.example=not-listed"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("iprev=fail"), "{text}");
+    let config = client_config(dir.path(), "reject");
+    let out = authgate()
+        .args(["pipe", "--client-ip", "192.0.2.66", "--config"])
+        .arg(&config)
+        .write_stdin(msg)
+        .assert()
+        .code(77);
+    assert!(out.get_output().stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.get_output().stderr).contains("client listed in bl.example")
+    );
+    let out = authgate()
+        .args(["verify", "--json", "--ip", "192.0.2.66", "--config"])
+        .arg(&config)
+        .write_stdin(msg)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["iprev"]["result"], "fail");
+    assert_eq!(v["dnsbl"][0]["status"], "listed");
+    assert_eq!(v["dnsbl"][0]["codes"][0], "127.0.0.2");
+}
