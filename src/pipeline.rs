@@ -618,6 +618,32 @@ impl Finished {
     }
 }
 
+/// iprev and DNSBL for the client address, concurrently.
+async fn client_checks<R: Resolver + 'static>(
+    ctx: &Context,
+    resolver: Arc<R>,
+    ip: Option<IpAddr>,
+) -> ClientResults {
+    let Some(ip) = ip else {
+        return ClientResults::default();
+    };
+    let iprev = async {
+        if ctx.client_checks.iprev {
+            Some(crate::iprev::check(&*resolver, ip).await)
+        } else {
+            None
+        }
+    };
+    let dnsbl = crate::dnsbl::check(Arc::clone(&resolver), ip, &ctx.client_checks.dnsbl);
+    let (iprev, dnsbl) = tokio::join!(iprev, dnsbl);
+    for o in &dnsbl {
+        if let crate::dnsbl::DnsblStatus::NotChecked { reason } = &o.status {
+            tracing::warn!(zone = %o.zone, %ip, %reason, "DNSBL not checked");
+        }
+    }
+    ClientResults { iprev, dnsbl }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -869,30 +895,4 @@ mod tests {
         assert!(out.ends_with(big), "unparsed message kept intact");
         assert!(String::from_utf8_lossy(&out).contains("dkim=permerror (header block too large)"));
     }
-}
-
-/// iprev and DNSBL for the client address, concurrently.
-async fn client_checks<R: Resolver + 'static>(
-    ctx: &Context,
-    resolver: Arc<R>,
-    ip: Option<IpAddr>,
-) -> ClientResults {
-    let Some(ip) = ip else {
-        return ClientResults::default();
-    };
-    let iprev = async {
-        if ctx.client_checks.iprev {
-            Some(crate::iprev::check(&*resolver, ip).await)
-        } else {
-            None
-        }
-    };
-    let dnsbl = crate::dnsbl::check(Arc::clone(&resolver), ip, &ctx.client_checks.dnsbl);
-    let (iprev, dnsbl) = tokio::join!(iprev, dnsbl);
-    for o in &dnsbl {
-        if let crate::dnsbl::DnsblStatus::NotChecked { reason } = &o.status {
-            tracing::warn!(zone = %o.zone, %ip, %reason, "DNSBL not checked");
-        }
-    }
-    ClientResults { iprev, dnsbl }
 }
