@@ -8,6 +8,7 @@ pub mod authres;
 pub mod cli;
 pub mod config;
 pub mod dkim;
+pub mod dmarc;
 pub mod dns;
 pub mod dnsbl;
 pub mod iprev;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod dmarc;
 mod dns;
 mod dns_server;
 mod interop;
