@@ -193,6 +193,7 @@ pub fn authres_entry(o: &DmarcOutcome) -> Entry {
         result: result.into(),
         comment,
         props,
+        trailing: None,
     }
 }
 
