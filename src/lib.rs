@@ -13,3 +13,4 @@ pub mod keygen;
 pub mod message;
 pub mod pipe;
 pub mod pipeline;
+pub mod spf;
