@@ -226,6 +226,13 @@ pub fn valid_domain(domain: &str) -> bool {
         && labels.last().is_some_and(|top| is_toplabel(top))
 }
 
+/// A name that can be queried at all: 1–63 octet labels, at most 253
+/// octets. Expanded targets may hold any visible character (§7.1).
+fn queryable(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.len() <= 253 && name.split('.').all(|l| (1..=63).contains(&l.len()))
+}
+
 /// True when `ip` lies in `net/len`.
 fn in_prefix(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     match (ip, net) {
@@ -450,7 +457,7 @@ impl<'a, R: Resolver> Eval<'a, R> {
     /// A records for IPv4 clients, AAAA for IPv6 (§5.3); void answers are
     /// counted, temporary failures stop evaluation.
     async fn addresses(&mut self, name: &str) -> Step<Vec<IpAddr>> {
-        if !valid_domain(name) {
+        if !queryable(name) {
             self.void(name)?;
             return Ok(Vec::new());
         }
@@ -482,7 +489,7 @@ impl<'a, R: Resolver> Eval<'a, R> {
 
     /// §5.4: at most [`MX_LIMIT`] names, each looked up for addresses.
     async fn mx(&mut self, target: &str, v4: u8, v6: u8) -> Step<bool> {
-        let mut mxs = if valid_domain(target) {
+        let mut mxs = if queryable(target) {
             let answer = self.resolver.mx(target).await;
             self.sort_answer(target, answer)?
         } else {
@@ -510,7 +517,7 @@ impl<'a, R: Resolver> Eval<'a, R> {
 
     /// §5.7: any A record matches (always A, whatever the client family).
     async fn exists(&mut self, target: &str) -> Step<bool> {
-        if !valid_domain(target) {
+        if !queryable(target) {
             self.void(target)?;
             return Ok(false);
         }
@@ -536,7 +543,7 @@ impl<'a, R: Resolver> Eval<'a, R> {
     }
 
     async fn resolves_to_client(&self, name: &str) -> bool {
-        if !valid_domain(name) {
+        if !queryable(name) {
             return false;
         }
         match self.ip {
@@ -591,7 +598,7 @@ impl<'a, R: Resolver> Eval<'a, R> {
     /// §6.2: fetch and expand the explanation; any problem means none.
     async fn explain(&mut self, spec: &MacroString, domain: &str) -> Option<String> {
         let target = self.expand_domain(spec, domain).await;
-        if !valid_domain(&target) {
+        if !queryable(&target) {
             return None;
         }
         let txts = self.resolver.txt(&target).await.ok()?;

@@ -296,45 +296,34 @@ fn optional_domain<'a>(arg: &'a str, term: &str) -> Result<Option<&'a str>, Pars
     }
 }
 
-/// Splits `[":" domain-spec] [dual-cidr-length]` at the first `/` that is
-/// outside a macro's braces (delimiters may be `/`).
+/// Splits `[":" domain-spec] [dual-cidr-length]`: the CIDR part is only
+/// a trailing `/digits`, `//digits` or `/digits//digits`, because a
+/// domain-spec may itself contain `/` (§7.1: any visible character but `%`).
 fn split_dual_cidr<'a>(arg: &'a str, term: &str) -> Result<(&'a str, DualCidr), ParseError> {
-    let mut depth = false;
-    let mut at = None;
-    for (i, c) in arg.char_indices() {
-        match c {
-            '{' => depth = true,
-            '}' => depth = false,
-            '/' if !depth => {
-                at = Some(i);
-                break;
-            }
-            _ => {}
-        }
-    }
-    let Some(at) = at else {
-        return Ok((arg, DualCidr::default()));
-    };
-    let (spec, cidr) = arg.split_at(at);
-    Ok((spec, parse_dual_cidr(cidr, term)?))
-}
-
-/// `[ "/" v4 ] [ "//" v6 ]`, the input starting at the first `/`.
-fn parse_dual_cidr(s: &str, term: &str) -> Result<DualCidr, ParseError> {
     let bad = || ParseError::BadCidr(term.to_owned());
     let mut cidr = DualCidr::default();
-    let (v4, v6) = match s.split_once("//") {
-        Some((v4, v6)) => (v4, Some(v6)),
-        None => (s, None),
+    let Some((head, digits)) = trailing_number(arg) else {
+        return Ok((arg, cidr));
     };
-    if !v4.is_empty() {
-        let digits = v4.strip_prefix('/').ok_or_else(bad)?;
+    let Some(head_v6) = head.strip_suffix('/') else {
         cidr.v4 = parse_prefix(digits, 32).ok_or_else(bad)?;
+        return Ok((head, cidr));
+    };
+    cidr.v6 = parse_prefix(digits, 128).ok_or_else(bad)?;
+    match trailing_number(head_v6) {
+        Some((spec, v4)) => {
+            cidr.v4 = parse_prefix(v4, 32).ok_or_else(bad)?;
+            Ok((spec, cidr))
+        }
+        None => Ok((head_v6, cidr)),
     }
-    if let Some(v6) = v6 {
-        cidr.v6 = parse_prefix(v6, 128).ok_or_else(bad)?;
-    }
-    Ok(cidr)
+}
+
+/// `(head, digits)` when `s` ends in `/` and one or more digits.
+fn trailing_number(s: &str) -> Option<(&str, &str)> {
+    let (head, digits) = s.rsplit_once('/')?;
+    let numeric = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    numeric.then_some((head, digits))
 }
 
 /// A prefix length without leading zeros, at most `max`.
@@ -556,7 +545,8 @@ mod tests {
             ("v=spf1 a/33", "BadCidr"),
             ("v=spf1 a//129", "BadCidr"),
             ("v=spf1 a/024", "BadCidr"),
-            ("v=spf1 a/", "BadCidr"),
+            ("v=spf1 a/", "BadArgument"),
+            ("v=spf1 a:example.com/", "Macro"),
             ("v=spf1 mx/24/64", "BadCidr"),
             ("v=spf1 ptr/24", "BadArgument"),
             ("v=spf1 ip4:192.0.2.256", "BadIp4"),
@@ -598,6 +588,23 @@ mod tests {
         assert_eq!(
             r.directives[0].mechanism,
             Mechanism::A(Some(ds("%{l/}.example.com")), DualCidr { v4: 24, v6: 128 })
+        );
+    }
+
+    #[test]
+    fn domain_spec_may_contain_colon_and_slash() {
+        let r =
+            parse("v=spf1 a:foo:bar/baz.example.com mx:foo:bar/baz.example.com/24//64").unwrap();
+        assert_eq!(
+            r.directives[0].mechanism,
+            Mechanism::A(Some(ds("foo:bar/baz.example.com")), DualCidr::default())
+        );
+        assert_eq!(
+            r.directives[1].mechanism,
+            Mechanism::Mx(
+                Some(ds("foo:bar/baz.example.com")),
+                DualCidr { v4: 24, v6: 64 }
+            )
         );
     }
 

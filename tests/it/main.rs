@@ -9,4 +9,5 @@ mod dns_server;
 mod interop;
 mod keygen;
 mod oracles;
+mod spf_suite;
 mod support;
