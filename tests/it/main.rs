@@ -9,5 +9,6 @@ mod dns_server;
 mod interop;
 mod keygen;
 mod oracles;
+mod spf;
 mod spf_suite;
 mod support;
