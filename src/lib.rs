@@ -16,3 +16,4 @@ pub mod keygen;
 pub mod message;
 pub mod pipe;
 pub mod pipeline;
+pub mod spf;

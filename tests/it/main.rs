@@ -10,4 +10,6 @@ mod dns_server;
 mod interop;
 mod keygen;
 mod oracles;
+mod spf;
+mod spf_suite;
 mod support;
