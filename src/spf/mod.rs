@@ -133,6 +133,7 @@ pub fn authres_entry(
         result: outcome.result.as_str().into(),
         comment: (!outcome.reason.is_empty()).then(|| outcome.reason.clone()),
         props: vec![(prop.0.into(), prop.1.into())],
+        trailing: None,
     }
 }
 
