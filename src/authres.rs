@@ -205,6 +205,66 @@ pub fn claims(field_value: &[u8], our_id: &str) -> bool {
     authserv_id(field_value).is_some_and(|id| id.eq_ignore_ascii_case(our_id))
 }
 
+/// Parses the results of an A-R field value (RFC 8601 §2.2) leniently:
+/// one [`Entry`] per `method=result`, with its properties; comments dropped.
+/// Used only for A-R fields from trusted authserv-ids.
+pub fn parse_results(value: &str) -> Vec<Entry> {
+    let text = strip_comments(value);
+    let mut parts = text.split(';');
+    parts.next(); // authserv-id [version]
+    parts
+        .filter_map(|resinfo| {
+            let mut tokens = resinfo.split_whitespace();
+            let (method, result) = tokens.next()?.split_once('=')?;
+            let method = method
+                .split('/')
+                .next()
+                .unwrap_or(method)
+                .to_ascii_lowercase();
+            let props = tokens
+                .filter_map(|t| t.split_once('='))
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.trim_matches('"').to_string()))
+                .collect();
+            Some(Entry {
+                method,
+                result: result.to_ascii_lowercase(),
+                props,
+                ..Entry::default()
+            })
+        })
+        .collect()
+}
+
+/// Removes RFC 5322 comments (nested, with quoted-pairs), keeping quoted strings.
+fn strip_comments(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let (mut depth, mut quoted) = (0usize, false);
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if depth > 0 || quoted => {
+                let next = chars.next();
+                if depth == 0 {
+                    out.push(c);
+                    out.extend(next);
+                }
+            }
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => {
+                depth -= 1;
+                out.push(' ');
+            }
+            _ if depth > 0 => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +313,25 @@ mod tests {
             " mx.example.org;\r\n\tdkim=fail (body hash \\(did not\\) verify) header.d=example.com"
         );
         assert_eq!(build("mx", &[]), " mx; none");
+    }
+
+    #[test]
+    fn parses_trusted_results() {
+        let v = " mx.up.example (comment; with semicolon) 1; spf=pass (sender ok) smtp.mailfrom=a@example.org;\r\n\tdkim=fail reason=\"bad sig\" header.d=example.org; dmarc=none";
+        let got = parse_results(v);
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            (got[0].method.as_str(), got[0].result.as_str()),
+            ("spf", "pass")
+        );
+        assert_eq!(
+            got[0].props,
+            vec![("smtp.mailfrom".to_string(), "a@example.org".to_string())]
+        );
+        assert_eq!(
+            got[1].props[1],
+            ("header.d".to_string(), "example.org".to_string())
+        );
+        assert!(parse_results(" id; none").is_empty());
     }
 }

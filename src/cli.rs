@@ -32,6 +32,10 @@ const EXAMPLES_PIPE: &str = "Examples:
   authgate pipe --sign --config /etc/authgate/authgate.toml   # sign for domains in the signing table
 Exim (remote_smtp transport):  transport_filter = /usr/local/bin/authgate pipe --sign
 Exit 75 (EX_TEMPFAIL) on any internal failure so the MTA retries; nothing is written then.";
+const EXAMPLES_SPF: &str = "Examples:
+  authgate spf --ip 192.0.2.1 --helo mail.example.org --mail-from alice@example.org
+  authgate spf --ip 2001:db8::1 --helo mail.example.org --mail-from '' --json   # null sender: HELO identity
+  authgate spf --ip 192.0.2.1 --helo mail.example.org --mail-from a@example.org --dns-zone test.zone";
 const EXAMPLES_KEYGEN: &str = "Examples:
   authgate keygen --domain example.com --selector s2026 --out /etc/authgate/keys
   authgate keygen --domain example.com --selector ed2026 --algorithm ed25519 --testing";
@@ -55,6 +59,9 @@ enum Command {
     /// Filter mode for Exim transport_filter / Postfix pipe(8): stdin to stdout.
     #[command(after_help = EXAMPLES_PIPE)]
     Pipe(PipeArgs),
+    /// Evaluate SPF (RFC 7208) for a client address, HELO and MAIL FROM.
+    #[command(after_help = EXAMPLES_SPF)]
+    Spf(SpfArgs),
     /// Generate a DKIM key pair and print the DNS record to publish.
     #[command(after_help = EXAMPLES_KEYGEN)]
     Keygen(KeygenArgs),
@@ -175,6 +182,7 @@ impl EnvelopeArgs {
             client_ip: self.client_ip,
             helo: self.helo.clone(),
             mail_from,
+            authenticated: false,
         }
     }
 }
@@ -210,6 +218,27 @@ struct PipeArgs {
     /// Processing time (UNIX seconds) instead of the clock.
     #[arg(long)]
     now: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct SpfArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Client address.
+    #[arg(long = "ip", visible_alias = "client-ip")]
+    ip: std::net::IpAddr,
+    /// HELO/EHLO name.
+    #[arg(long, default_value = "")]
+    helo: String,
+    /// MAIL FROM address ("" or "<>" for the null sender; omitted: check HELO only).
+    #[arg(long = "mail-from", short = 'f')]
+    mail_from: Option<String>,
+    /// Time for %{t} (UNIX seconds) instead of the clock.
+    #[arg(long)]
+    now: Option<u64>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +297,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Verify(a) => verify(a),
         Command::Pipe(a) => pipe_cmd(a),
         Command::Keygen(a) => keygen(a),
+        Command::Spf(a) => spf(a),
         Command::Config(ConfigCommand::Check(a)) => config_check(a),
     }
 }
@@ -434,6 +464,9 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
         if a.json {
             let mut obj = serde_json::json!({
                 "dkim": filtered.verdict.dkim,
+                "spf": filtered.verdict.spf_mailfrom.as_ref().map(spf_json),
+                "spf_helo": filtered.verdict.spf_helo.as_ref().map(spf_json),
+                "dmarc": filtered.verdict.dmarc.as_ref().map(|d| dmarc_json(d, &filtered.verdict.decision)),
                 "iprev": filtered.verdict.iprev,
                 "dnsbl": filtered.verdict.dnsbl,
                 "authentication_results": ar.trim_end(),
@@ -447,6 +480,31 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn spf_json(o: &crate::spf::SpfOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "result": o.result.as_str(),
+        "explanation": o.explanation,
+        "reason": o.reason,
+        "mechanism": o.mechanism,
+    })
+}
+
+fn dmarc_json(o: &crate::dmarc::DmarcOutcome, d: &crate::policy::Decision) -> serde_json::Value {
+    serde_json::json!({
+        "result": o.result.as_str(),
+        "policy": o.policy.map(|p| crate::dmarc::Disposition::from(p).as_str()),
+        "requested_disposition": o.disposition.as_str(),
+        "disposition": d.applied.as_str(),
+        "override": d.override_reason,
+        "domain": o.domain,
+        "policy_domain": o.policy_domain,
+        "testing": o.testing,
+        "spf_aligned": o.spf_aligned,
+        "dkim_aligned": o.dkim_aligned,
+        "reason": o.reason,
+    })
 }
 
 /// The per-message log line: results, signatures added, DNS cost.
@@ -522,9 +580,51 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
         )
     };
     log_message(&filtered, &stats);
+    if let Some(reason) = &filtered.verdict.tempfail {
+        eprintln!("authgate: try again later: {reason}");
+        return Ok(ExitCode::from(EX_TEMPFAIL));
+    }
     if let Some(reason) = &filtered.verdict.reject {
         eprintln!("authgate: message refused: {reason}");
         return Ok(ExitCode::from(config.pipe.reject_exit_code));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spf(a: SpfArgs) -> Result<ExitCode> {
+    use crate::spf::{Identity, SpfOptions, received_spf_header, verify_helo, verify_mail_from};
+    let config = a.common.load(Figment::new())?;
+    let resolver = Arc::new(dns::build(&config.dns)?);
+    let opts = SpfOptions {
+        receiver: config.effective_authserv_id(),
+        now: now_or_clock(a.now),
+        ..SpfOptions::default()
+    };
+    let rt = runtime()?;
+    let (outcome, identity) = rt.block_on(async {
+        match &a.mail_from {
+            Some(from) => (
+                verify_mail_from(&*resolver, a.ip, from, &a.helo, &opts).await,
+                Identity::MailFrom,
+            ),
+            None => (
+                verify_helo(&*resolver, a.ip, &a.helo, &opts).await,
+                Identity::Helo,
+            ),
+        }
+    });
+    let from = a.mail_from.clone().unwrap_or_default();
+    let received = received_spf_header(&outcome, identity, a.ip, &a.helo, &from, &opts.receiver);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let mut v = spf_json(&outcome);
+        v["identity"] = serde_json::Value::String(identity.as_str().into());
+        v["received_spf"] = serde_json::Value::String(received);
+        writeln!(out, "{v}")?;
+    } else {
+        let detail = outcome.explanation.as_deref().unwrap_or(&outcome.reason);
+        writeln!(out, "{}: {detail}", outcome.result.as_str())?;
+        writeln!(out, "{received}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -41,6 +41,76 @@ pub struct Config {
     pub dnsbl: DnsblSettings,
     /// `[pipe]`.
     pub pipe: PipeSettings,
+    /// `[spf]`.
+    pub spf: SpfSettings,
+    /// `[dmarc]`.
+    pub dmarc: DmarcSettings,
+    /// Headers only: no result ever rejects, quarantines or tempfails a
+    /// message (the "never block" mode Plesk admins know).
+    pub never_block: bool,
+}
+
+/// `[spf]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpfSettings {
+    /// Check SPF (RFC 7208) for MAIL FROM.
+    pub enabled: bool,
+    /// Also check the HELO identity.
+    pub helo: bool,
+    /// Add a `Received-SPF:` header.
+    pub received_spf: bool,
+    /// What an SPF `fail` does by itself: none | quarantine | reject.
+    pub fail_action: crate::policy::SpfFailAction,
+}
+
+impl Default for SpfSettings {
+    fn default() -> Self {
+        SpfSettings {
+            enabled: true,
+            helo: true,
+            received_spf: true,
+            fail_action: crate::policy::SpfFailAction::None,
+        }
+    }
+}
+
+/// `[dmarc]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DmarcSettings {
+    /// Evaluate DMARC (RFC 9989).
+    pub enabled: bool,
+    /// Organizational domain from the Public Suffix List, policy discovery
+    /// and `pct` the RFC 7489 way, instead of RFC 9989's DNS tree walk.
+    pub use_psl: bool,
+    /// Several author domains in From: "skip" (RFC 9989 §5.3.1) or "strictest".
+    pub multi_domain_from: String,
+    /// `p=reject` failures: reject | quarantine | header.
+    pub reject_action: crate::policy::RejectAction,
+    /// `p=quarantine` failures: quarantine | header.
+    pub quarantine_action: crate::policy::QuarantineAction,
+    /// DNS temporary errors: accept | tempfail.
+    pub temperror_action: crate::policy::TempErrorAction,
+    /// Refuse mail without exactly one usable From author (OpenDMARC RequiredHeaders).
+    pub require_valid_from: bool,
+    /// The quarantine header, `Name: value`.
+    pub quarantine_header: String,
+}
+
+impl Default for DmarcSettings {
+    fn default() -> Self {
+        DmarcSettings {
+            enabled: true,
+            use_psl: false,
+            multi_domain_from: "skip".into(),
+            reject_action: crate::policy::RejectAction::Reject,
+            quarantine_action: crate::policy::QuarantineAction::Quarantine,
+            temperror_action: crate::policy::TempErrorAction::Accept,
+            require_valid_from: false,
+            quarantine_header: "X-Authgate-Quarantine: dmarc".into(),
+        }
+    }
 }
 
 /// `[pipe]`: filter-mode behaviour.
@@ -400,8 +470,58 @@ impl Config {
                 iprev: self.iprev.enabled,
                 dnsbl: self.dnsbl.zones.clone(),
                 dnsbl_header: self.dnsbl.header.clone(),
+                spf: self.spf.enabled,
+                spf_helo: self.spf.helo,
+                received_spf: self.spf.received_spf,
             },
             trusted_received_by: self.trust.trusted_received_by.clone(),
+            dmarc: self.dmarc_options()?,
+            actions: self.actions()?,
+            internal_hosts: self.trust.internal_hosts.clone(),
+            trusted_authserv_ids: self.trust.trusted_authserv_ids.clone(),
+        })
+    }
+}
+
+impl Config {
+    fn dmarc_options(&self) -> Result<Option<crate::dmarc::DmarcOptions>, ConfigError> {
+        use crate::dmarc::MultiDomainFrom;
+        if !self.dmarc.enabled {
+            return Ok(None);
+        }
+        let multi_domain_from = match self.dmarc.multi_domain_from.as_str() {
+            "skip" => MultiDomainFrom::Skip,
+            "strictest" => MultiDomainFrom::Strictest,
+            _ => {
+                return Err(invalid(
+                    "dmarc.multi_domain_from",
+                    "expected \"skip\" or \"strictest\"",
+                ));
+            }
+        };
+        Ok(Some(crate::dmarc::DmarcOptions {
+            use_psl: self.dmarc.use_psl,
+            multi_domain_from,
+            ..crate::dmarc::DmarcOptions::default()
+        }))
+    }
+
+    fn actions(&self) -> Result<crate::policy::Actions, ConfigError> {
+        let d = &self.dmarc;
+        let header = d
+            .quarantine_header
+            .split_once(':')
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| invalid("dmarc.quarantine_header", "expected \"Name: value\""))?;
+        Ok(crate::policy::Actions {
+            dmarc_reject: d.reject_action,
+            dmarc_quarantine: d.quarantine_action,
+            dmarc_temperror: d.temperror_action,
+            spf_fail: self.spf.fail_action,
+            never_block: self.never_block,
+            require_valid_from: d.require_valid_from,
+            quarantine_header: header,
         })
     }
 }

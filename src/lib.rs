@@ -16,4 +16,5 @@ pub mod keygen;
 pub mod message;
 pub mod pipe;
 pub mod pipeline;
+pub mod policy;
 pub mod spf;

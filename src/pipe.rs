@@ -95,7 +95,7 @@ pub fn filter<R: Resolver + 'static>(
     let finished = rt.block_on(job.finish())?;
     // A refused message is not written at all: the caller exits with the
     // reject status and the MTA never sees half a message.
-    if finished.verdict.reject.is_none() {
+    if finished.verdict.reject.is_none() && finished.verdict.tempfail.is_none() {
         let mut head = Vec::with_capacity(4096);
         finished.write_head(&mut head);
         output.write_all(&head)?;

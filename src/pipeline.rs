@@ -20,6 +20,7 @@ use crate::dkim::verify::{
 };
 use std::net::IpAddr;
 
+use crate::dmarc::{DmarcOptions, DmarcOutcome, SpfVerdict};
 use crate::dns::{DnsError, Resolver};
 use crate::dnsbl::{DnsblAction, DnsblOutcome, DnsblZone};
 use crate::iprev::IprevOutcome;
@@ -27,6 +28,8 @@ use crate::message::address::{domain_of, first_address};
 use crate::message::envelope::from_trace_headers;
 use crate::message::headers::{Header, split_fields};
 use crate::message::{HeaderSplitter, LineEnding, Split};
+use crate::policy::{Actions, Decision, Exemption, decide, dmarc_entry, is_internal};
+use crate::spf::{Identity, SpfOptions, SpfOutcome, SpfResult};
 
 /// A signing key with the identity it signs as (OpenDKIM KeyTable entry).
 #[derive(Debug, Clone)]
@@ -79,8 +82,16 @@ pub struct Context {
     pub signing: Option<Signing>,
     /// Largest header block we parse.
     pub max_header_bytes: usize,
-    /// Checks on the connecting client (iprev, DNSBL).
+    /// Checks on the connecting client (iprev, DNSBL, SPF).
     pub client_checks: ClientChecks,
+    /// DMARC evaluation (`None`: off).
+    pub dmarc: Option<DmarcOptions>,
+    /// What results make us do.
+    pub actions: Actions,
+    /// Clients whose mail is ours (signed, never subjected to DMARC policy).
+    pub internal_hosts: Vec<ipnet::IpNet>,
+    /// Upstream authserv-ids whose A-R results we use when we cannot check ourselves.
+    pub trusted_authserv_ids: Vec<String>,
     /// `by` host names of `Received:` fields our own MTA writes; the topmost
     /// such field gives the client address and HELO in pipe mode.
     pub trusted_received_by: Vec<String>,
@@ -95,6 +106,12 @@ pub struct ClientChecks {
     pub dnsbl: Vec<DnsblZone>,
     /// Header naming the lists that list the client.
     pub dnsbl_header: String,
+    /// Check SPF for MAIL FROM (and HELO when `spf_helo`).
+    pub spf: bool,
+    /// Also check the HELO identity (RFC 7208 §2.3).
+    pub spf_helo: bool,
+    /// Add `Received-SPF:` (RFC 7208 §9.1).
+    pub received_spf: bool,
 }
 
 /// The SMTP envelope, as far as the front knows it.
@@ -106,6 +123,8 @@ pub struct Envelope {
     pub helo: Option<String>,
     /// MAIL FROM; `Some("")` is the null sender.
     pub mail_from: Option<String>,
+    /// The client authenticated (SMTP AUTH): exempt from DMARC enforcement.
+    pub authenticated: bool,
 }
 
 /// What to do with this message.
@@ -141,8 +160,18 @@ pub struct Verdict {
     pub iprev: Option<IprevOutcome>,
     /// DNSBL outcomes, in configuration order.
     pub dnsbl: Vec<DnsblOutcome>,
+    /// SPF for the MAIL FROM identity.
+    pub spf_mailfrom: Option<SpfOutcome>,
+    /// SPF for the HELO identity.
+    pub spf_helo: Option<SpfOutcome>,
+    /// DMARC, when evaluated.
+    pub dmarc: Option<DmarcOutcome>,
+    /// The local decision (applied disposition, overrides).
+    pub decision: Decision,
     /// Why the message should be refused, if a configured action says so.
     pub reject: Option<String>,
+    /// Why the MTA should retry later, if a configured action says so.
+    pub tempfail: Option<String>,
 }
 
 /// Failures that must make the front answer "try again later".
@@ -174,6 +203,8 @@ enum Phase {
 struct ClientResults {
     iprev: Option<IprevOutcome>,
     dnsbl: Vec<DnsblOutcome>,
+    spf_mailfrom: Option<SpfOutcome>,
+    spf_helo: Option<SpfOutcome>,
 }
 
 enum ClientTask {
@@ -244,7 +275,7 @@ impl<R: Resolver + 'static> MessageJob<R> {
         let c = &self.ctx.client_checks;
         self.opts.verify
             && self.opts.envelope.client_ip.is_some()
-            && (c.iprev || !c.dnsbl.is_empty())
+            && (c.iprev || c.spf || !c.dnsbl.is_empty())
     }
 
     fn start_client_checks(&mut self) {
@@ -254,14 +285,26 @@ impl<R: Resolver + 'static> MessageJob<R> {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (ctx, resolver, ip) = (
-            Arc::clone(&self.ctx),
-            Arc::clone(&self.resolver),
-            self.opts.envelope.client_ip,
-        );
+        let (ctx, resolver) = (Arc::clone(&self.ctx), Arc::clone(&self.resolver));
+        let (env, now) = (self.opts.envelope.clone(), self.opts.now);
         self.client = ClientTask::Spawned(
-            handle.spawn(async move { client_checks(&ctx, resolver, ip).await }),
+            handle.spawn(async move { client_checks(&ctx, resolver, &env, now).await }),
         );
+    }
+
+    /// Starts the `_dmarc` lookups of the author domains now, so the shared
+    /// cache holds them (or has them in flight) when DMARC is evaluated.
+    fn prewarm_dmarc(&self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (domains, _) = crate::dmarc::author_domains(&self.headers);
+        for domain in domains.into_iter().take(4) {
+            let resolver = Arc::clone(&self.resolver);
+            handle.spawn(async move {
+                let _ = resolver.txt(&format!("_dmarc.{domain}")).await;
+            });
+        }
     }
 
     /// Fills missing envelope parts from `Return-path` and our own `Received`.
@@ -315,6 +358,9 @@ impl<R: Resolver + 'static> MessageJob<R> {
         self.headers = split_fields(self.splitter.block());
         self.envelope_from_trace();
         self.start_client_checks();
+        if self.opts.verify && self.ctx.dmarc.is_some() {
+            self.prewarm_dmarc();
+        }
         let mut specs = Vec::new();
         if self.opts.verify {
             self.candidates = find_signatures(&self.headers, &self.ctx.verify, self.opts.now);
@@ -421,6 +467,7 @@ impl<R: Resolver + 'static> MessageJob<R> {
             let client = self.collect_client_checks().await?;
             self.verify_all(&keys, &bodies, &mut verdict);
             self.apply_client_results(client, &mut verdict);
+            self.evaluate_dmarc(&mut verdict).await;
             self.write_authentication_results(&mut verdict);
         }
         verdict.envelope = self.opts.envelope.clone();
@@ -492,7 +539,8 @@ impl<R: Resolver + 'static> MessageJob<R> {
             ClientTask::NotStarted if self.client_checks_wanted() => Ok(client_checks(
                 &self.ctx,
                 Arc::clone(&self.resolver),
-                self.opts.envelope.client_ip,
+                &self.opts.envelope,
+                self.opts.now,
             )
             .await),
             ClientTask::NotStarted => Ok(ClientResults::default()),
@@ -521,15 +569,148 @@ impl<R: Resolver + 'static> MessageJob<R> {
         }
         verdict.iprev = client.iprev;
         verdict.dnsbl = client.dnsbl;
+        verdict.spf_mailfrom = client.spf_mailfrom;
+        verdict.spf_helo = client.spf_helo;
+    }
+
+    /// The SPF result DMARC uses: ours, else a trusted upstream A-R's.
+    fn spf_for_dmarc(&self, verdict: &Verdict) -> Option<(SpfVerdict, String)> {
+        if let Some(o) = &verdict.spf_mailfrom {
+            let env = &self.opts.envelope;
+            let mail_from = env.mail_from.as_deref().unwrap_or_default();
+            let domain = domain_of(mail_from).or_else(|| env.helo.clone())?;
+            return Some((spf_verdict(o.result), domain));
+        }
+        crate::policy::trusted_results(&self.headers, &self.ctx.trusted_authserv_ids)
+            .into_iter()
+            .find(|e| e.method == "spf" && e.props.iter().any(|(k, _)| k == "smtp.mailfrom"))
+            .and_then(|e| {
+                let from = e
+                    .props
+                    .iter()
+                    .find(|(k, _)| k == "smtp.mailfrom")
+                    .map(|(_, v)| v.clone())?;
+                let domain = domain_of(&from).unwrap_or(from);
+                Some((spf_verdict_str(&e.result), domain))
+            })
+    }
+
+    async fn evaluate_dmarc(&self, verdict: &mut Verdict) {
+        let mut from_problems = Vec::new();
+        if let Some(opts) = &self.ctx.dmarc {
+            let spf = self.spf_for_dmarc(verdict);
+            let passing: Vec<String> = verdict
+                .dkim
+                .iter()
+                .filter(|d| d.result == DkimResult::Pass)
+                .filter_map(|d| d.domain.clone())
+                .collect();
+            let spf_ref = spf.as_ref().map(|(v, d)| (*v, d.as_str()));
+            let v =
+                crate::dmarc::check(&*self.resolver, &self.headers, spf_ref, &passing, opts).await;
+            from_problems = v.from_problems;
+            verdict.dmarc = Some(v.outcome);
+        }
+        let env = &self.opts.envelope;
+        let exemption = if env.authenticated {
+            Some(Exemption::AuthenticatedClient)
+        } else if env
+            .client_ip
+            .is_some_and(|ip| is_internal(ip, &self.ctx.internal_hosts))
+        {
+            Some(Exemption::TrustedHost)
+        } else {
+            None
+        };
+        let decision = decide(
+            &self.ctx.actions,
+            verdict.dmarc.as_ref(),
+            &from_problems,
+            verdict.spf_mailfrom.as_ref(),
+            exemption,
+        );
+        if decision.quarantine {
+            let (name, value) = &self.ctx.actions.quarantine_header;
+            verdict.add.push(Header::new(
+                name,
+                &format!(" {value}"),
+                self.line_ending().as_bytes(),
+            ));
+        }
+        if let Some(r) = &decision.reject {
+            verdict.reject.get_or_insert(r.clone());
+        }
+        if self.ctx.actions.never_block || exemption.is_some() {
+            verdict.reject = None;
+        }
+        verdict.tempfail = decision.tempfail.clone();
+        verdict.decision = decision;
+    }
+
+    /// `Received-SPF:` for MAIL FROM, else HELO (RFC 7208 §9.1), under A-R.
+    fn add_received_spf(&self, verdict: &mut Verdict, mail_from: &str, helo: &str) {
+        let (Some(ip), Some((o, identity))) = (
+            self.opts.envelope.client_ip,
+            verdict
+                .spf_mailfrom
+                .as_ref()
+                .map(|o| (o, Identity::MailFrom))
+                .or_else(|| verdict.spf_helo.as_ref().map(|o| (o, Identity::Helo))),
+        ) else {
+            return;
+        };
+        let line = crate::spf::received_spf_header(
+            o,
+            identity,
+            ip,
+            helo,
+            mail_from,
+            &self.ctx.authserv_id,
+        );
+        let value = line.split_once(':').map_or(line.as_str(), |(_, v)| v);
+        let header = Header::new("Received-SPF", value, self.line_ending().as_bytes());
+        verdict.add.insert(0, header);
     }
 
     /// Our one A-R field on top; forged copies of it are removed.
     fn write_authentication_results(&self, verdict: &mut Verdict) {
-        let mut entries: Vec<Entry> = verdict.dkim.iter().map(Entry::dkim).collect();
-        if entries.is_empty() {
+        let env = &self.opts.envelope;
+        let (mail_from, helo) = (
+            env.mail_from.clone().unwrap_or_default(),
+            env.helo.clone().unwrap_or_default(),
+        );
+        let mut entries: Vec<Entry> = Vec::new();
+        if let Some(o) = &verdict.spf_mailfrom {
+            entries.push(crate::spf::authres_entry(
+                o,
+                Identity::MailFrom,
+                &mail_from,
+                &helo,
+            ));
+        }
+        if let Some(o) = &verdict.spf_helo {
+            entries.push(crate::spf::authres_entry(
+                o,
+                Identity::Helo,
+                &mail_from,
+                &helo,
+            ));
+        }
+        let dkim_start = entries.len();
+        entries.extend(verdict.dkim.iter().map(Entry::dkim));
+        if entries.len() == dkim_start {
             entries.push(Entry::dkim_none());
         }
+        entries.extend(
+            verdict
+                .dmarc
+                .as_ref()
+                .map(|o| dmarc_entry(o, &verdict.decision)),
+        );
         entries.extend(verdict.iprev.as_ref().map(Entry::iprev));
+        if self.ctx.client_checks.received_spf {
+            self.add_received_spf(verdict, &mail_from, &helo);
+        }
         let value = authres::build(&self.ctx.authserv_id, &entries);
         let eol = self.line_ending().as_bytes();
         verdict
@@ -618,30 +799,84 @@ impl Finished {
     }
 }
 
-/// iprev and DNSBL for the client address, concurrently.
+/// iprev, DNSBL and SPF for the envelope, concurrently.
 async fn client_checks<R: Resolver + 'static>(
     ctx: &Context,
     resolver: Arc<R>,
-    ip: Option<IpAddr>,
+    env: &Envelope,
+    now: u64,
 ) -> ClientResults {
-    let Some(ip) = ip else {
+    let Some(ip) = env.client_ip else {
         return ClientResults::default();
     };
+    let checks = &ctx.client_checks;
     let iprev = async {
-        if ctx.client_checks.iprev {
+        if checks.iprev {
             Some(crate::iprev::check(&*resolver, ip).await)
         } else {
             None
         }
     };
-    let dnsbl = crate::dnsbl::check(Arc::clone(&resolver), ip, &ctx.client_checks.dnsbl);
-    let (iprev, dnsbl) = tokio::join!(iprev, dnsbl);
+    let dnsbl = crate::dnsbl::check(Arc::clone(&resolver), ip, &checks.dnsbl);
+    let opts = SpfOptions {
+        receiver: ctx.authserv_id.clone(),
+        now,
+        ..SpfOptions::default()
+    };
+    let helo = env.helo.clone().unwrap_or_default();
+    let spf_mailfrom = async {
+        match &env.mail_from {
+            Some(from) if checks.spf && (!from.is_empty() || !helo.is_empty()) => {
+                Some(crate::spf::verify_mail_from(&*resolver, ip, from, &helo, &opts).await)
+            }
+            _ => None,
+        }
+    };
+    let spf_helo = async {
+        if checks.spf && checks.spf_helo && !helo.is_empty() {
+            Some(crate::spf::verify_helo(&*resolver, ip, &helo, &opts).await)
+        } else {
+            None
+        }
+    };
+    let (iprev, dnsbl, spf_mailfrom, spf_helo) = tokio::join!(iprev, dnsbl, spf_mailfrom, spf_helo);
     for o in &dnsbl {
         if let crate::dnsbl::DnsblStatus::NotChecked { reason } = &o.status {
             tracing::warn!(zone = %o.zone, %ip, %reason, "DNSBL not checked");
         }
     }
-    ClientResults { iprev, dnsbl }
+    ClientResults {
+        iprev,
+        dnsbl,
+        spf_mailfrom,
+        spf_helo,
+    }
+}
+
+/// The SPF result in DMARC's terms.
+fn spf_verdict(r: SpfResult) -> SpfVerdict {
+    match r {
+        SpfResult::Pass => SpfVerdict::Pass,
+        SpfResult::Fail => SpfVerdict::Fail,
+        SpfResult::SoftFail => SpfVerdict::SoftFail,
+        SpfResult::Neutral => SpfVerdict::Neutral,
+        SpfResult::None => SpfVerdict::None,
+        SpfResult::TempError => SpfVerdict::TempError,
+        SpfResult::PermError => SpfVerdict::PermError,
+    }
+}
+
+/// An upstream A-R `spf=` keyword in DMARC's terms (unknown = none).
+fn spf_verdict_str(r: &str) -> SpfVerdict {
+    match r {
+        "pass" => SpfVerdict::Pass,
+        "fail" => SpfVerdict::Fail,
+        "softfail" => SpfVerdict::SoftFail,
+        "neutral" => SpfVerdict::Neutral,
+        "temperror" => SpfVerdict::TempError,
+        "permerror" => SpfVerdict::PermError,
+        _ => SpfVerdict::None,
+    }
 }
 
 #[cfg(test)]
@@ -723,6 +958,10 @@ mod tests {
             max_header_bytes: 1 << 20,
             client_checks: ClientChecks::default(),
             trusted_received_by: vec!["mx.example.net".into()],
+            dmarc: None,
+            actions: Actions::default(),
+            internal_hosts: Vec::new(),
+            trusted_authserv_ids: Vec::new(),
         });
         (ctx, Arc::new(MapDns(dns)))
     }
