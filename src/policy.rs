@@ -190,7 +190,7 @@ fn dmarc_decision(actions: &Actions, o: &DmarcOutcome, d: &mut Decision) {
         _ => return,
     }
     if o.testing {
-        d.override_reason = Some("testing mode (t=y)".into());
+        d.override_reason = Some("testing mode t=y".into());
     }
     match o.disposition {
         Disposition::None => {}

@@ -460,3 +460,264 @@ fn dnsbl_listing_adds_a_header_or_refuses_the_message() {
     assert_eq!(v["dnsbl"][0]["status"], "listed");
     assert_eq!(v["dnsbl"][0]["codes"][0], "127.0.0.2");
 }
+
+/// A config answering DNS from the policy and DKIM key fixtures.
+fn policy_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("policy.toml");
+    let text = format!(
+        "authserv_id = \"mx.example.com\"\n{extra}\n[dns]\nzone_files = [\"{}\", \"{}\"]\n",
+        fixtures().join("policy/policy.zone").display(),
+        fixtures().join("dkim/keys.zone").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn pipe_with(config: &std::path::Path, args: &[&str], msg: &str) -> (Option<i32>, String, String) {
+    let out = authgate()
+        .arg("pipe")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .write_stdin(msg)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const SPOOF: &str =
+    "From: CEO <ceo@example.org>\nTo: staff@example.com\nSubject: wire money\n\npay now\n";
+const ENVELOPE_BAD: [&str; 6] = [
+    "--client-ip",
+    "198.51.100.9",
+    "--helo",
+    "evil.example",
+    "--mail-from",
+    "ceo@example.org",
+];
+
+#[test]
+fn dmarc_reject_refuses_a_spoof_and_spf_pass_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy_config(dir.path(), "");
+    let (code, out, err) = pipe_with(&config, &ENVELOPE_BAD, SPOOF);
+    assert_eq!(code, Some(77), "{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("DMARC policy of example.org says reject"),
+        "{err}"
+    );
+    let good = [
+        "--client-ip",
+        "192.0.2.1",
+        "--helo",
+        "mail.example.org",
+        "--mail-from",
+        "ceo@example.org",
+    ];
+    let (code, out, _) = pipe_with(&config, &good, SPOOF);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with("Authentication-Results: mx.example.com;\n\tspf=pass"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nReceived-SPF: pass (mx.example.com: "),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "spf=pass (example.org: matched ip4:192.0.2.0/24) smtp.mailfrom=ceo@example.org"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("spf=pass (mail.example.org: matched a) smtp.helo=mail.example.org"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dmarc=pass (p=reject dis=none) header.from=example.org"),
+        "{out}"
+    );
+    assert!(
+        out.contains("iprev=pass policy.iprev=192.0.2.1 (mail.example.org)"),
+        "{out}"
+    );
+    assert!(out.ends_with(SPOOF));
+}
+
+#[test]
+fn local_actions_quarantine_header_only_trusted_hosts_and_never_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy_config(dir.path(), "[dmarc]\nreject_action = \"quarantine\"\n");
+    let (code, out, _) = pipe_with(&config, &ENVELOPE_BAD, SPOOF);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("X-Authgate-Quarantine: dmarc"), "{out}");
+    assert!(
+        out.contains(
+            "dmarc=fail (p=reject dis=quarantine local policy: quarantine instead of reject"
+        ),
+        "{out}"
+    );
+    let config = policy_config(dir.path(), "[dmarc]\nreject_action = \"header\"\n");
+    let (code, out, _) = pipe_with(&config, &ENVELOPE_BAD, SPOOF);
+    assert_eq!(code, Some(0));
+    assert!(
+        !out.contains("X-Authgate-Quarantine") && out.contains("dis=none"),
+        "{out}"
+    );
+    let config = policy_config(
+        dir.path(),
+        "[trust]\ninternal_hosts = [\"198.51.100.0/24\"]\n",
+    );
+    let (code, out, _) = pipe_with(&config, &ENVELOPE_BAD, SPOOF);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("dis=none trusted host"), "{out}");
+    let config = policy_config(dir.path(), "never_block = true\n");
+    let (code, out, _) = pipe_with(&config, &ENVELOPE_BAD, SPOOF);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("spf=fail") && out.contains("dmarc=fail"),
+        "{out}"
+    );
+}
+
+#[test]
+fn quarantine_policy_testing_mode_and_temperror() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy_config(dir.path(), "");
+    let msg = SPOOF.replace("example.org", "quarantine.example");
+    let env = [
+        "--client-ip",
+        "198.51.100.9",
+        "--helo",
+        "evil.example",
+        "--mail-from",
+        "x@quarantine.example",
+    ];
+    let (code, out, _) = pipe_with(&config, &env, &msg);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("X-Authgate-Quarantine: dmarc") && out.contains("p=quarantine dis=quarantine"),
+        "{out}"
+    );
+    let msg = SPOOF.replace("example.org", "testing.example");
+    let env = [
+        "--client-ip",
+        "198.51.100.9",
+        "--helo",
+        "evil.example",
+        "--mail-from",
+        "x@testing.example",
+    ];
+    let (code, out, _) = pipe_with(&config, &env, &msg);
+    assert_eq!(code, Some(0), "t=y: reject lowered to quarantine");
+    assert!(out.contains("testing mode t=y"), "{out}");
+    let msg = SPOOF.replace("example.org", "flaky.example");
+    let env = [
+        "--client-ip",
+        "198.51.100.9",
+        "--helo",
+        "evil.example",
+        "--mail-from",
+        "x@flaky.example",
+    ];
+    let (code, out, _) = pipe_with(&config, &env, &msg);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("dmarc=temperror"), "{out}");
+    let config = policy_config(dir.path(), "[dmarc]\ntemperror_action = \"tempfail\"\n");
+    let (code, out, err) = pipe_with(&config, &env, &msg);
+    assert_eq!((code, out.is_empty()), (Some(75), true), "{err}");
+}
+
+#[test]
+fn dkim_alignment_passes_dmarc_when_spf_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "dkim/rsa2048.pem");
+    let signed = authgate()
+        .args(["sign", "-d", "example.org", "-s", "rsa2048", "--key"])
+        .arg(&key)
+        .write_stdin(SPOOF)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let config = policy_config(dir.path(), "");
+    let out = authgate()
+        .args(["verify", "--json", "--config"])
+        .arg(&config)
+        .args(ENVELOPE_BAD)
+        .write_stdin(signed)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["spf"]["result"], "fail");
+    assert_eq!(v["dkim"][0]["result"], "pass");
+    assert_eq!(v["dmarc"]["result"], "pass", "{v}");
+    assert_eq!(v["dmarc"]["dkim_aligned"], true);
+    assert_eq!(v["dmarc"]["policy"], "reject");
+}
+
+#[test]
+fn multi_from_and_required_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = "From: a@example.org\nFrom: b@quarantine.example\nSubject: x\n\nbody\n";
+    let config = policy_config(dir.path(), "[dmarc]\nrequire_valid_from = true\n");
+    let (code, _, err) = pipe_with(&config, &ENVELOPE_BAD, msg);
+    assert_eq!(code, Some(77));
+    assert!(err.contains("unusable From header field"), "{err}");
+    let config = policy_config(dir.path(), "[dmarc]\nmulti_domain_from = \"strictest\"\n");
+    let (code, _, _) = pipe_with(&config, &ENVELOPE_BAD, msg);
+    assert_eq!(code, Some(77), "strictest of reject and quarantine");
+}
+
+/// `authgate spf` against a DNS server on loopback equals `--dns-zone`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spf_over_a_loopback_dns_server_matches_zone_files() {
+    use crate::dns_server::DnsServer;
+    let zone_path = fixtures().join("policy/policy.zone");
+    let server = DnsServer::start(&std::fs::read_to_string(&zone_path).unwrap()).await;
+    let addr = server.addr().to_string();
+    let cases = [
+        ("192.0.2.1", "ceo@example.org"),
+        ("198.51.100.9", "ceo@example.org"),
+        ("192.0.2.1", "x@nowhere.example"),
+    ];
+    for (ip, from) in cases {
+        let run = |dns: Vec<String>| {
+            let (ip, from) = (ip.to_string(), from.to_string());
+            tokio::task::spawn_blocking(move || {
+                let out = authgate()
+                    .args([
+                        "spf",
+                        "--json",
+                        "--ip",
+                        &ip,
+                        "--helo",
+                        "mail.example.org",
+                        "--mail-from",
+                        &from,
+                    ])
+                    .args(&dns)
+                    .output()
+                    .unwrap();
+                let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                v.as_object_mut().unwrap().remove("received_spf");
+                v
+            })
+        };
+        let live = run(vec!["--dns-server".into(), addr.clone()])
+            .await
+            .unwrap();
+        let offline = run(vec!["--dns-zone".into(), zone_path.display().to_string()])
+            .await
+            .unwrap();
+        assert_eq!(live, offline, "{ip} {from}");
+    }
+    assert!(server.queries_for("example.org") >= 1);
+}
