@@ -234,7 +234,7 @@ async fn run<R: Resolver + 'static>(
             verify: !sign,
             sign,
             now: now(),
-            envelope_from: None,
+            envelope: authgate::pipeline::Envelope::default(),
         };
         let t = Instant::now();
         let (mut bytes, mut ok) = (0u64, 0u64);
