@@ -724,6 +724,10 @@ async fn spf_over_a_loopback_dns_server_matches_zone_files() {
 
 #[test]
 fn shipped_example_config_is_valid() {
-    let out = authgate().args(["config", "check", "--config"]).arg(fixtures().join("../../conf/authgate.toml")).assert().success();
+    let out = authgate()
+        .args(["config", "check", "--config"])
+        .arg(fixtures().join("../../conf/authgate.toml"))
+        .assert()
+        .success();
     assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("configuration OK"));
 }
