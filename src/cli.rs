@@ -170,6 +170,9 @@ struct EnvelopeArgs {
         value_name = "ADDR"
     )]
     mail_from: Option<String>,
+    /// The client authenticated (SMTP AUTH): DMARC is reported, not enforced.
+    #[arg(long)]
+    authenticated: bool,
 }
 
 impl EnvelopeArgs {
@@ -182,7 +185,7 @@ impl EnvelopeArgs {
             client_ip: self.client_ip,
             helo: self.helo.clone(),
             mail_from,
-            authenticated: false,
+            authenticated: self.authenticated,
         }
     }
 }

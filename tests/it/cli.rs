@@ -734,3 +734,28 @@ fn shipped_example_config_is_valid() {
         .success();
     assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("configuration OK"));
 }
+
+#[test]
+fn trusted_upstream_spf_result_feeds_dmarc_and_authenticated_clients_are_exempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream =
+        "Authentication-Results: mx1.example.com; spf=pass smtp.mailfrom=ceo@example.org\n";
+    let forged = "Authentication-Results: evil.example; spf=pass smtp.mailfrom=ceo@example.org\n";
+    let config = policy_config(
+        dir.path(),
+        "[trust]\ntrusted_authserv_ids = [\"mx1.example.com\"]\n",
+    );
+    let (code, out, _) = pipe_with(&config, &[], &format!("{upstream}{SPOOF}"));
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("dmarc=pass"),
+        "trusted upstream SPF pass aligns: {out}"
+    );
+    let (code, _, _) = pipe_with(&config, &[], &format!("{forged}{SPOOF}"));
+    assert_eq!(code, Some(77), "an untrusted A-R is ignored");
+    let mut env = ENVELOPE_BAD.to_vec();
+    env.push("--authenticated");
+    let (code, out, _) = pipe_with(&config, &env, SPOOF);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("dis=none authenticated client"), "{out}");
+}
