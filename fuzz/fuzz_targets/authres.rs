@@ -2,9 +2,10 @@
 //! fields, and quoting what we write.
 //!
 //! Asserts: `value()` never lets CR, LF or an unescaped quote through; a
-//! non-empty id survives `build` then `authserv_id`; comments and property
-//! values from hostile reasons cannot break out of the field (the only CR/LF
-//! in `build` output are its own CRLF TAB folds).
+//! non-empty id survives `build` then `authserv_id`; comments (before and
+//! after the properties) and property values from hostile reasons cannot
+//! break out of the field (the only CR/LF in `build` output are its own
+//! CRLF TAB folds).
 #![no_main]
 
 use authgate::authres::{Entry, authserv_id, build, claims, value};
@@ -55,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
         result: "fail".into(),
         comment: Some(text.to_string()),
         props: vec![("header.d".into(), text.to_string())],
+        trailing: Some(text.to_string()),
     };
     let field = build("mx.example.org", &[entry]);
     let unfolded = field.replace("\r\n\t", " ");

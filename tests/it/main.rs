@@ -5,6 +5,7 @@
 
 mod cli;
 mod dmarc;
+mod dmarc_interop;
 mod dns;
 mod dns_server;
 mod interop;
