@@ -109,7 +109,7 @@ impl KeyRecord {
         if !colon_list_has(tags.get("s"), &["*", "email"]) {
             return Err(KeyRecordError::ServiceNotAllowed);
         }
-        let flags: Vec<String> = tags
+        let flags: Vec<_> = tags
             .get("t")
             .map(|t| t.split(':').map(strip_fws).collect())
             .unwrap_or_default();
@@ -117,7 +117,9 @@ impl KeyRecord {
         if p.is_empty() {
             return Err(KeyRecordError::Revoked);
         }
-        let public_key = STANDARD.decode(p).map_err(|_| KeyRecordError::BadKey)?;
+        let public_key = STANDARD
+            .decode(p.as_bytes())
+            .map_err(|_| KeyRecordError::BadKey)?;
         Ok(KeyRecord {
             key_type,
             public_key,
