@@ -201,6 +201,18 @@ mod tests {
     }
 
     #[test]
+    fn strip_fws_removes_only_fws() {
+        for (input, want) in [
+            ("abc", "abc"),
+            ("a b\r\n\tc ", "abc"),
+            ("\u{e9} x\u{2003}y", "\u{e9}x\u{2003}y"),
+            ("", ""),
+        ] {
+            assert_eq!(strip_fws(input), want);
+        }
+    }
+
+    #[test]
     fn tag_names_are_case_sensitive() {
         let t = TagList::parse(b"V=1").unwrap();
         assert_eq!(t.get("v"), None);
