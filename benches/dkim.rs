@@ -18,7 +18,9 @@ use authgate::dkim::key::SigningKey;
 use authgate::dkim::sign::{
     DEFAULT_OVERSIGNED_HEADERS, DEFAULT_SIGNED_HEADERS, SignSpec, choose_headers, sign,
 };
-use authgate::dkim::verify::{DkimOutcome, DkimResult, VerifyOptions, evaluate, find_signatures};
+use authgate::dkim::verify::{
+    DkimOutcome, DkimResult, KeyCache, VerifyOptions, evaluate, find_signatures,
+};
 use authgate::message::headers::{Header, split_fields};
 use authgate::message::{HeaderSplitter, Split};
 use base64::Engine;
@@ -207,7 +209,8 @@ fn sign_message(msg: &[u8], key: &Arc<SigningKey>) -> Header {
     sign_headers(&headers, key, &hash)
 }
 
-/// Verification of a whole message, the key record handed in.
+/// Verification of a whole message, the key record handed in (parsed anew
+/// each time: an empty key cache).
 fn verify_message(msg: &[u8], record: &[u8]) -> Vec<DkimOutcome> {
     let (headers, body) = split_message(msg);
     let opts = VerifyOptions::default();
@@ -220,7 +223,16 @@ fn verify_message(msg: &[u8], record: &[u8]) -> Vec<DkimOutcome> {
     let answer = Ok(vec![record.to_vec()]);
     candidates
         .iter()
-        .map(|c| evaluate(c, &headers, Some(&answer), &bodies, &opts))
+        .map(|c| {
+            evaluate(
+                c,
+                &headers,
+                Some(&answer),
+                &bodies,
+                &opts,
+                &KeyCache::default(),
+            )
+        })
         .collect()
 }
 

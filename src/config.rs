@@ -475,6 +475,7 @@ impl Config {
                 received_spf: self.spf.received_spf,
             },
             trusted_received_by: self.trust.trusted_received_by.clone(),
+            dkim_keys: crate::dkim::verify::KeyCache::default(),
             dmarc: self.dmarc_options()?,
             actions: self.actions()?,
             internal_hosts: self.trust.internal_hosts.clone(),

@@ -16,7 +16,7 @@ use crate::dkim::canon::{BodyHash, BodyHashes, BodySpec, Canon};
 use crate::dkim::key::SigningKey;
 use crate::dkim::sign::{SignSpec, choose_headers, pattern_matches, sign};
 use crate::dkim::verify::{
-    Candidate, DkimOutcome, DkimResult, VerifyOptions, evaluate, find_signatures,
+    Candidate, DkimOutcome, DkimResult, KeyCache, VerifyOptions, evaluate, find_signatures,
 };
 use std::net::IpAddr;
 
@@ -95,6 +95,8 @@ pub struct Context {
     /// `by` host names of `Received:` fields our own MTA writes; the topmost
     /// such field gives the client address and HELO in pipe mode.
     pub trusted_received_by: Vec<String>,
+    /// DKIM key records already parsed, shared by the messages of this context.
+    pub dkim_keys: KeyCache,
 }
 
 /// Checks of the connecting client that need only its address.
@@ -526,7 +528,14 @@ impl<R: Resolver + 'static> MessageJob<R> {
             .iter()
             .map(|c| {
                 let key = c.key_name().and_then(|n| keys.get(&n.to_ascii_lowercase()));
-                evaluate(c, &self.headers, key, bodies, &self.ctx.verify)
+                evaluate(
+                    c,
+                    &self.headers,
+                    key,
+                    bodies,
+                    &self.ctx.verify,
+                    &self.ctx.dkim_keys,
+                )
             })
             .collect();
     }
@@ -958,6 +967,7 @@ mod tests {
             max_header_bytes: 1 << 20,
             client_checks: ClientChecks::default(),
             trusted_received_by: vec!["mx.example.net".into()],
+            dkim_keys: KeyCache::default(),
             dmarc: None,
             actions: Actions::default(),
             internal_hosts: Vec::new(),

@@ -6,7 +6,7 @@
 #![no_main]
 
 use authgate::dkim::canon::BodyHashes;
-use authgate::dkim::verify::{VerifyOptions, evaluate, find_signatures};
+use authgate::dkim::verify::{KeyCache, VerifyOptions, evaluate, find_signatures};
 use authgate::dns::DnsError;
 use authgate::message::headers::split_fields;
 use authgate::message::{HeaderSplitter, Split};
@@ -45,9 +45,10 @@ fuzz_target!(|data: &[u8]| {
     hashes.update(body);
     let bodies = hashes.finish();
     let key = answer(*pick);
+    let keys = KeyCache::default();
     for (i, c) in candidates.iter().enumerate() {
         let _ = c.key_name();
         let looked_up = (i % 2 == 0 || *pick >= 128).then_some(&key);
-        let _ = evaluate(c, &headers, looked_up, &bodies, &opts);
+        let _ = evaluate(c, &headers, looked_up, &bodies, &opts, &keys);
     }
 });

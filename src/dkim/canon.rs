@@ -117,6 +117,11 @@ struct LineHasher {
     pending_empty: u64,
     total: u64,
     emitted_any: bool,
+    /// Lines of the current chunk that are already canonical including their
+    /// CRLF and not yet hashed: `start..end` of that chunk.
+    span: Option<(usize, usize)>,
+    /// Finds a double space (a WSP run relaxed canonicalization rewrites).
+    double_space: memchr::memmem::Finder<'static>,
 }
 
 impl LineHasher {
@@ -129,6 +134,53 @@ impl LineHasher {
             pending_empty: 0,
             total: 0,
             emitted_any: false,
+            span: None,
+            double_space: memchr::memmem::Finder::new(b"  "),
+        }
+    }
+
+    /// Whether `content` (a line without its CRLF) is hashed unchanged, CRLF
+    /// included, with nothing held back before it.
+    /// `no_wsp_run`: the line holds no TAB and no double space.
+    fn takes_unchanged(&self, content: &[u8], no_wsp_run: bool) -> bool {
+        if self.spec.limit.is_some() || self.pending_empty > 0 {
+            return false;
+        }
+        let Some(&last) = content.last() else {
+            return false;
+        };
+        match self.spec.canon {
+            Canon::Simple => true,
+            Canon::Relaxed => no_wsp_run && !is_wsp(last),
+        }
+    }
+
+    /// One complete line of `chunk` at `start..end` (`end` past its LF).
+    /// Lines already canonical join a pending span; others flush it first.
+    fn chunk_line(&mut self, chunk: &[u8], start: usize, end: usize, no_wsp_run: bool) {
+        let line = &chunk[start..end - 1];
+        if let Some(content) = line.strip_suffix(b"\r")
+            && self.takes_unchanged(content, no_wsp_run)
+        {
+            self.emitted_any = true;
+            self.span = match self.span {
+                Some((s, e)) if e == start => Some((s, end)),
+                Some(_) => {
+                    self.flush_span(chunk);
+                    Some((start, end))
+                }
+                None => Some((start, end)),
+            };
+            return;
+        }
+        self.flush_span(chunk);
+        self.line(line.strip_suffix(b"\r").unwrap_or(line));
+    }
+
+    /// Hashes the pending span of `chunk` (after any buffered bytes).
+    fn flush_span(&mut self, chunk: &[u8]) {
+        if let Some((s, e)) = self.span.take() {
+            self.emit(&chunk[s..e]);
         }
     }
 
@@ -194,7 +246,7 @@ impl LineHasher {
     /// Hashes a line with no trailing WSP, collapsing inner WSP runs to one SP.
     fn relaxed_content(&mut self, line: &[u8]) {
         // Lines without TAB or double space (most text) need no rewriting.
-        if memchr::memchr(b'\t', line).is_none() && memchr::memmem::find(line, b"  ").is_none() {
+        if memchr::memchr(b'\t', line).is_none() && self.double_space.find(line).is_none() {
             self.emit(line);
             return;
         }
@@ -237,6 +289,54 @@ impl LineHasher {
 pub struct BodyHashes {
     hashers: Vec<LineHasher>,
     partial: Vec<u8>,
+    double_space: memchr::memmem::Finder<'static>,
+}
+
+/// The next TAB and the next double space at or after some position of a
+/// chunk, found lazily: one scan covers many lines of base64 or plain text.
+#[derive(Default)]
+struct WspRuns {
+    /// Position of the next TAB (`None`: not searched yet; `usize::MAX`: none).
+    tab: Option<usize>,
+    /// Position of the next double space, likewise.
+    double_space: Option<usize>,
+}
+
+impl WspRuns {
+    /// Whether `chunk[start..end]` holds no TAB and no double space.
+    fn none_in(
+        &mut self,
+        chunk: &[u8],
+        start: usize,
+        end: usize,
+        finder: &memchr::memmem::Finder<'_>,
+    ) -> bool {
+        // A double space found before `end` lies wholly inside the line, since
+        // `chunk[end]` is the LF.
+        next_at(&mut self.tab, chunk, start, |rest| {
+            memchr::memchr(b'\t', rest)
+        }) >= end
+            && next_at(&mut self.double_space, chunk, start, |rest| {
+                finder.find(rest)
+            }) >= end
+    }
+}
+
+/// The cached position if it is still ahead of `start`, else a new search.
+fn next_at(
+    cache: &mut Option<usize>,
+    chunk: &[u8],
+    start: usize,
+    find: impl Fn(&[u8]) -> Option<usize>,
+) -> usize {
+    match *cache {
+        Some(p) if p >= start => p,
+        _ => {
+            let p = find(&chunk[start..]).map_or(usize::MAX, |p| p + start);
+            *cache = Some(p);
+            p
+        }
+    }
 }
 
 impl BodyHashes {
@@ -248,6 +348,7 @@ impl BodyHashes {
         BodyHashes {
             hashers: list.into_iter().map(LineHasher::new).collect(),
             partial: Vec::new(),
+            double_space: memchr::memmem::Finder::new(b"  "),
         }
     }
 
@@ -280,11 +381,21 @@ impl BodyHashes {
             self.partial = line;
             chunk = &chunk[nl + 1..];
         }
-        while let Some(nl) = memchr::memchr(b'\n', chunk) {
-            self.line(&chunk[..nl]);
-            chunk = &chunk[nl + 1..];
+        // Complete lines are handed over as positions in `chunk`, so that runs
+        // of already-canonical lines are hashed with one update.
+        let mut start = 0;
+        let mut runs = WspRuns::default();
+        for nl in memchr::memchr_iter(b'\n', chunk) {
+            let no_wsp_run = runs.none_in(chunk, start, nl, &self.double_space);
+            for h in &mut self.hashers {
+                h.chunk_line(chunk, start, nl + 1, no_wsp_run);
+            }
+            start = nl + 1;
         }
-        self.partial.extend_from_slice(chunk);
+        for h in &mut self.hashers {
+            h.flush_span(chunk);
+        }
+        self.partial.extend_from_slice(&chunk[start..]);
     }
 
     /// Ends the body and returns each spec with its hash.
@@ -459,6 +570,40 @@ mod tests {
                 let cut = limit.map_or(reference.len(), |l| (l as usize).min(reference.len()));
                 proptest::prop_assert_eq!(whole.digest.to_vec(), Sha256::digest(&reference[..cut]).to_vec());
                 proptest::prop_assert_eq!(whole.canonical_len, reference.len() as u64);
+            }
+        }
+
+        #[test]
+        fn chunked_line_bodies_equal_reference_for_all_specs_at_once(
+            lines in proptest::collection::vec((0usize..9, proptest::bool::ANY), 0..60),
+            cuts in proptest::collection::vec(0usize..600, 0..8),
+            limit in proptest::option::of(0u64..600),
+        ) {
+            // Whole lines (mostly already canonical, CRLF or LF), so that spans
+            // of several lines form and are broken by every kind of line.
+            const LINES: [&[u8]; 9] = [b"abc", b"a b", b"a  b", b"a\tb", b"", b" ", b"x ", b"x\r", b"0123456789"];
+            let mut body = Vec::new();
+            for (i, crlf) in lines {
+                body.extend_from_slice(LINES[i]);
+                body.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+            }
+            let specs = [Canon::Simple, Canon::Relaxed]
+                .into_iter()
+                .flat_map(|canon| [BodySpec { canon, limit: None }, BodySpec { canon, limit }]);
+            let mut h = BodyHashes::new(specs);
+            let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(body.len())).collect();
+            cuts.sort();
+            let mut last = 0;
+            for c in cuts {
+                h.update(&body[last..c]);
+                last = c;
+            }
+            h.update(&body[last..]);
+            for (spec, got) in h.finish() {
+                let reference = canon_body(spec.canon, &body);
+                let cut = spec.limit.map_or(reference.len(), |l| (l as usize).min(reference.len()));
+                proptest::prop_assert_eq!(got.digest.to_vec(), Sha256::digest(&reference[..cut]).to_vec());
+                proptest::prop_assert_eq!(got.canonical_len, reference.len() as u64);
             }
         }
     }

@@ -109,7 +109,7 @@ impl KeyRecord {
         if !colon_list_has(tags.get("s"), &["*", "email"]) {
             return Err(KeyRecordError::ServiceNotAllowed);
         }
-        let flags: Vec<String> = tags
+        let flags: Vec<_> = tags
             .get("t")
             .map(|t| t.split(':').map(strip_fws).collect())
             .unwrap_or_default();
@@ -117,13 +117,23 @@ impl KeyRecord {
         if p.is_empty() {
             return Err(KeyRecordError::Revoked);
         }
-        let public_key = STANDARD.decode(p).map_err(|_| KeyRecordError::BadKey)?;
+        let public_key = STANDARD
+            .decode(p.as_bytes())
+            .map_err(|_| KeyRecordError::BadKey)?;
         Ok(KeyRecord {
             key_type,
             public_key,
             testing: flags.iter().any(|f| f == "y"),
             strict_identity: flags.iter().any(|f| f == "s"),
         })
+    }
+
+    /// The key type as written in `k=` and in the signature's `a=`.
+    pub fn key_type_name(&self) -> &'static str {
+        match self.key_type {
+            KeyType::Rsa => "rsa",
+            KeyType::Ed25519 => "ed25519",
+        }
     }
 
     /// Checks the key against the signature's algorithm and the size policy,
@@ -133,10 +143,7 @@ impl KeyRecord {
         key_type: &str,
         min_rsa_bits: usize,
     ) -> Result<PublicKey, KeyRecordError> {
-        let k = match self.key_type {
-            KeyType::Rsa => "rsa",
-            KeyType::Ed25519 => "ed25519",
-        };
+        let k = self.key_type_name();
         if k != key_type {
             return Err(KeyRecordError::TypeMismatch(k.to_string()));
         }
@@ -147,6 +154,35 @@ impl KeyRecord {
             KeyType::Ed25519 => Err(KeyRecordError::BadKey),
             KeyType::Rsa => rsa_public_key(&self.public_key, min_rsa_bits),
         }
+    }
+}
+
+/// A key record with its public key checked and prepared once (for RSA the
+/// aws-lc key, whose Montgomery context is then reused), so that a cache can
+/// keep it across messages signed with the same key.
+#[derive(Debug)]
+pub struct PreparedKey {
+    /// The record.
+    pub record: KeyRecord,
+    /// The key for the record's own type under the size policy it was built with.
+    key: Result<PublicKey, KeyRecordError>,
+}
+
+impl PreparedKey {
+    /// Prepares the record's key under `min_rsa_bits`.
+    pub fn new(record: KeyRecord, min_rsa_bits: usize) -> Self {
+        let key = record.verifier(record.key_type_name(), min_rsa_bits);
+        PreparedKey { record, key }
+    }
+
+    /// The same answer as [`KeyRecord::verifier`] with the `min_rsa_bits`
+    /// given to [`PreparedKey::new`], without rebuilding the key.
+    pub fn verifier(&self, key_type: &str) -> Result<&PublicKey, KeyRecordError> {
+        let k = self.record.key_type_name();
+        if k != key_type {
+            return Err(KeyRecordError::TypeMismatch(k.to_string()));
+        }
+        self.key.as_ref().map_err(Clone::clone)
     }
 }
 
@@ -167,24 +203,45 @@ fn rsa_public_key(der: &[u8], min_bits: usize) -> Result<PublicKey, KeyRecordErr
     if bits > MAX_RSA_BITS {
         return Err(KeyRecordError::TooLarge(bits, MAX_RSA_BITS));
     }
-    Ok(PublicKey::Rsa {
-        n: n.to_vec(),
-        e: key.exponent().big_endian_without_leading_zero().to_vec(),
-    })
+    let components = aws_lc_rs::signature::RsaPublicKeyComponents {
+        n,
+        e: key.exponent().big_endian_without_leading_zero(),
+    };
+    components
+        .to_parsed_public_key(&aws_lc_rs::signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY)
+        .map(PublicKey::Rsa)
+        .map_err(|_| KeyRecordError::BadKey)
 }
 
 /// A public key ready to verify signatures.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone)]
 pub enum PublicKey {
-    /// RSA modulus and exponent (big endian).
-    Rsa {
-        /// Modulus.
-        n: Vec<u8>,
-        /// Public exponent.
-        e: Vec<u8>,
-    },
+    /// RSA key, parsed by aws-lc for PKCS#1 v1.5 with SHA-256 (1024 to 8192
+    /// bits; the minimum size is checked before).
+    Rsa(aws_lc_rs::signature::ParsedPublicKey),
     /// Raw Ed25519 public key.
     Ed25519(Vec<u8>),
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (PublicKey::Rsa(a), PublicKey::Rsa(b)) => a.as_ref() == b.as_ref(),
+            (PublicKey::Ed25519(a), PublicKey::Ed25519(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for PublicKey {}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublicKey::Rsa(k) => write!(f, "PublicKey::Rsa({} bytes SPKI)", k.as_ref().len()),
+            PublicKey::Ed25519(_) => write!(f, "PublicKey::Ed25519"),
+        }
+    }
 }
 
 impl PublicKey {
@@ -194,13 +251,7 @@ impl PublicKey {
     pub fn verify(&self, data: &[u8], signature: &[u8]) -> bool {
         use aws_lc_rs::signature;
         match self {
-            PublicKey::Rsa { n, e } => signature::RsaPublicKeyComponents { n, e }
-                .verify(
-                    &signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
-                    data,
-                    signature,
-                )
-                .is_ok(),
+            PublicKey::Rsa(key) => key.verify_sig(data, signature).is_ok(),
             PublicKey::Ed25519(raw) => {
                 let digest = <sha2::Sha256 as sha2::Digest>::digest(data);
                 signature::UnparsedPublicKey::new(&signature::ED25519, raw)

@@ -135,32 +135,35 @@ pub struct SignatureSummary {
 impl SignatureSummary {
     /// Best-effort extraction from a header value that may not parse.
     pub fn of(value: &[u8]) -> SignatureSummary {
-        let tags = lenient_tags(value);
-        let get = |n: &str| tags.iter().find(|(k, _)| k == n).map(|(_, v)| strip_fws(v));
+        // Split as leniently as possible; the first occurrence of a tag wins.
+        const NAMES: [&str; 5] = ["d", "s", "a", "i", "b"];
+        let mut found: [Option<String>; 5] = Default::default();
+        let text = String::from_utf8_lossy(value);
+        for spec in text.split(';') {
+            let Some((k, v)) = spec.split_once('=') else {
+                continue;
+            };
+            if let Some(slot) = NAMES.iter().position(|n| *n == k.trim())
+                && found[slot].is_none()
+            {
+                found[slot] = Some(strip_fws(v.trim()).into_owned());
+            }
+        }
+        let [domain, selector, algorithm, identity, b] = found;
         SignatureSummary {
-            domain: get("d"),
-            selector: get("s"),
-            algorithm: get("a"),
-            identity: get("i"),
-            b: get("b"),
+            domain,
+            selector,
+            algorithm,
+            identity,
+            b,
         }
     }
-}
-
-fn lenient_tags(value: &[u8]) -> Vec<(String, String)> {
-    String::from_utf8_lossy(value)
-        .split(';')
-        .filter_map(|spec| {
-            let (k, v) = spec.split_once('=')?;
-            Some((k.trim().to_string(), v.trim().to_string()))
-        })
-        .collect()
 }
 
 fn b64(tags: &TagList, name: &'static str) -> Result<Vec<u8>, SignatureError> {
     let v = tags.get(name).ok_or(SignatureError::MissingTag(name))?;
     STANDARD
-        .decode(strip_fws(v))
+        .decode(strip_fws(v).as_bytes())
         .map_err(|_| SignatureError::BadValue(name))
 }
 
@@ -337,7 +340,7 @@ impl Signature {
 }
 
 fn parse_h(h: &str) -> Result<Vec<String>, SignatureError> {
-    let names: Vec<String> = h.split(':').map(strip_fws).collect();
+    let names: Vec<String> = h.split(':').map(|n| strip_fws(n).into_owned()).collect();
     if names
         .iter()
         .any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_graphic() && b != b':'))

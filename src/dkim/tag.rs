@@ -9,6 +9,9 @@
 //! Owns: splitting, duplicate detection, and locating the `b=` value in raw
 //! header bytes. Must not: interpret tag values.
 
+use std::borrow::Cow;
+use std::ops::Range;
+
 /// Why a tag list could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TagError {
@@ -40,16 +43,36 @@ fn valid_name(name: &[u8]) -> bool {
 
 /// A parsed tag list: names in order with their values (FWS trimmed at both
 /// ends, inner FWS kept).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// The input is converted to text once (lossily; tag names and separators are
+/// ASCII, so this equals converting each piece) and tags are ranges into it.
+#[derive(Debug, Clone, Default)]
 pub struct TagList {
-    tags: Vec<(String, String)>,
+    text: String,
+    tags: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl PartialEq for TagList {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for TagList {}
+
+/// The range of `part` (a subslice of `whole`) within `whole`.
+fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + part.len()
 }
 
 impl TagList {
     /// Parses a tag list. Empty tag-specs (`;;`, trailing `;`) are tolerated.
     pub fn parse(input: &[u8]) -> Result<TagList, TagError> {
-        let mut tags: Vec<(String, String)> = Vec::new();
-        for spec in input.split(|&b| b == b';') {
+        let text = String::from_utf8_lossy(input).into_owned();
+        let bytes = text.as_bytes();
+        let mut tags: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(16);
+        for spec in bytes.split(|&b| b == b';') {
             let spec = trim_fws(spec);
             if spec.is_empty() {
                 continue;
@@ -61,31 +84,37 @@ impl TagList {
             if !valid_name(name) {
                 return Err(TagError::BadName(lossy(name)));
             }
-            let name = lossy(name);
-            if tags.iter().any(|(n, _)| *n == name) {
-                return Err(TagError::Duplicate(name));
+            if tags.iter().any(|(n, _)| &bytes[n.clone()] == name) {
+                return Err(TagError::Duplicate(lossy(name)));
             }
-            tags.push((name, lossy(trim_fws(&spec[eq + 1..]))));
+            let value = trim_fws(&spec[eq + 1..]);
+            tags.push((range_in(bytes, name), range_in(bytes, value)));
         }
-        Ok(TagList { tags })
+        Ok(TagList { text, tags })
+    }
+
+    fn str(&self, r: &Range<usize>) -> &str {
+        // Ranges end at ASCII bytes or at the ends of the text, so they lie on
+        // character boundaries.
+        self.text.get(r.clone()).unwrap_or("")
     }
 
     /// The value of tag `name` (case-sensitive, as RFC 6376 §3.2 says).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.tags
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .find(|(n, _)| self.str(n) == name)
+            .map(|(_, v)| self.str(v))
     }
 
     /// Tags in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.tags.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.tags.iter().map(|(n, v)| (self.str(n), self.str(v)))
     }
 
     /// The first tag's name, if any.
     pub fn first_name(&self) -> Option<&str> {
-        self.tags.first().map(|(n, _)| n.as_str())
+        self.tags.first().map(|(n, _)| self.str(n))
     }
 }
 
@@ -93,11 +122,17 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Removes every FWS character (for base64 values, RFC 6376 §2.4 / §3.5).
-pub fn strip_fws(s: &str) -> String {
-    s.chars()
-        .filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n'))
-        .collect()
+/// Removes every FWS character (for base64 values, RFC 6376 §2.4 / §3.5);
+/// borrows when there is none.
+pub fn strip_fws(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(is_fws) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .filter(|&c| !(c.is_ascii() && is_fws(c as u8)))
+            .collect(),
+    )
 }
 
 /// Returns `raw` (a whole DKIM-Signature field, name included) with the value
@@ -162,6 +197,18 @@ mod tests {
             (b"=x", TagError::BadName(String::new())),
         ] {
             assert_eq!(TagList::parse(input), Err(want));
+        }
+    }
+
+    #[test]
+    fn strip_fws_removes_only_fws() {
+        for (input, want) in [
+            ("abc", "abc"),
+            ("a b\r\n\tc ", "abc"),
+            ("\u{e9} x\u{2003}y", "\u{e9}x\u{2003}y"),
+            ("", ""),
+        ] {
+            assert_eq!(strip_fws(input), want);
         }
     }
 

@@ -7,9 +7,10 @@
 //! or read the clock (`now` is an argument).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::canon::{BodyHash, BodySpec, canon_header};
-use super::key::KeyRecord;
+use super::key::{KeyRecord, PreparedKey};
 use super::signature::{Algorithm, Signature, SignatureSummary};
 use super::tag::without_b_value;
 use crate::dns::DnsError;
@@ -193,6 +194,7 @@ pub fn evaluate(
     key: Option<&Result<Vec<Vec<u8>>, DnsError>>,
     bodies: &[(BodySpec, BodyHash)],
     opts: &VerifyOptions,
+    keys: &KeyCache,
 ) -> DkimOutcome {
     let sig = match &c.state {
         Ok(sig) => sig,
@@ -210,13 +212,14 @@ pub fn evaluate(
                 &format!("no key record at {}", sig.key_name()),
             );
         }
-        Some(Ok(txts)) => match pick_record(txts) {
-            Ok(r) => r,
-            Err(e) => return out(DkimResult::PermError, &e),
-        },
+        Some(Ok(txts)) => keys.get(txts, opts.min_rsa_bits),
     };
-    let mut outcome = check(sig, c, headers, &record, bodies, opts);
-    outcome.testing = record.testing;
+    let prepared = match &*record {
+        Ok(p) => p,
+        Err(e) => return out(DkimResult::PermError, e),
+    };
+    let mut outcome = check(sig, c, headers, prepared, bodies);
+    outcome.testing = prepared.record.testing;
     outcome
 }
 
@@ -233,14 +236,61 @@ fn pick_record(txts: &[Vec<u8>]) -> Result<KeyRecord, String> {
     Err(first_err.map_or_else(|| "empty key record".to_string(), |e| e.to_string()))
 }
 
+/// A key record answer parsed and prepared, or why it is unusable.
+type KeyEntry = Arc<Result<PreparedKey, String>>;
+
+/// TXT answer -> (`min_rsa_bits` it was prepared under, entry).
+type KeyMap = HashMap<Vec<Vec<u8>>, (usize, KeyEntry)>;
+
+/// Key records already parsed, with their keys prepared, keyed by the TXT
+/// answer itself (so a changed record is simply a new entry) and the size
+/// policy they were prepared under. Bounded: emptied when it reaches
+/// [`KeyCache::MAX_ENTRIES`]. Clones share the entries.
+#[derive(Clone, Default)]
+pub struct KeyCache {
+    entries: Arc<Mutex<KeyMap>>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.entries.lock().map_or(0, |m| m.len());
+        write!(f, "KeyCache({n} entries)")
+    }
+}
+
+impl KeyCache {
+    /// Entries kept at most.
+    pub const MAX_ENTRIES: usize = 1024;
+
+    /// The prepared key for a TXT answer (the first record that parses), from
+    /// the cache or parsed now.
+    pub fn get(&self, txts: &[Vec<u8>], min_rsa_bits: usize) -> KeyEntry {
+        // A poisoned lock only means another thread panicked mid-insert; the
+        // map itself is still consistent.
+        let lock = || self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((bits, entry)) = lock().get(txts)
+            && *bits == min_rsa_bits
+        {
+            return Arc::clone(entry);
+        }
+        let entry = Arc::new(pick_record(txts).map(|r| PreparedKey::new(r, min_rsa_bits)));
+        let mut map = lock();
+        if map.len() >= Self::MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(txts.to_vec(), (min_rsa_bits, Arc::clone(&entry)));
+        entry
+    }
+}
+
 fn check(
     sig: &Signature,
     c: &Candidate,
     headers: &[Header],
-    record: &KeyRecord,
+    prepared: &PreparedKey,
     bodies: &[(BodySpec, BodyHash)],
-    opts: &VerifyOptions,
 ) -> DkimOutcome {
+    let record = &prepared.record;
     let out = |result, reason: &str| DkimOutcome::new(&c.summary, result, reason);
     if record.strict_identity && !sig.identity_domain().eq_ignore_ascii_case(&sig.domain) {
         return out(
@@ -248,7 +298,7 @@ fn check(
             "key has t=s but i= is a subdomain of d=",
         );
     }
-    let key = match record.verifier(sig.algorithm.key_type(), opts.min_rsa_bits) {
+    let key = match prepared.verifier(sig.algorithm.key_type()) {
         Ok(k) => k,
         Err(e) => return out(DkimResult::PermError, &e.to_string()),
     };
@@ -352,7 +402,16 @@ mod tests {
         cands
             .iter()
             .zip(keys)
-            .map(|(c, k)| evaluate(c, &headers, Some(&Ok(vec![k.to_vec()])), &bodies, &opts))
+            .map(|(c, k)| {
+                evaluate(
+                    c,
+                    &headers,
+                    Some(&Ok(vec![k.to_vec()])),
+                    &bodies,
+                    &opts,
+                    &KeyCache::default(),
+                )
+            })
             .collect()
     }
 
@@ -457,7 +516,15 @@ mod tests {
             (Ok(vec![b"garbage".to_vec()]), DkimResult::PermError),
         ] {
             assert_eq!(
-                evaluate(&cands[0], &headers, Some(&answer), &bodies, &opts).result,
+                evaluate(
+                    &cands[0],
+                    &headers,
+                    Some(&answer),
+                    &bodies,
+                    &opts,
+                    &KeyCache::default()
+                )
+                .result,
                 want
             );
         }
@@ -472,7 +539,7 @@ mod tests {
             ..VerifyOptions::default()
         };
         let cands = find_signatures(&headers, &opts, 1_528_637_909);
-        let second = evaluate(&cands[1], &headers, None, &[], &opts);
+        let second = evaluate(&cands[1], &headers, None, &[], &opts, &KeyCache::default());
         assert_eq!(second.result, DkimResult::Neutral);
         let sha1 = text.replacen("a=rsa-sha256", "a=rsa-sha1", 1);
         let out = run(sha1.as_bytes(), &[ED_KEY, RSA_KEY], 1_528_637_909);
@@ -563,6 +630,7 @@ mod tests {
             Some(&Ok(vec![RSA_KEY.to_vec()])),
             &bodies,
             &opts,
+            &KeyCache::default(),
         );
         assert_eq!(
             (o.result, o.reason.as_str()),
@@ -571,6 +639,38 @@ mod tests {
                 "RSA key of 1024 bits is below the minimum of 2048"
             )
         );
+    }
+
+    #[test]
+    fn key_cache_reuses_keys_but_honours_each_size_policy() {
+        let (headers, body) = split(RFC8463);
+        let keys = KeyCache::default();
+        let answer = Ok(vec![RSA_KEY.to_vec()]);
+        for (min_rsa_bits, want) in [
+            (1024, DkimResult::Pass),
+            (1024, DkimResult::Pass),
+            (2048, DkimResult::PermError),
+            (1024, DkimResult::Pass),
+        ] {
+            let opts = VerifyOptions {
+                min_rsa_bits,
+                ..VerifyOptions::default()
+            };
+            let cands = find_signatures(&headers, &opts, 1_528_637_909);
+            let mut h = BodyHashes::new(cands.iter().filter_map(Candidate::body_spec));
+            h.update(body);
+            let o = evaluate(
+                &cands[1],
+                &headers,
+                Some(&answer),
+                &h.finish(),
+                &opts,
+                &keys,
+            );
+            assert_eq!(o.result, want, "{min_rsa_bits}: {o:?}");
+        }
+        let first = keys.get(&[RSA_KEY.to_vec()], 1024);
+        assert!(Arc::ptr_eq(&first, &keys.get(&[RSA_KEY.to_vec()], 1024)));
     }
 
     #[test]
