@@ -529,9 +529,22 @@ fn log_message(filtered: &pipe::Filtered, dns: &DnsStats) {
         .iter()
         .map(|(d, s, alg)| format!("{d}/{s}/{alg}"))
         .collect();
+    let listed: Vec<&str> = v
+        .dnsbl
+        .iter()
+        .filter(|o| o.listed())
+        .map(|o| o.zone.as_str())
+        .collect();
     tracing::info!(
         size = filtered.size,
+        client = ?v.envelope.client_ip,
+        spf = v.spf_mailfrom.as_ref().map_or("-", |o| o.result.as_str()),
         dkim = ?results,
+        dmarc = v.dmarc.as_ref().map_or("-", |o| o.result.as_str()),
+        disposition = v.decision.applied.as_str(),
+        iprev = v.iprev.as_ref().map_or("-", |o| o.result.as_str()),
+        dnsbl_listed = ?listed,
+        reject = ?v.reject,
         signed = ?signed,
         unparsed = ?v.unparsed,
         dns_queries = dns.queries,
