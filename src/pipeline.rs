@@ -606,8 +606,10 @@ impl<R: Resolver + 'static> MessageJob<R> {
 
     async fn evaluate_dmarc(&self, verdict: &mut Verdict) {
         let mut from_problems = Vec::new();
+        let mut spf_known = true;
         if let Some(opts) = &self.ctx.dmarc {
             let spf = self.spf_for_dmarc(verdict);
+            spf_known = spf.is_some();
             let passing: Vec<String> = verdict
                 .dkim
                 .iter()
@@ -628,6 +630,8 @@ impl<R: Resolver + 'static> MessageJob<R> {
             .is_some_and(|ip| is_internal(ip, &self.ctx.internal_hosts))
         {
             Some(Exemption::TrustedHost)
+        } else if !spf_known {
+            Some(Exemption::NoEnvelope)
         } else {
             None
         };
@@ -649,7 +653,13 @@ impl<R: Resolver + 'static> MessageJob<R> {
         if let Some(r) = &decision.reject {
             verdict.reject.get_or_insert(r.clone());
         }
-        if self.ctx.actions.never_block || exemption.is_some() {
+        // Headers only, or our own clients: nothing refuses (DNSBL included).
+        // A missing envelope only waives the DMARC/SPF decision above.
+        let ours = matches!(
+            exemption,
+            Some(Exemption::TrustedHost | Exemption::AuthenticatedClient)
+        );
+        if self.ctx.actions.never_block || ours {
             verdict.reject = None;
         }
         verdict.tempfail = decision.tempfail.clone();

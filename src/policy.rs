@@ -97,6 +97,9 @@ pub enum Exemption {
     TrustedHost,
     /// The client authenticated (SMTP AUTH).
     AuthenticatedClient,
+    /// No envelope was known, so SPF could not be checked: a DMARC fail
+    /// may only mean "no DKIM", and enforcing it would refuse good mail.
+    NoEnvelope,
 }
 
 impl Exemption {
@@ -105,6 +108,7 @@ impl Exemption {
         match self {
             Exemption::TrustedHost => "trusted host",
             Exemption::AuthenticatedClient => "authenticated client",
+            Exemption::NoEnvelope => "SPF not checked: no envelope",
         }
     }
 }

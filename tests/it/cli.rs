@@ -751,8 +751,22 @@ fn trusted_upstream_spf_result_feeds_dmarc_and_authenticated_clients_are_exempt(
         out.contains("dmarc=pass"),
         "trusted upstream SPF pass aligns: {out}"
     );
-    let (code, _, _) = pipe_with(&config, &[], &format!("{forged}{SPOOF}"));
-    assert_eq!(code, Some(77), "an untrusted A-R is ignored");
+    let (code, out, _) = pipe_with(&config, &[], &format!("{forged}{SPOOF}"));
+    assert_eq!(
+        code,
+        Some(0),
+        "no envelope: DMARC is reported, not enforced"
+    );
+    assert!(
+        out.contains("dmarc=fail (p=reject dis=none SPF not checked: no envelope"),
+        "an untrusted A-R is ignored: {out}"
+    );
+    let (code, _, _) = pipe_with(&config, &ENVELOPE_BAD, &format!("{forged}{SPOOF}"));
+    assert_eq!(
+        code,
+        Some(77),
+        "with the envelope known, the spoof is refused"
+    );
     let mut env = ENVELOPE_BAD.to_vec();
     env.push("--authenticated");
     let (code, out, _) = pipe_with(&config, &env, SPOOF);
