@@ -901,7 +901,6 @@ fn spf_verdict_str(r: &str) -> SpfVerdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dkim::sign::{DEFAULT_OVERSIGNED_HEADERS, DEFAULT_SIGNED_HEADERS};
     use base64::Engine;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -964,14 +963,8 @@ mod tests {
                 table,
                 header_canon: Canon::Relaxed,
                 body_canon: Canon::Relaxed,
-                headers: DEFAULT_SIGNED_HEADERS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                oversign: DEFAULT_OVERSIGNED_HEADERS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
+                headers: crate::config::SignSettings::default().headers,
+                oversign: crate::config::SignSettings::default().oversign,
                 expire_after: Some(3600),
             }),
             max_header_bytes: 1 << 20,

@@ -42,12 +42,7 @@ impl<L: Lookup> Overlay<L> {
         if !left_zone {
             return self.zone.answer(&resolution, rtype);
         }
-        let alias_ttl = resolution
-            .aliases
-            .iter()
-            .map(|r| r.ttl)
-            .min()
-            .unwrap_or(u32::MAX);
+        let alias_ttl = resolution.alias_ttl();
         let answer = self.upstream.lookup(&resolution.name, rtype).await;
         Answer {
             ttl: answer.ttl.min(alias_ttl),

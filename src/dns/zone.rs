@@ -166,6 +166,14 @@ pub struct Resolution {
     pub outcome: Outcome,
 }
 
+impl Resolution {
+    /// The smallest TTL of the CNAMEs followed (`u32::MAX` when none): an
+    /// answer reached through them may not be cached longer.
+    pub fn alias_ttl(&self) -> u32 {
+        self.aliases.iter().map(|r| r.ttl).min().unwrap_or(u32::MAX)
+    }
+}
+
 /// Where a [`Resolution`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -393,12 +401,7 @@ impl ZoneResolver {
     /// Turns a [`Resolution`] into an [`Answer`]; a chain leaving the zone is
     /// NXDOMAIN here (the overlay forwards it instead).
     pub fn answer(&self, resolution: &Resolution, rtype: RecordType) -> Answer {
-        let alias_ttl = resolution
-            .aliases
-            .iter()
-            .map(|r| r.ttl)
-            .min()
-            .unwrap_or(u32::MAX);
+        let alias_ttl = resolution.alias_ttl();
         let negative =
             |err| Answer::new(Err(err), self.negative_ttl(&resolution.name).min(alias_ttl));
         match &resolution.outcome {
