@@ -44,6 +44,9 @@ const EXAMPLES_KEYGEN: &str = "Examples:
 #[derive(Debug, Parser)]
 #[command(name = "authgate", version, about, long_about = None)]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long = "log-format", value_enum, global = true, default_value = "text")]
+    log_format: crate::report::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -269,7 +272,7 @@ struct KeygenArgs {
 /// Parses arguments and runs the command; returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    crate::report::init_logging(cli.log_format, "warn");
     let pipe_mode = matches!(cli.command, Command::Pipe(_));
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -282,16 +285,6 @@ pub fn run() -> ExitCode {
             }
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 fn dispatch(command: Command) -> Result<ExitCode> {
@@ -510,48 +503,22 @@ fn dmarc_json(o: &crate::dmarc::DmarcOutcome, d: &crate::policy::Decision) -> se
     })
 }
 
-/// The per-message log line: results, signatures added, DNS cost.
-fn log_message(filtered: &pipe::Filtered, dns: &DnsStats) {
+/// The per-message log line of the one-shot commands.
+fn log_message(filtered: &pipe::Filtered, stats: &DnsStats) {
     let v = &filtered.verdict;
-    let results: Vec<String> = v
-        .dkim
-        .iter()
-        .map(|d| {
-            format!(
-                "{}:{}",
-                d.domain.as_deref().unwrap_or("-"),
-                d.result.as_str()
-            )
-        })
-        .collect();
-    let signed: Vec<String> = v
-        .signed
-        .iter()
-        .map(|(d, s, alg)| format!("{d}/{s}/{alg}"))
-        .collect();
-    let listed: Vec<&str> = v
-        .dnsbl
-        .iter()
-        .filter(|o| o.listed())
-        .map(|o| o.zone.as_str())
-        .collect();
-    tracing::info!(
-        size = filtered.size,
-        client = ?v.envelope.client_ip,
-        spf = v.spf_mailfrom.as_ref().map_or("-", |o| o.result.as_str()),
-        dkim = ?results,
-        dmarc = v.dmarc.as_ref().map_or("-", |o| o.result.as_str()),
-        disposition = v.decision.applied.as_str(),
-        iprev = v.iprev.as_ref().map_or("-", |o| o.result.as_str()),
-        dnsbl_listed = ?listed,
-        reject = ?v.reject,
-        signed = ?signed,
-        unparsed = ?v.unparsed,
-        dns_queries = dns.queries,
-        dns_cache_hits = dns.cache_hits,
-        dns_wait_ms = dns.waited.as_millis() as u64,
-        "message processed"
-    );
+    let outcome = if v.tempfail.is_some() {
+        "tempfail"
+    } else if v.reject.is_some() {
+        "rejected"
+    } else {
+        "passed"
+    };
+    let info = crate::report::MessageInfo {
+        size: filtered.size,
+        outcome,
+        ..Default::default()
+    };
+    crate::report::log_message(&info, v, stats);
 }
 
 fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {

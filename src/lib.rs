@@ -17,4 +17,6 @@ pub mod message;
 pub mod pipe;
 pub mod pipeline;
 pub mod policy;
+pub mod report;
+pub mod server;
 pub mod spf;

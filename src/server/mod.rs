@@ -1,0 +1,4 @@
+//! The long-running fronts' shared plumbing: sockets, session limits,
+//! shutdown and reload.
+
+pub mod listen;
