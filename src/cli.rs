@@ -32,6 +32,12 @@ const EXAMPLES_PIPE: &str = "Examples:
   authgate pipe --sign --config /etc/authgate/authgate.toml   # sign for domains in the signing table
 Exim (remote_smtp transport):  transport_filter = /usr/local/bin/authgate pipe --sign
 Exit 75 (EX_TEMPFAIL) on any internal failure so the MTA retries; nothing is written then.";
+const EXAMPLES_SERVE: &str = "Examples:
+  authgate serve                                    # 127.0.0.1:10025 -> 127.0.0.1:10026 (Postfix content_filter)
+  authgate serve --listen 127.0.0.1:10024 --protocol lmtp --next-hop unix:/run/dovecot/lmtp --next-hop-protocol lmtp
+  authgate serve --listen 127.0.0.1:10027 --role outbound     # signing port for the submission service
+Without --listen, the [[listener]] tables of the configuration are used.
+SIGTERM: finish sessions in flight, then exit. SIGHUP: reload configuration and keys.";
 const EXAMPLES_SPF: &str = "Examples:
   authgate spf --ip 192.0.2.1 --helo mail.example.org --mail-from alice@example.org
   authgate spf --ip 2001:db8::1 --helo mail.example.org --mail-from '' --json   # null sender: HELO identity
@@ -53,6 +59,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the SMTP/LMTP proxy (Postfix content_filter, smtpd_proxy_filter, Dovecot LMTP front).
+    #[command(after_help = EXAMPLES_SERVE)]
+    Serve(ServeArgs),
     /// Sign one message (stdin) with one key; signed message on stdout.
     #[command(after_help = EXAMPLES_SIGN)]
     Sign(SignArgs),
@@ -227,6 +236,51 @@ struct PipeArgs {
 }
 
 #[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Listen here (IP:PORT, [IPv6]:PORT or unix:/path) instead of the configured listeners.
+    #[arg(long)]
+    listen: Option<String>,
+    /// What the listener speaks.
+    #[arg(long, value_parser = ["smtp", "lmtp"])]
+    protocol: Option<String>,
+    /// Where accepted mail goes (IP:PORT or unix:/path).
+    #[arg(long = "next-hop")]
+    next_hop: Option<String>,
+    /// What the next hop speaks.
+    #[arg(long = "next-hop-protocol", value_parser = ["smtp", "lmtp"])]
+    next_hop_protocol: Option<String>,
+    /// auto (sign for internal/authenticated clients, verify the rest), inbound, outbound, both.
+    #[arg(long, value_parser = ["auto", "inbound", "outbound", "both"])]
+    role: Option<String>,
+    /// after-queue (content_filter) or before-queue (smtpd_proxy_filter).
+    #[arg(long, value_parser = ["after-queue", "before-queue"])]
+    mode: Option<String>,
+}
+
+impl ServeArgs {
+    /// The listener flags as a TOML table, if any was given.
+    fn listener_override(&self) -> Option<toml::Table> {
+        let mut t = toml::Table::new();
+        let fields = [
+            ("listen", &self.listen),
+            ("protocol", &self.protocol),
+            ("next_hop", &self.next_hop),
+            ("next_hop_protocol", &self.next_hop_protocol),
+            ("role", &self.role),
+            ("mode", &self.mode),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                t.insert(k.into(), toml::Value::String(v.clone()));
+            }
+        }
+        (!t.is_empty()).then_some(t)
+    }
+}
+
+#[derive(Debug, Args)]
 struct SpfArgs {
     #[command(flatten)]
     common: CommonArgs,
@@ -272,7 +326,11 @@ struct KeygenArgs {
 /// Parses arguments and runs the command; returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    crate::report::init_logging(cli.log_format, "warn");
+    let level = match cli.command {
+        Command::Serve(_) => "warn,authgate=info",
+        _ => "warn",
+    };
+    crate::report::init_logging(cli.log_format, level);
     let pipe_mode = matches!(cli.command, Command::Pipe(_));
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -289,6 +347,7 @@ pub fn run() -> ExitCode {
 
 fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Serve(a) => serve(a),
         Command::Sign(a) => sign(a),
         Command::Verify(a) => verify(a),
         Command::Pipe(a) => pipe_cmd(a),
@@ -571,6 +630,34 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
         eprintln!("authgate: message refused: {reason}");
         return Ok(ExitCode::from(config.pipe.reject_exit_code));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let over = a.listener_override();
+    let common = a.common.clone();
+    let load: crate::server::daemon::Loader = Box::new(move || {
+        let mut config = common.load(Figment::new()).map_err(|e| format!("{e:#}"))?;
+        if let Some(t) = &over {
+            if config.listener.len() > 1 {
+                return Err("--listen/--protocol/--next-hop/... apply to one listener, \
+                            but the configuration has several [[listener]] tables"
+                    .into());
+            }
+            // The flags go over the one configured listener (or the default one).
+            let base = config.listener.pop().unwrap_or_default();
+            let mut table = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
+            table.extend(t.clone());
+            let l = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("listener flags: {}", e.message()))?;
+            config.listener = vec![l];
+        }
+        Ok(config)
+    });
+    let rt = runtime()?;
+    rt.block_on(crate::server::daemon::run(load))
+        .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -142,6 +142,25 @@ impl Default for ListenerSettings {
 }
 
 impl ListenerSettings {
+    /// Combinations that cannot work, refused at start-up.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.protocol == ListenProtocol::Smtp && self.next_hop_protocol == HopProtocol::Lmtp {
+            return Err(invalid(
+                key,
+                "an SMTP listener cannot relay to an LMTP next hop: LMTP answers per recipient \
+                 and SMTP can pass on only one reply; make the listener protocol = \"lmtp\" \
+                 (Postfix: an lmtp: transport)",
+            ));
+        }
+        if self.protocol == ListenProtocol::Milter {
+            return Err(invalid(
+                key,
+                "milter listeners are served by `authgate milter`",
+            ));
+        }
+        self.unix_options().map(|_| ())
+    }
+
     /// Mode and group for a Unix socket.
     pub fn unix_options(&self) -> Result<crate::server::listen::UnixSocketOptions, ConfigError> {
         let mode = match &self.socket_mode {
@@ -193,6 +212,9 @@ pub struct ServerSettings {
     pub after_queue_reject: bool,
     /// Host name in our 220 and EHLO replies; empty = the system host name.
     pub hostname: String,
+    /// Clients allowed to send XFORWARD and XCLIENT (Unix socket clients
+    /// always are); Postfix `smtpd_authorized_xforward_hosts`.
+    pub authorized_xforward_hosts: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerSettings {
@@ -211,6 +233,10 @@ impl Default for ServerSettings {
             shutdown_timeout_secs: 30,
             after_queue_reject: false,
             hostname: String::new(),
+            authorized_xforward_hosts: vec![
+                ipnet::Ipv4Net::new_assert([127, 0, 0, 0].into(), 8).into(),
+                ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::LOCALHOST, 128).into(),
+            ],
         }
     }
 }
@@ -504,19 +530,40 @@ impl Config {
         fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
     }
 
+    /// The listeners to open: the configured ones, or the default SMTP
+    /// listener when none is configured; each validated.
+    pub fn listeners(&self) -> Result<Vec<ListenerSettings>, ConfigError> {
+        let list = if self.listener.is_empty() {
+            vec![ListenerSettings::default()]
+        } else {
+            self.listener.clone()
+        };
+        for (i, l) in list.iter().enumerate() {
+            l.validate(&format!("listener[{i}]"))?;
+        }
+        Ok(list)
+    }
+
     /// The authserv-id to use: configured, else the host name.
     pub fn effective_authserv_id(&self) -> String {
         if !self.authserv_id.is_empty() {
             return self.authserv_id.clone();
         }
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .map(|s| s.trim().to_string())
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "localhost".to_string())
+        system_hostname()
     }
+}
 
+/// The machine's host name (`localhost` if it cannot be read).
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+impl Config {
     /// Checks values that types cannot and builds the verification options.
     pub fn verify_options(&self) -> Result<VerifyOptions, ConfigError> {
         let v = &self.dkim.verify;

@@ -19,4 +19,5 @@ pub mod pipeline;
 pub mod policy;
 pub mod report;
 pub mod server;
+pub mod smtp;
 pub mod spf;

@@ -5,7 +5,9 @@
 //! context, the process-wide DNS cache), and the per-mode policy adjustment
 //! (after-queue rejects become quarantine). Must not: speak SMTP or milter.
 
+pub mod daemon;
 pub mod listen;
+pub mod run;
 
 use std::sync::Arc;
 
