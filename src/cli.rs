@@ -36,6 +36,13 @@ const EXAMPLES_SPF: &str = "Examples:
   authgate spf --ip 192.0.2.1 --helo mail.example.org --mail-from alice@example.org
   authgate spf --ip 2001:db8::1 --helo mail.example.org --mail-from '' --json   # null sender: HELO identity
   authgate spf --ip 192.0.2.1 --helo mail.example.org --mail-from a@example.org --dns-zone test.zone";
+const EXAMPLES_MILTER: &str = "Examples:
+  authgate milter                                   # unix:/run/authgate/milter.sock (see [milter] in the config)
+  authgate milter --listen inet:8891@127.0.0.1 --role auto
+  authgate milter --listen unix:/var/spool/postfix/authgate/milter.sock --socket-group postfix
+Postfix main.cf:  smtpd_milters = unix:/run/authgate/milter.sock   non_smtpd_milters = $smtpd_milters
+                  milter_default_action = tempfail
+SIGTERM/SIGINT: stop accepting, let sessions finish (server.shutdown_timeout_secs), exit 0.";
 const EXAMPLES_KEYGEN: &str = "Examples:
   authgate keygen --domain example.com --selector s2026 --out /etc/authgate/keys
   authgate keygen --domain example.com --selector ed2026 --algorithm ed25519 --testing";
@@ -65,6 +72,9 @@ enum Command {
     /// Evaluate SPF (RFC 7208) for a client address, HELO and MAIL FROM.
     #[command(after_help = EXAMPLES_SPF)]
     Spf(SpfArgs),
+    /// Run as a milter for Postfix (smtpd_milters, non_smtpd_milters) or Sendmail.
+    #[command(after_help = EXAMPLES_MILTER)]
+    Milter(MilterArgs),
     /// Generate a DKIM key pair and print the DNS record to publish.
     #[command(after_help = EXAMPLES_KEYGEN)]
     Keygen(KeygenArgs),
@@ -248,6 +258,24 @@ struct SpfArgs {
 }
 
 #[derive(Debug, Args)]
+struct MilterArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Socket: unix:/path, inet:PORT@HOST or IP:PORT (default: [milter] listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// auto | inbound | outbound | both (default: [milter] role).
+    #[arg(long, value_parser = ["auto", "inbound", "outbound", "both"])]
+    role: Option<String>,
+    /// Unix socket permission bits, octal (default: [milter] socket_mode, 0660).
+    #[arg(long = "socket-mode", value_name = "MODE")]
+    socket_mode: Option<String>,
+    /// Group given to the Unix socket, e.g. postfix.
+    #[arg(long = "socket-group", value_name = "GROUP")]
+    socket_group: Option<String>,
+}
+
+#[derive(Debug, Args)]
 struct KeygenArgs {
     /// Domain the key signs for.
     #[arg(long, short = 'd')]
@@ -272,7 +300,12 @@ struct KeygenArgs {
 /// Parses arguments and runs the command; returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    crate::report::init_logging(cli.log_format, "warn");
+    let level = if matches!(cli.command, Command::Milter(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    crate::report::init_logging(cli.log_format, level);
     let pipe_mode = matches!(cli.command, Command::Pipe(_));
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -293,6 +326,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Verify(a) => verify(a),
         Command::Pipe(a) => pipe_cmd(a),
         Command::Keygen(a) => keygen(a),
+        Command::Milter(a) => milter_cmd(a),
         Command::Spf(a) => spf(a),
         Command::Config(ConfigCommand::Check(a)) => config_check(a),
     }
@@ -610,6 +644,73 @@ fn spf(a: SpfArgs) -> Result<ExitCode> {
         writeln!(out, "{received}")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn milter_cmd(a: MilterArgs) -> Result<ExitCode> {
+    use crate::config::{FilterMode, ListenProtocol, ListenerSettings};
+    use crate::server::listen::{Listener, SocketAddress};
+    let mut extra = Figment::new();
+    for (key, value) in [
+        ("milter.listen", &a.listen),
+        ("milter.role", &a.role),
+        ("milter.socket_mode", &a.socket_mode),
+        ("milter.socket_group", &a.socket_group),
+    ] {
+        if let Some(v) = value {
+            extra = extra.merge(Serialized::default(key, v));
+        }
+    }
+    let config = a.common.load(extra)?;
+    let m = config.milter.clone();
+    let listener = ListenerSettings {
+        listen: m.listen.clone(),
+        protocol: ListenProtocol::Milter,
+        role: m.role,
+        mode: FilterMode::BeforeQueue,
+        socket_mode: Some(m.socket_mode.clone()),
+        socket_group: m.socket_group.clone(),
+        ..ListenerSettings::default()
+    };
+    let unix = listener.unix_options()?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let snap = Arc::new(crate::server::Snapshot::build(config)?);
+        if let SocketAddress::Unix(path) = &listener.listen
+            && let Some(dir) = path.parent()
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let bound = Listener::bind(&listener.listen, &unix)
+            .await
+            .with_context(|| format!("cannot listen on {}", listener.listen))?;
+        tracing::info!(
+            listen = %listener.listen,
+            role = ?listener.role,
+            dns = snap.resolver.mode(),
+            authserv_id = %snap.before_queue.authserv_id,
+            "authgate milter ready"
+        );
+        crate::milter::run(bound, Arc::new(listener), snap, shutdown_signal()).await;
+        tracing::info!("authgate milter stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn keygen(a: KeygenArgs) -> Result<ExitCode> {
