@@ -106,6 +106,9 @@ where
             continue;
         };
         buf.drain(..used);
+        if !matches!(cmd, codec::Command::Body(_) | codec::Command::Header { .. }) {
+            tracing::trace!(?cmd, "from MTA");
+        }
         for action in session.handle(cmd)? {
             match action {
                 Action::Reply(r) => codec::encode(&r, &mut out),

@@ -152,6 +152,7 @@ impl Macros {
 struct Connection {
     hostname: String,
     family: Option<Family>,
+    port: u16,
     client_ip: Option<IpAddr>,
     helo: Option<String>,
     macros: Macros,
@@ -219,8 +220,8 @@ impl Session {
             Command::Connect {
                 hostname,
                 family,
+                port,
                 address,
-                ..
             } => {
                 // The connect macros came just before this command.
                 let macros = std::mem::take(&mut self.conn.macros);
@@ -229,6 +230,7 @@ impl Session {
                 self.conn.client_ip = client_ip(family, &address);
                 self.conn.hostname = hostname;
                 self.conn.family = Some(family);
+                self.conn.port = port;
                 self.reply_unless(protocol::NR_CONN, &mut out);
             }
             Command::Helo(name) => {
@@ -387,13 +389,13 @@ impl Session {
 
     /// Mail from Postfix `sendmail`/pickup through `non_smtpd_milters`: the
     /// cleanup server makes up an SMTP session from "localhost" [127.0.0.1]
-    /// and sends no client macros of smtpd (`{daemon_addr}` is missing:
-    /// only smtpd knows its listening address).
+    /// with client port 0 (seen with Postfix 3.7: macros as for smtpd,
+    /// `{daemon_addr}` included, HELO "localhost", MAIL without brackets).
+    /// A real TCP client never has port 0.
     fn local_submission(&self) -> bool {
-        let loopback = self.conn.client_ip.is_some_and(|ip| ip.is_loopback());
-        loopback
+        self.conn.client_ip.is_some_and(|ip| ip.is_loopback())
+            && self.conn.port == 0
             && self.conn.hostname.eq_ignore_ascii_case("localhost")
-            && self.conn.macros.get("daemon_addr").is_none()
     }
 
     fn header_bytes(&self, name: &str, value: &[u8]) -> Vec<u8> {
@@ -606,6 +608,10 @@ mod tests {
     }
 
     fn connect(s: &mut Session, host: &str, ip: &str) -> Vec<Action> {
+        connect_port(s, host, ip, 4321)
+    }
+
+    fn connect_port(s: &mut Session, host: &str, ip: &str, port: u16) -> Vec<Action> {
         s.handle(C::Connect {
             hostname: host.into(),
             family: if ip.contains(':') {
@@ -613,7 +619,7 @@ mod tests {
             } else {
                 Family::Inet
             },
-            port: 4321,
+            port,
             address: ip.into(),
         })
         .unwrap()
@@ -797,20 +803,20 @@ mod tests {
                 &[],
                 (true, false),
             ),
-            // Postfix non_smtpd_milters: made-up localhost session, no {daemon_addr}.
+            // Postfix non_smtpd_milters: made-up session from localhost, port 0.
             (
                 Role::Auto,
                 "localhost",
-                "127.0.0.1",
+                "127.0.0.1:0",
                 &[("{daemon_name}", "mx.example")],
                 &[],
                 (false, true),
             ),
-            // A real SMTP client on loopback has {daemon_addr}.
+            // A real SMTP client on loopback has a port.
             (
                 Role::Auto,
                 "localhost",
-                "127.0.0.1",
+                "127.0.0.1:4321",
                 &[("{daemon_addr}", "127.0.0.1")],
                 &[],
                 (true, false),
@@ -828,7 +834,8 @@ mod tests {
         for (role, host, ip, conn, mail, want) in cases {
             let mut s = negotiated(role);
             macro_(&mut s, b'C', conn);
-            connect(&mut s, host, ip);
+            let (ip, port) = ip.split_once(':').unwrap_or((ip, "25"));
+            connect_port(&mut s, host, ip, port.parse().unwrap());
             macro_(&mut s, b'M', mail);
             let out = s.handle(C::Mail(vec!["<a@example.org>".into()])).unwrap();
             let b = begin_of(&out);
