@@ -42,6 +42,13 @@ const EXAMPLES_SPF: &str = "Examples:
   authgate spf --ip 192.0.2.1 --helo mail.example.org --mail-from alice@example.org
   authgate spf --ip 2001:db8::1 --helo mail.example.org --mail-from '' --json   # null sender: HELO identity
   authgate spf --ip 192.0.2.1 --helo mail.example.org --mail-from a@example.org --dns-zone test.zone";
+const EXAMPLES_MILTER: &str = "Examples:
+  authgate milter                                   # unix:/run/authgate/milter.sock (see [milter] in the config)
+  authgate milter --listen inet:8891@127.0.0.1 --role auto
+  authgate milter --listen unix:/var/spool/postfix/authgate/milter.sock --socket-group postfix
+Postfix main.cf:  smtpd_milters = unix:/run/authgate/milter.sock   non_smtpd_milters = $smtpd_milters
+                  milter_default_action = tempfail
+SIGTERM/SIGINT: stop accepting, let sessions finish (server.shutdown_timeout_secs), exit 0.";
 const EXAMPLES_KEYGEN: &str = "Examples:
   authgate keygen --domain example.com --selector s2026 --out /etc/authgate/keys
   authgate keygen --domain example.com --selector ed2026 --algorithm ed25519 --testing";
@@ -74,6 +81,9 @@ enum Command {
     /// Evaluate SPF (RFC 7208) for a client address, HELO and MAIL FROM.
     #[command(after_help = EXAMPLES_SPF)]
     Spf(SpfArgs),
+    /// Run as a milter for Postfix (smtpd_milters, non_smtpd_milters) or Sendmail.
+    #[command(after_help = EXAMPLES_MILTER)]
+    Milter(MilterArgs),
     /// Generate a DKIM key pair and print the DNS record to publish.
     #[command(after_help = EXAMPLES_KEYGEN)]
     Keygen(KeygenArgs),
@@ -302,6 +312,24 @@ struct SpfArgs {
 }
 
 #[derive(Debug, Args)]
+struct MilterArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Socket: unix:/path, inet:PORT@HOST or IP:PORT (default: [milter] listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// auto | inbound | outbound | both (default: [milter] role).
+    #[arg(long, value_parser = ["auto", "inbound", "outbound", "both"])]
+    role: Option<String>,
+    /// Unix socket permission bits, octal (default: [milter] socket_mode, 0660).
+    #[arg(long = "socket-mode", value_name = "MODE")]
+    socket_mode: Option<String>,
+    /// Group given to the Unix socket, e.g. postfix.
+    #[arg(long = "socket-group", value_name = "GROUP")]
+    socket_group: Option<String>,
+}
+
+#[derive(Debug, Args)]
 struct KeygenArgs {
     /// Domain the key signs for.
     #[arg(long, short = 'd')]
@@ -327,7 +355,7 @@ struct KeygenArgs {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.command {
-        Command::Serve(_) => "warn,authgate=info",
+        Command::Serve(_) | Command::Milter(_) => "warn,authgate=info",
         _ => "warn",
     };
     crate::report::init_logging(cli.log_format, level);
@@ -352,6 +380,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Verify(a) => verify(a),
         Command::Pipe(a) => pipe_cmd(a),
         Command::Keygen(a) => keygen(a),
+        Command::Milter(a) => milter_cmd(a),
         Command::Spf(a) => spf(a),
         Command::Config(ConfigCommand::Check(a)) => config_check(a),
     }
@@ -696,6 +725,41 @@ fn spf(a: SpfArgs) -> Result<ExitCode> {
         writeln!(out, "{}: {detail}", outcome.result.as_str())?;
         writeln!(out, "{received}")?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn milter_cmd(a: MilterArgs) -> Result<ExitCode> {
+    use crate::config::{FilterMode, ListenProtocol, ListenerSettings};
+    let mut extra = Figment::new();
+    for (key, value) in [
+        ("milter.listen", &a.listen),
+        ("milter.role", &a.role),
+        ("milter.socket_mode", &a.socket_mode),
+        ("milter.socket_group", &a.socket_group),
+    ] {
+        if let Some(v) = value {
+            extra = extra.merge(Serialized::default(key, v));
+        }
+    }
+    let common = a.common.clone();
+    // `authgate milter` is `serve` with the one listener `[milter]` describes.
+    let load: crate::server::daemon::Loader = Box::new(move || {
+        let mut config = common.load(extra.clone()).map_err(|e| format!("{e:#}"))?;
+        let m = &config.milter;
+        config.listener = vec![ListenerSettings {
+            listen: m.listen.clone(),
+            protocol: ListenProtocol::Milter,
+            role: m.role,
+            mode: FilterMode::BeforeQueue,
+            socket_mode: Some(m.socket_mode.clone()),
+            socket_group: m.socket_group.clone(),
+            ..ListenerSettings::default()
+        }];
+        Ok(config)
+    });
+    let rt = runtime()?;
+    rt.block_on(crate::server::daemon::run(load))
+        .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -53,6 +53,53 @@ pub struct Config {
     /// `[[listener]]`: sockets `serve` listens on (none configured: one
     /// SMTP listener on 127.0.0.1:10025 relaying to 127.0.0.1:10026).
     pub listener: Vec<ListenerSettings>,
+    /// `[milter]`: the `authgate milter` socket and milter-only behaviour.
+    pub milter: MilterSettings,
+}
+
+/// What a DMARC quarantine does to a message that came in over milter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MilterQuarantine {
+    /// Add the quarantine header only (Sieve or header_checks file it).
+    Header,
+    /// Also put the message in Postfix's HOLD queue (`SMFIR_QUARANTINE`).
+    Hold,
+}
+
+/// `[milter]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MilterSettings {
+    /// Socket of `authgate milter` (`unix:/path`, `inet:PORT@HOST`, `IP:PORT`).
+    pub listen: crate::server::listen::SocketAddress,
+    /// Unix socket permission bits, octal (the MTA's user must be able to connect).
+    pub socket_mode: String,
+    /// Group given to the Unix socket (e.g. "postfix").
+    pub socket_group: Option<String>,
+    /// Role of `authgate milter`: auto | inbound | outbound | both.
+    pub role: Role,
+    /// DMARC quarantine: "header" (deliver with the header) or "hold" (Postfix HOLD queue).
+    pub quarantine: MilterQuarantine,
+    /// `{daemon_name}` values whose mail is outbound and signed (Postfix:
+    /// `-o milter_macro_daemon_name=ORIGINATING` on the submission service).
+    pub outbound_daemons: Vec<String>,
+    /// Sign mail submitted locally (Postfix `non_smtpd_milters`: sendmail(1), pickup).
+    pub sign_local_submissions: bool,
+}
+
+impl Default for MilterSettings {
+    fn default() -> Self {
+        MilterSettings {
+            listen: crate::server::listen::SocketAddress::Unix("/run/authgate/milter.sock".into()),
+            socket_mode: "0660".into(),
+            socket_group: None,
+            role: Role::Auto,
+            quarantine: MilterQuarantine::Header,
+            outbound_daemons: vec!["ORIGINATING".into()],
+            sign_local_submissions: true,
+        }
+    }
 }
 
 /// What a listener's socket speaks.
@@ -150,12 +197,6 @@ impl ListenerSettings {
                 "an SMTP listener cannot relay to an LMTP next hop: LMTP answers per recipient \
                  and SMTP can pass on only one reply; make the listener protocol = \"lmtp\" \
                  (Postfix: an lmtp: transport)",
-            ));
-        }
-        if self.protocol == ListenProtocol::Milter {
-            return Err(invalid(
-                key,
-                "milter listeners are served by `authgate milter`",
             ));
         }
         self.unix_options().map(|_| ())

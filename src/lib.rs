@@ -14,6 +14,7 @@ pub mod dnsbl;
 pub mod iprev;
 pub mod keygen;
 pub mod message;
+pub mod milter;
 pub mod pipe;
 pub mod pipeline;
 pub mod policy;

@@ -34,7 +34,7 @@ pub async fn run(load: Loader) -> Result<(), String> {
             "listening"
         );
     }
-    tracing::info!(dns = snap.resolver.mode(), authserv_id = %snap.before_queue.authserv_id, "authgate serve started");
+    tracing::info!(dns = snap.resolver.mode(), authserv_id = %snap.before_queue.authserv_id, "authgate started");
     let server = Server::start(bound, snap);
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;

@@ -174,10 +174,7 @@ async fn handle(
             serve_connection(stream, peer, cx).await;
         }
         ListenProtocol::Milter => {
-            tracing::error!(
-                "milter listener {} is not available in this build",
-                settings.listen
-            );
+            crate::milter::serve_connection(stream, peer, settings, snap).await;
         }
     }
 }

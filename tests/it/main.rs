@@ -10,6 +10,7 @@ mod dns;
 mod dns_server;
 mod interop;
 mod keygen;
+mod milter;
 mod oracles;
 mod serve;
 mod spf;

@@ -1,0 +1,236 @@
+//! Milter front: Postfix `smtpd_milters`/`non_smtpd_milters` and Sendmail
+//! `INPUT_MAIL_FILTER` talk to us over a Unix or TCP socket.
+//!
+//! Owns: moving bytes between the socket and [`session::Session`], running
+//! one pipeline job per message (started at MAIL FROM so SPF runs during the
+//! transfer, fed header and body events as they arrive, never keeping the
+//! body), the per-message log line, and the small accept loop of `authgate
+//! milter`. Must not: interpret the protocol (that is [`session`] and
+//! [`codec`]) or decide policy (that is the pipeline).
+
+pub mod codec;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::Instrument;
+
+use crate::config::{ListenerSettings, MilterSettings};
+use crate::dns::{Metered, SystemResolver};
+use crate::pipeline::{MessageJob, Options};
+use crate::report::{MessageInfo, log_message};
+use crate::server::Snapshot;
+use crate::server::listen::{Peer, Stream};
+use codec::{CodecError, Response};
+use session::{Action, Begin, Finish, Outcome, Session, SessionError};
+
+/// Why a milter connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// Reading or writing the socket failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The MTA sent bytes that are not a milter packet.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The MTA sent a packet that makes no sense here.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The MTA said nothing for too long.
+    #[error("no command from the MTA for {0} s")]
+    Timeout(u64),
+}
+
+type MeteredResolver = Metered<Arc<SystemResolver>>;
+
+/// One message in flight: its pipeline job and DNS meter.
+struct Job {
+    job: MessageJob<MeteredResolver>,
+    dns: Arc<MeteredResolver>,
+}
+
+/// The session settings for `listener` under `snap`'s configuration.
+pub fn session_settings(listener: &ListenerSettings, snap: &Snapshot) -> session::Settings {
+    let m: &MilterSettings = &snap.config.milter;
+    session::Settings {
+        role: listener.role,
+        outbound_daemons: m.outbound_daemons.clone(),
+        internal_hosts: snap.before_queue.internal_hosts.clone(),
+        sign_local_submissions: m.sign_local_submissions,
+        quarantine: m.quarantine,
+    }
+}
+
+/// Serves one MTA connection until it quits or fails. Every message gets
+/// a reply: a failure inside the pipeline becomes a 451 for that message
+/// only; a broken connection makes the MTA apply `milter_default_action`.
+pub async fn serve_connection(
+    stream: Stream,
+    peer: Peer,
+    listener: Arc<ListenerSettings>,
+    snap: Arc<Snapshot>,
+) {
+    let settings = session_settings(&listener, &snap);
+    let span = tracing::info_span!("milter", %peer);
+    let result = drive(stream, settings, snap).instrument(span.clone()).await;
+    let _enter = span.enter();
+    match result {
+        Ok(()) => tracing::debug!("MTA closed the milter connection"),
+        Err(ConnError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            tracing::debug!("MTA hung up")
+        }
+        Err(e) => tracing::warn!(error = %e, "milter connection ended"),
+    }
+}
+
+/// The connection loop over any byte stream (tests use a socket pair).
+pub async fn drive<S>(
+    mut io: S,
+    settings: session::Settings,
+    snap: Arc<Snapshot>,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let idle = snap.config.server.command_timeout_secs.max(1);
+    let mut session = Session::new(settings);
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut out: Vec<u8> = Vec::new();
+    let mut job: Option<Job> = None;
+    loop {
+        let Some((cmd, used)) = codec::decode(&buf)? else {
+            read_more(&mut io, &mut buf, idle).await?;
+            continue;
+        };
+        buf.drain(..used);
+        if !matches!(cmd, codec::Command::Body(_) | codec::Command::Header { .. }) {
+            tracing::trace!(?cmd, "from MTA");
+        }
+        for action in session.handle(cmd)? {
+            match action {
+                Action::Reply(r) => codec::encode(&r, &mut out),
+                Action::Begin(b) => job = Some(start(&snap, b)),
+                Action::Feed(bytes) => {
+                    if let Some(j) = &mut job {
+                        j.job.push(&bytes);
+                    }
+                }
+                Action::Finish(info) => {
+                    for r in finish(job.take(), &info, &mut session).await {
+                        codec::encode(&r, &mut out);
+                    }
+                }
+                Action::Abort => job = None,
+                Action::Close => {
+                    flush(&mut io, &mut out).await?;
+                    return Ok(());
+                }
+            }
+        }
+        flush(&mut io, &mut out).await?;
+    }
+}
+
+/// Reads more bytes; the buffer stays under one maximum packet plus one read
+/// because [`codec::decode`] refuses oversized lengths up front.
+async fn read_more<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    idle_secs: u64,
+) -> Result<(), ConnError> {
+    buf.reserve(64 * 1024);
+    let read = tokio::time::timeout(Duration::from_secs(idle_secs), io.read_buf(buf))
+        .await
+        .map_err(|_| ConnError::Timeout(idle_secs))??;
+    if read == 0 {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
+    Ok(())
+}
+
+async fn flush<S: AsyncWrite + Unpin>(io: &mut S, out: &mut Vec<u8>) -> std::io::Result<()> {
+    if !out.is_empty() {
+        io.write_all(out).await?;
+        io.flush().await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+fn start(snap: &Snapshot, b: Begin) -> Job {
+    tracing::debug!(
+        verify = b.verify,
+        sign = b.sign,
+        reason = b.reason,
+        "message starts"
+    );
+    let dns = Arc::new(Metered::new(Arc::clone(&snap.resolver)));
+    let opts = Options {
+        verify: b.verify,
+        sign: b.sign,
+        now: now(),
+        envelope: b.envelope,
+    };
+    let job = MessageJob::new(Arc::clone(&snap.before_queue), Arc::clone(&dns), opts);
+    Job { job, dns }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Finishes the job in its own task (a panic in it costs this message a
+/// 451, not the connection), logs the message, and returns the replies.
+async fn finish(job: Option<Job>, info: &Finish, session: &mut Session) -> Vec<Response> {
+    let Some(Job { job, dns }) = job else {
+        tracing::warn!("end of message without a message");
+        return session.end_of_message(Outcome::Failed);
+    };
+    let finished = match tokio::spawn(job.finish()).await {
+        Ok(Ok(f)) => Some(f),
+        Ok(Err(e)) => {
+            tracing::warn!(queue_id = info.queue_id.as_deref().unwrap_or("-"), error = %e, "pipeline failed");
+            None
+        }
+        Err(e) => {
+            tracing::error!(queue_id = info.queue_id.as_deref().unwrap_or("-"), error = %e, "pipeline task died");
+            None
+        }
+    };
+    let (replies, verdict) = match &finished {
+        Some(f) => (
+            session.end_of_message(Outcome::Done {
+                verdict: &f.verdict,
+                headers: &f.headers,
+            }),
+            f.verdict.clone(),
+        ),
+        None => (session.end_of_message(Outcome::Failed), Default::default()),
+    };
+    let outcome = describe(&replies);
+    let mi = MessageInfo {
+        queue_id: info.queue_id.as_deref(),
+        recipients: info.recipients,
+        size: info.size,
+        outcome: &outcome,
+    };
+    log_message(&mi, &verdict, &dns.stats());
+    replies
+}
+
+/// The log line's `outcome`: what the MTA was told.
+fn describe(replies: &[Response]) -> String {
+    let held = replies.iter().any(|r| matches!(r, Response::Quarantine(_)));
+    match replies.last() {
+        Some(Response::ReplyCode(text)) if text.starts_with('5') => {
+            format!("rejected {}", text.get(..9).unwrap_or(text))
+        }
+        Some(Response::ReplyCode(text)) => format!("tempfail {}", text.get(..9).unwrap_or(text)),
+        _ if held => "accepted, held".into(),
+        _ => "accepted".into(),
+    }
+}

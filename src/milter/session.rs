@@ -1,0 +1,1040 @@
+//! The milter dialogue as a pure state machine: MTA commands in, actions out.
+//!
+//! Owns: option negotiation (only the events the pipeline needs, and no
+//! reply wherever the MTA allows it), macros, the sign/verify decision per
+//! message (OpenDKIM's rules: SASL-authenticated client, internal host,
+//! outbound listener or daemon, local submission), rebuilding the header
+//! block from header events, and turning a [`Verdict`] into replies with the
+//! MTA's header index arithmetic. Must not: touch sockets, run the pipeline
+//! or read the clock ([`super`] does that, driven by [`Action`]s).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::codec::{Command, Family, Response, VERSION, actions, client_ip, protocol};
+use crate::config::{MilterQuarantine, Role};
+use crate::message::headers::Header;
+use crate::pipeline::{Envelope, Verdict};
+
+/// Modifications we may ask for.
+pub const WANT_ACTIONS: u32 = actions::ADDHDRS | actions::CHGHDRS | actions::QUARANTINE;
+
+/// Steps we leave out, events we do not answer, and exact header values.
+/// Every event before end of message is answered "continue", so none needs
+/// a reply; the MTA only waits for us at end of message.
+pub const WANT_PROTOCOL: u32 = protocol::NOUNKNOWN
+    | protocol::NODATA
+    | protocol::NR_CONN
+    | protocol::NR_HELO
+    | protocol::NR_MAIL
+    | protocol::NR_RCPT
+    | protocol::NR_HDR
+    | protocol::NR_EOH
+    | protocol::NR_BODY
+    | protocol::HDR_LEADSPC;
+
+/// Most distinct macro names kept per scope, and longest value kept.
+const MAX_MACROS: usize = 64;
+const MAX_MACRO_VALUE: usize = 1024;
+/// Longest reply text we send (Postfix and Sendmail accept more).
+const MAX_REPLY_TEXT: usize = 400;
+
+/// What a session needs to know about its listener and policy.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The listener's role.
+    pub role: Role,
+    /// `{daemon_name}` values whose mail is outbound (signed).
+    pub outbound_daemons: Vec<String>,
+    /// Clients whose mail is ours (OpenDKIM InternalHosts).
+    pub internal_hosts: Vec<ipnet::IpNet>,
+    /// Sign mail submitted locally (Postfix `non_smtpd_milters`).
+    pub sign_local_submissions: bool,
+    /// What a DMARC quarantine does.
+    pub quarantine: MilterQuarantine,
+}
+
+/// What the front must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this reply.
+    Reply(Response),
+    /// Start a pipeline job (at MAIL FROM, so SPF lookups start now).
+    Begin(Begin),
+    /// Push these message bytes into the job.
+    Feed(Vec<u8>),
+    /// End of message: finish the job, then call [`Session::end_of_message`].
+    Finish(Finish),
+    /// Drop the job: the MTA aborted the message.
+    Abort,
+    /// Close the connection.
+    Close,
+}
+
+/// How to run the pipeline for the message that starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Begin {
+    /// Verify and add Authentication-Results.
+    pub verify: bool,
+    /// Sign for authors in the signing table.
+    pub sign: bool,
+    /// What we know of the SMTP envelope.
+    pub envelope: Envelope,
+    /// Why this role was chosen (for the debug log).
+    pub reason: &'static str,
+}
+
+/// What the per-message log line needs besides the verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    /// Queue id (macro `i`).
+    pub queue_id: Option<String>,
+    /// Recipients seen.
+    pub recipients: usize,
+    /// Header and body bytes seen.
+    pub size: u64,
+}
+
+/// How the pipeline ended for the message.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    /// It produced a verdict.
+    Done {
+        /// Header edits and decisions.
+        verdict: &'a Verdict,
+        /// The original header fields (for header indices).
+        headers: &'a [Header],
+    },
+    /// It failed: the message gets a temporary failure.
+    Failed,
+}
+
+/// Protocol violations that end the connection (the MTA then applies its
+/// `milter_default_action`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The MTA speaks a milter version older than 2.
+    #[error("milter protocol version {0} is not supported (need 2..=6)")]
+    Version(u32),
+    /// A command arrived where it makes no sense.
+    #[error("milter command out of order: {0}")]
+    OutOfOrder(&'static str),
+}
+
+#[derive(Debug, Default)]
+struct Macros(HashMap<String, String>);
+
+impl Macros {
+    fn set(&mut self, name: &str, mut value: String) {
+        let key = name.trim_start_matches('{').trim_end_matches('}');
+        if !self.0.contains_key(key) && self.0.len() >= MAX_MACROS {
+            return;
+        }
+        if value.len() > MAX_MACRO_VALUE {
+            let mut cut = MAX_MACRO_VALUE;
+            while !value.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            value.truncate(cut);
+        }
+        self.0.insert(key.to_string(), value);
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Connection {
+    hostname: String,
+    family: Option<Family>,
+    port: u16,
+    client_ip: Option<IpAddr>,
+    helo: Option<String>,
+    macros: Macros,
+}
+
+#[derive(Debug)]
+struct Message {
+    recipients: usize,
+    size: u64,
+    end_of_headers: bool,
+}
+
+/// One milter connection.
+#[derive(Debug)]
+pub struct Session {
+    settings: Settings,
+    negotiated: bool,
+    protocol: u32,
+    actions: u32,
+    conn: Connection,
+    /// Message-scope macros (MAIL and later); they arrive before MAIL.
+    msg_macros: Macros,
+    msg: Option<Message>,
+}
+
+impl Session {
+    /// A session waiting for option negotiation.
+    pub fn new(settings: Settings) -> Self {
+        Session {
+            settings,
+            negotiated: false,
+            protocol: 0,
+            actions: 0,
+            conn: Connection::default(),
+            msg_macros: Macros::default(),
+            msg: None,
+        }
+    }
+
+    /// The `SMFIP_*` flags in force.
+    pub fn protocol(&self) -> u32 {
+        self.protocol
+    }
+
+    /// Whether a message is in progress.
+    pub fn in_message(&self) -> bool {
+        self.msg.is_some()
+    }
+
+    /// Handles one command; the actions are to be carried out in order.
+    pub fn handle(&mut self, cmd: Command) -> Result<Vec<Action>, SessionError> {
+        if !self.negotiated && !matches!(cmd, Command::OptNeg { .. } | Command::Quit) {
+            return Err(SessionError::OutOfOrder(
+                "command before option negotiation",
+            ));
+        }
+        let mut out = Vec::new();
+        match cmd {
+            Command::OptNeg {
+                version,
+                actions,
+                protocol,
+            } => out.push(Action::Reply(self.negotiate(version, actions, protocol)?)),
+            Command::Macro { stage, pairs } => self.macros(stage, pairs),
+            Command::Connect {
+                hostname,
+                family,
+                port,
+                address,
+            } => {
+                // The connect macros came just before this command.
+                let macros = std::mem::take(&mut self.conn.macros);
+                self.reset_connection(&mut out);
+                self.conn.macros = macros;
+                self.conn.client_ip = client_ip(family, &address);
+                self.conn.hostname = hostname;
+                self.conn.family = Some(family);
+                self.conn.port = port;
+                self.reply_unless(protocol::NR_CONN, &mut out);
+            }
+            Command::Helo(name) => {
+                self.conn.helo = Some(name);
+                self.reply_unless(protocol::NR_HELO, &mut out);
+            }
+            Command::Mail(args) => {
+                self.mail(&args, &mut out);
+                self.reply_unless(protocol::NR_MAIL, &mut out);
+            }
+            Command::Rcpt(_) => {
+                if let Some(m) = &mut self.msg {
+                    m.recipients += 1;
+                }
+                self.reply_unless(protocol::NR_RCPT, &mut out);
+            }
+            Command::Data => self.reply_unless(protocol::NR_DATA, &mut out),
+            Command::Unknown(_) => self.reply_unless(protocol::NR_UNKN, &mut out),
+            Command::Header { name, value } => {
+                let bytes = self.header_bytes(&name, &value);
+                self.feed(bytes, "header outside a message", &mut out)?;
+                self.reply_unless(protocol::NR_HDR, &mut out);
+            }
+            Command::Eoh => {
+                self.end_headers(&mut out)?;
+                self.reply_unless(protocol::NR_EOH, &mut out);
+            }
+            Command::Body(chunk) => {
+                self.end_headers(&mut out)?;
+                self.feed(chunk, "body outside a message", &mut out)?;
+                self.reply_unless(protocol::NR_BODY, &mut out);
+            }
+            Command::EndOfMessage(chunk) => self.end_of_body(chunk, &mut out)?,
+            Command::Abort => self.abort(&mut out),
+            Command::Quit => {
+                self.abort(&mut out);
+                out.push(Action::Close);
+            }
+            Command::QuitNewConnection => self.reset_connection(&mut out),
+        }
+        Ok(out)
+    }
+
+    fn negotiate(
+        &mut self,
+        version: u32,
+        offered_actions: u32,
+        offered_protocol: u32,
+    ) -> Result<Response, SessionError> {
+        if version < 2 {
+            return Err(SessionError::Version(version));
+        }
+        self.negotiated = true;
+        self.actions = WANT_ACTIONS & offered_actions;
+        self.protocol = WANT_PROTOCOL & offered_protocol;
+        Ok(Response::OptNeg {
+            version: version.min(VERSION),
+            actions: self.actions,
+            protocol: self.protocol,
+        })
+    }
+
+    fn macros(&mut self, stage: u8, pairs: Vec<(String, String)>) {
+        let scope = if matches!(stage, b'C' | b'H') {
+            &mut self.conn.macros
+        } else {
+            &mut self.msg_macros
+        };
+        for (name, value) in pairs {
+            scope.set(&name, value);
+        }
+    }
+
+    fn reply_unless(&self, no_reply: u32, out: &mut Vec<Action>) {
+        if self.protocol & no_reply == 0 {
+            out.push(Action::Reply(Response::Continue));
+        }
+    }
+
+    fn reset_connection(&mut self, out: &mut Vec<Action>) {
+        self.abort(out);
+        self.conn = Connection::default();
+    }
+
+    fn abort(&mut self, out: &mut Vec<Action>) {
+        if self.msg.take().is_some() {
+            out.push(Action::Abort);
+        }
+        self.msg_macros = Macros::default();
+    }
+
+    fn mail(&mut self, args: &[String], out: &mut Vec<Action>) {
+        if self.msg.take().is_some() {
+            // A new MAIL without end or abort: the old message is gone.
+            out.push(Action::Abort);
+        }
+        let sender = args.first().map_or("", |a| a.as_str());
+        let mail_from = sender
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string();
+        let authenticated = self.msg_macros.get("auth_authen").is_some();
+        let (verify, sign, reason) = self.role(authenticated);
+        out.push(Action::Begin(Begin {
+            verify,
+            sign,
+            reason,
+            envelope: Envelope {
+                client_ip: self.conn.client_ip,
+                helo: self.conn.helo.clone(),
+                mail_from: Some(mail_from),
+                authenticated,
+            },
+        }));
+        self.msg = Some(Message {
+            recipients: 0,
+            size: 0,
+            end_of_headers: false,
+        });
+    }
+
+    /// Verify and/or sign, and why (OpenDKIM `Mode sv` rules for `auto`).
+    fn role(&self, authenticated: bool) -> (bool, bool, &'static str) {
+        match self.settings.role {
+            Role::Inbound => return (true, false, "inbound listener"),
+            Role::Outbound => return (false, true, "outbound listener"),
+            Role::Both => return (true, true, "listener signs and verifies"),
+            Role::Auto => {}
+        }
+        let outbound = |why| (false, true, why);
+        if authenticated {
+            return outbound("SASL-authenticated client");
+        }
+        if self
+            .conn
+            .client_ip
+            .is_some_and(|ip| crate::policy::is_internal(ip, &self.settings.internal_hosts))
+        {
+            return outbound("client in internal_hosts");
+        }
+        if let Some(daemon) = self.conn.macros.get("daemon_name")
+            && self
+                .settings
+                .outbound_daemons
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(daemon))
+        {
+            return outbound("daemon_name in milter.outbound_daemons");
+        }
+        if self.settings.sign_local_submissions && self.local_submission() {
+            return outbound("local submission");
+        }
+        (true, false, "inbound")
+    }
+
+    /// Mail from Postfix `sendmail`/pickup through `non_smtpd_milters`: the
+    /// cleanup server makes up an SMTP session from "localhost" [127.0.0.1]
+    /// with client port 0 (seen with Postfix 3.7: macros as for smtpd,
+    /// `{daemon_addr}` included, HELO "localhost", MAIL without brackets).
+    /// A real TCP client never has port 0.
+    fn local_submission(&self) -> bool {
+        self.conn.client_ip.is_some_and(|ip| ip.is_loopback())
+            && self.conn.port == 0
+            && self.conn.hostname.eq_ignore_ascii_case("localhost")
+    }
+
+    fn header_bytes(&self, name: &str, value: &[u8]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(name.len() + value.len() + 4);
+        b.extend_from_slice(name.as_bytes());
+        b.push(b':');
+        if self.protocol & protocol::HDR_LEADSPC == 0 {
+            // The MTA dropped the space after the colon; put the usual one back.
+            b.push(b' ');
+        }
+        // Folded lines come separated by LF; the message on the wire had CRLF.
+        let mut prev = 0u8;
+        for &c in value {
+            if c == b'\n' && prev != b'\r' {
+                b.push(b'\r');
+            }
+            b.push(c);
+            prev = c;
+        }
+        b.extend_from_slice(b"\r\n");
+        b
+    }
+
+    fn feed(
+        &mut self,
+        bytes: Vec<u8>,
+        what: &'static str,
+        out: &mut Vec<Action>,
+    ) -> Result<(), SessionError> {
+        let msg = self.msg.as_mut().ok_or(SessionError::OutOfOrder(what))?;
+        msg.size = msg.size.saturating_add(bytes.len() as u64);
+        if !bytes.is_empty() {
+            out.push(Action::Feed(bytes));
+        }
+        Ok(())
+    }
+
+    fn end_headers(&mut self, out: &mut Vec<Action>) -> Result<(), SessionError> {
+        let msg = self
+            .msg
+            .as_mut()
+            .ok_or(SessionError::OutOfOrder("end of headers outside a message"))?;
+        if !msg.end_of_headers {
+            msg.end_of_headers = true;
+            msg.size = msg.size.saturating_add(2);
+            out.push(Action::Feed(b"\r\n".to_vec()));
+        }
+        Ok(())
+    }
+
+    fn end_of_body(&mut self, chunk: Vec<u8>, out: &mut Vec<Action>) -> Result<(), SessionError> {
+        self.end_headers(out)?;
+        self.feed(chunk, "end of message outside a message", out)?;
+        let (recipients, size) = self.msg.as_ref().map_or((0, 0), |m| (m.recipients, m.size));
+        out.push(Action::Finish(Finish {
+            queue_id: self.msg_macros.get("i").map(str::to_string),
+            recipients,
+            size,
+        }));
+        Ok(())
+    }
+
+    /// The replies that end the message; the session is then ready for the
+    /// next message on this connection.
+    pub fn end_of_message(&mut self, outcome: Outcome<'_>) -> Vec<Response> {
+        self.msg = None;
+        self.msg_macros = Macros::default();
+        match outcome {
+            Outcome::Failed => vec![Response::ReplyCode(reply_text(
+                "451 4.7.0",
+                "temporary authentication failure, try again later",
+            ))],
+            Outcome::Done { verdict, headers } => self.verdict_replies(verdict, headers),
+        }
+    }
+
+    fn verdict_replies(&self, verdict: &Verdict, headers: &[Header]) -> Vec<Response> {
+        if let Some(why) = &verdict.tempfail {
+            return vec![Response::ReplyCode(reply_text("451 4.7.1", why))];
+        }
+        if let Some(why) = &verdict.reject {
+            return vec![Response::ReplyCode(reply_text("550 5.7.1", why))];
+        }
+        let leadspc = self.protocol & protocol::HDR_LEADSPC != 0;
+        let mut out = Vec::new();
+        if self.actions & actions::CHGHDRS != 0 {
+            out.extend(removals(&verdict.remove, headers));
+        }
+        if self.actions & actions::ADDHDRS != 0 {
+            out.extend(insertions(&verdict.add, leadspc));
+        }
+        if verdict.decision.quarantine
+            && self.settings.quarantine == MilterQuarantine::Hold
+            && self.actions & actions::QUARANTINE != 0
+        {
+            let domain = verdict.dmarc.as_ref().map_or("", |d| d.domain.as_str());
+            let why = format!("authgate: DMARC quarantine for {domain}");
+            out.push(Response::Quarantine(clean_text(&why)));
+        }
+        out.push(Response::Continue);
+        out
+    }
+}
+
+/// `SMFIR_CHGHEADER` deletions for `remove` (indices into `headers`). The
+/// index is per name (the nth field with that name, 1-based), counted in the
+/// header as the filter saw it. Sent before any insertion (an inserted A-R
+/// would shift the count) and bottom-up, so earlier deletions cannot shift
+/// later ones whatever the MTA does with deleted fields.
+pub fn removals(remove: &[usize], headers: &[Header]) -> Vec<Response> {
+    let mut idx: Vec<usize> = remove
+        .iter()
+        .copied()
+        .filter(|&i| i < headers.len())
+        .collect();
+    idx.sort_unstable();
+    idx.dedup();
+    idx.iter()
+        .rev()
+        .map(|&i| {
+            let name = headers[i].name();
+            let nth = headers[..=i]
+                .iter()
+                .filter(|h| h.name().eq_ignore_ascii_case(name))
+                .count();
+            Response::ChangeHeader {
+                index: u32::try_from(nth).unwrap_or(u32::MAX),
+                name: String::from_utf8_lossy(name).into_owned(),
+                value: String::new(),
+            }
+        })
+        .collect()
+}
+
+/// `SMFIR_INSHEADER` at index 0 for each added field. `add` is in final
+/// order (first = topmost), so they are inserted last first.
+pub fn insertions(add: &[Header], leadspc: bool) -> Vec<Response> {
+    add.iter()
+        .rev()
+        .map(|h| {
+            let mut value = String::from_utf8_lossy(h.value()).replace("\r\n", "\n");
+            if !leadspc && value.starts_with(' ') {
+                // Without HDR_LEADSPC the MTA writes "Name: value" itself.
+                value.remove(0);
+            }
+            Response::InsertHeader {
+                index: 0,
+                name: String::from_utf8_lossy(h.name()).into_owned(),
+                value,
+            }
+        })
+        .collect()
+}
+
+/// `code` plus `text` made safe for an SMTP reply: printable ASCII only,
+/// `%` doubled (Sendmail formats the text; Postfix undoubles), bounded.
+fn reply_text(code: &str, text: &str) -> String {
+    format!("{code} {}", clean_text(text))
+}
+
+fn clean_text(text: &str) -> String {
+    let mut s = String::with_capacity(text.len().min(MAX_REPLY_TEXT));
+    for c in text.chars() {
+        if s.len() >= MAX_REPLY_TEXT {
+            break;
+        }
+        match c {
+            '%' => s.push_str("%%"),
+            ' '..='~' => s.push(c),
+            _ => s.push('?'),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::milter::codec::{self, Command as C};
+
+    fn settings(role: Role) -> Settings {
+        Settings {
+            role,
+            outbound_daemons: vec!["ORIGINATING".into()],
+            internal_hosts: vec!["10.0.0.0/8".parse().unwrap()],
+            sign_local_submissions: true,
+            quarantine: MilterQuarantine::Header,
+        }
+    }
+
+    /// Postfix 3.x offers every action and every protocol bit.
+    fn negotiated(role: Role) -> Session {
+        let mut s = Session::new(settings(role));
+        let out = s
+            .handle(C::OptNeg {
+                version: 6,
+                actions: 0x1ff,
+                protocol: 0x1f_ffff,
+            })
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![Action::Reply(Response::OptNeg {
+                version: 6,
+                actions: WANT_ACTIONS,
+                protocol: WANT_PROTOCOL,
+            })]
+        );
+        s
+    }
+
+    fn connect(s: &mut Session, host: &str, ip: &str) -> Vec<Action> {
+        connect_port(s, host, ip, 4321)
+    }
+
+    fn connect_port(s: &mut Session, host: &str, ip: &str, port: u16) -> Vec<Action> {
+        s.handle(C::Connect {
+            hostname: host.into(),
+            family: if ip.contains(':') {
+                Family::Inet6
+            } else {
+                Family::Inet
+            },
+            port,
+            address: ip.into(),
+        })
+        .unwrap()
+    }
+
+    fn macro_(s: &mut Session, stage: u8, pairs: &[(&str, &str)]) {
+        let out = s
+            .handle(C::Macro {
+                stage,
+                pairs: pairs
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .unwrap();
+        assert!(out.is_empty(), "macros are never answered");
+    }
+
+    fn begin_of(out: &[Action]) -> &Begin {
+        out.iter()
+            .find_map(|a| match a {
+                Action::Begin(b) => Some(b),
+                _ => None,
+            })
+            .expect("a Begin action")
+    }
+
+    #[test]
+    fn negotiation_takes_only_what_the_mta_offers() {
+        let mut s = Session::new(settings(Role::Auto));
+        // An old MTA (version 2, no NR flags, no quarantine).
+        let out = s
+            .handle(C::OptNeg {
+                version: 2,
+                actions: 0x1f,
+                protocol: 0x7f,
+            })
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![Action::Reply(Response::OptNeg {
+                version: 2,
+                actions: actions::ADDHDRS | actions::CHGHDRS,
+                protocol: 0,
+            })]
+        );
+        // Without no-reply flags every event is answered.
+        assert_eq!(
+            connect(&mut s, "c.example", "192.0.2.1"),
+            vec![Action::Reply(Response::Continue)]
+        );
+        let mut s = Session::new(settings(Role::Auto));
+        assert_eq!(
+            s.handle(C::OptNeg {
+                version: 1,
+                actions: 0,
+                protocol: 0
+            }),
+            Err(SessionError::Version(1))
+        );
+        assert!(matches!(
+            Session::new(settings(Role::Auto)).handle(C::Helo("x".into())),
+            Err(SessionError::OutOfOrder(_))
+        ));
+    }
+
+    #[test]
+    fn with_no_reply_flags_only_end_of_message_is_answered() {
+        let mut s = negotiated(Role::Auto);
+        assert!(connect(&mut s, "client.example", "192.0.2.1").is_empty());
+        assert!(
+            s.handle(C::Helo("client.example".into()))
+                .unwrap()
+                .is_empty()
+        );
+        macro_(&mut s, b'M', &[("i", "4ABC"), ("{auth_authen}", "")]);
+        let out = s.handle(C::Mail(vec!["<a@example.org>".into()])).unwrap();
+        let b = begin_of(&out);
+        assert!(b.verify && !b.sign, "{b:?}");
+        assert_eq!(
+            b.envelope,
+            Envelope {
+                client_ip: Some("192.0.2.1".parse().unwrap()),
+                helo: Some("client.example".into()),
+                mail_from: Some("a@example.org".into()),
+                authenticated: false,
+            }
+        );
+        assert!(s.handle(C::Rcpt(vec!["<b@x>".into()])).unwrap().is_empty());
+        assert!(s.handle(C::Rcpt(vec!["<c@x>".into()])).unwrap().is_empty());
+        let out = s
+            .handle(C::Header {
+                name: "Subject".into(),
+                value: b" hi\n\tthere".to_vec(),
+            })
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![Action::Feed(b"Subject: hi\r\n\tthere\r\n".to_vec())]
+        );
+        assert_eq!(
+            s.handle(C::Eoh).unwrap(),
+            vec![Action::Feed(b"\r\n".to_vec())]
+        );
+        assert_eq!(
+            s.handle(C::Body(b"x\r\n".to_vec())).unwrap(),
+            vec![Action::Feed(b"x\r\n".to_vec())]
+        );
+        macro_(&mut s, b'E', &[("i", "4ABC")]);
+        assert_eq!(
+            s.handle(C::EndOfMessage(vec![])).unwrap(),
+            vec![Action::Finish(Finish {
+                queue_id: Some("4ABC".into()),
+                recipients: 2,
+                size: 21 + 2 + 3,
+            })]
+        );
+    }
+
+    #[test]
+    fn header_without_leading_space_flag_gets_one() {
+        let mut s = Session::new(settings(Role::Auto));
+        s.handle(C::OptNeg {
+            version: 6,
+            actions: 0x1ff,
+            protocol: 0x1f_ffff & !protocol::HDR_LEADSPC,
+        })
+        .unwrap();
+        connect(&mut s, "c", "192.0.2.1");
+        s.handle(C::Mail(vec!["<>".into()])).unwrap();
+        let out = s
+            .handle(C::Header {
+                name: "To".into(),
+                value: b"b@x".to_vec(),
+            })
+            .unwrap();
+        assert_eq!(out, vec![Action::Feed(b"To: b@x\r\n".to_vec())]);
+    }
+
+    #[test]
+    fn role_follows_opendkim_rules() {
+        type Case<'a> = (
+            Role,
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            &'a [(&'a str, &'a str)],
+            (bool, bool),
+        );
+        let cases: [Case; 9] = [
+            (
+                Role::Auto,
+                "mx.example",
+                "192.0.2.1",
+                &[],
+                &[],
+                (true, false),
+            ),
+            (
+                Role::Auto,
+                "mx.example",
+                "192.0.2.1",
+                &[],
+                &[("{auth_authen}", "alice")],
+                (false, true),
+            ),
+            (Role::Auto, "lan", "10.1.2.3", &[], &[], (false, true)),
+            (
+                Role::Auto,
+                "mx",
+                "192.0.2.1",
+                &[("{daemon_name}", "originating")],
+                &[],
+                (false, true),
+            ),
+            (
+                Role::Auto,
+                "mx",
+                "192.0.2.1",
+                &[("{daemon_name}", "smtpd")],
+                &[],
+                (true, false),
+            ),
+            // Postfix non_smtpd_milters: made-up session from localhost, port 0.
+            (
+                Role::Auto,
+                "localhost",
+                "127.0.0.1:0",
+                &[("{daemon_name}", "mx.example")],
+                &[],
+                (false, true),
+            ),
+            // A real SMTP client on loopback has a port.
+            (
+                Role::Auto,
+                "localhost",
+                "127.0.0.1:4321",
+                &[("{daemon_addr}", "127.0.0.1")],
+                &[],
+                (true, false),
+            ),
+            (Role::Outbound, "mx", "192.0.2.1", &[], &[], (false, true)),
+            (
+                Role::Both,
+                "mx",
+                "192.0.2.1",
+                &[],
+                &[("{auth_authen}", "a")],
+                (true, true),
+            ),
+        ];
+        for (role, host, ip, conn, mail, want) in cases {
+            let mut s = negotiated(role);
+            macro_(&mut s, b'C', conn);
+            let (ip, port) = ip.split_once(':').unwrap_or((ip, "25"));
+            connect_port(&mut s, host, ip, port.parse().unwrap());
+            macro_(&mut s, b'M', mail);
+            let out = s.handle(C::Mail(vec!["<a@example.org>".into()])).unwrap();
+            let b = begin_of(&out);
+            assert_eq!(
+                (b.verify, b.sign),
+                want,
+                "{role:?} {host} {ip} {conn:?} {mail:?}"
+            );
+            assert_eq!(b.envelope.authenticated, !mail.is_empty());
+        }
+    }
+
+    fn h(raw: &str) -> Header {
+        Header::from_raw(raw.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn header_indices_are_per_name_bottom_up_before_insertions() {
+        let headers = vec![
+            h("Authentication-Results: other; dkim=pass\r\n"),
+            h("Received: a\r\n"),
+            h("authentication-results: mx.example; dkim=pass\r\n"),
+            h("Subject: x\r\n"),
+            h("Authentication-Results: mx.example; spf=pass\r\n"),
+        ];
+        let verdict = Verdict {
+            remove: vec![4, 2],
+            add: vec![
+                Header::new(
+                    "Authentication-Results",
+                    " mx.example;\r\n\tdkim=none",
+                    b"\r\n",
+                ),
+                Header::new("Received-SPF", " pass", b"\r\n"),
+            ],
+            ..Verdict::default()
+        };
+        let mut s = negotiated(Role::Auto);
+        connect(&mut s, "c", "192.0.2.1");
+        s.handle(C::Mail(vec!["<>".into()])).unwrap();
+        let out = s.end_of_message(Outcome::Done {
+            verdict: &verdict,
+            headers: &headers,
+        });
+        let chg = |index, name: &str| Response::ChangeHeader {
+            index,
+            name: name.into(),
+            value: String::new(),
+        };
+        let ins = |name: &str, value: &str| Response::InsertHeader {
+            index: 0,
+            name: name.into(),
+            value: value.into(),
+        };
+        assert_eq!(
+            out,
+            vec![
+                chg(3, "Authentication-Results"),
+                chg(2, "authentication-results"),
+                ins("Received-SPF", " pass"),
+                ins("Authentication-Results", " mx.example;\n\tdkim=none"),
+                Response::Continue,
+            ]
+        );
+        assert!(!s.in_message());
+    }
+
+    #[test]
+    fn reject_tempfail_and_failure_are_reply_codes() {
+        let mut s = negotiated(Role::Auto);
+        let reject = Verdict {
+            reject: Some("DMARC policy of example.org: reject 100%".into()),
+            ..Verdict::default()
+        };
+        let temp = Verdict {
+            tempfail: Some("DMARC temporary error for x\r\n".into()),
+            ..Verdict::default()
+        };
+        let done = |v| Outcome::Done {
+            verdict: v,
+            headers: &[],
+        };
+        assert_eq!(
+            s.end_of_message(done(&reject)),
+            vec![Response::ReplyCode(
+                "550 5.7.1 DMARC policy of example.org: reject 100%%".into()
+            )]
+        );
+        assert_eq!(
+            s.end_of_message(done(&temp)),
+            vec![Response::ReplyCode(
+                "451 4.7.1 DMARC temporary error for x??".into()
+            )]
+        );
+        let Response::ReplyCode(t) = &s.end_of_message(Outcome::Failed)[0] else {
+            panic!()
+        };
+        assert!(t.starts_with("451 4.7.0 "), "{t}");
+    }
+
+    #[test]
+    fn quarantine_hold_only_when_configured_and_allowed() {
+        let verdict = Verdict {
+            decision: crate::policy::Decision {
+                quarantine: true,
+                ..Default::default()
+            },
+            ..Verdict::default()
+        };
+        let done = Outcome::Done {
+            verdict: &verdict,
+            headers: &[],
+        };
+        let mut s = negotiated(Role::Auto);
+        assert_eq!(s.end_of_message(done), vec![Response::Continue]);
+        s.settings.quarantine = MilterQuarantine::Hold;
+        let out = s.end_of_message(done);
+        assert!(matches!(out[0], Response::Quarantine(_)), "{out:?}");
+        assert_eq!(out[1], Response::Continue);
+    }
+
+    #[test]
+    fn abort_mid_message_and_several_messages_per_connection() {
+        let mut s = negotiated(Role::Auto);
+        connect(&mut s, "c", "192.0.2.1");
+        macro_(&mut s, b'M', &[("i", "Q1")]);
+        s.handle(C::Mail(vec!["<a@x>".into()])).unwrap();
+        s.handle(C::Header {
+            name: "From".into(),
+            value: b" a@x".to_vec(),
+        })
+        .unwrap();
+        assert_eq!(s.handle(C::Abort).unwrap(), vec![Action::Abort]);
+        assert!(!s.in_message());
+        // Body after abort is out of order.
+        assert!(s.handle(C::Body(b"x".to_vec())).is_err());
+        // The next message has a fresh queue id and counters.
+        macro_(&mut s, b'M', &[("i", "Q2")]);
+        s.handle(C::Mail(vec!["<b@x>".into()])).unwrap();
+        let out = s.handle(C::EndOfMessage(b"tail\r\n".to_vec())).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Action::Feed(b"\r\n".to_vec()),
+                Action::Feed(b"tail\r\n".to_vec()),
+                Action::Finish(Finish {
+                    queue_id: Some("Q2".into()),
+                    recipients: 0,
+                    size: 8,
+                }),
+            ]
+        );
+        s.end_of_message(Outcome::Failed);
+        // A second MAIL without end of message aborts the first.
+        s.handle(C::Mail(vec!["<c@x>".into()])).unwrap();
+        let out = s.handle(C::Mail(vec!["<d@x>".into()])).unwrap();
+        assert_eq!(out[0], Action::Abort);
+        assert_eq!(
+            s.handle(C::Quit).unwrap(),
+            vec![Action::Abort, Action::Close]
+        );
+    }
+
+    #[test]
+    fn macros_are_bounded() {
+        let mut m = Macros::default();
+        for i in 0..1000 {
+            m.set(&format!("{{m{i}}}"), "x".repeat(5000));
+        }
+        assert_eq!(m.0.len(), MAX_MACROS);
+        assert!(m.0.values().all(|v| v.len() == MAX_MACRO_VALUE));
+        m.set("{m0}", "é".repeat(1000));
+        assert!(m.get("m0").unwrap().len() <= MAX_MACRO_VALUE);
+    }
+
+    #[test]
+    fn decoded_stream_drives_the_session() {
+        // The codec and the session together, as the socket front uses them.
+        let mut bytes = Vec::new();
+        let mut opt = Vec::new();
+        for v in [6u32, 0x1ff, 0x1f_ffff] {
+            opt.extend_from_slice(&v.to_be_bytes());
+        }
+        bytes.extend(codec::encode_command(b'O', &opt));
+        bytes.extend(codec::encode_command(b'C', b"h\x004\0\x19192.0.2.9\0"));
+        bytes.extend(codec::encode_command(b'M', b"<a@x>\0"));
+        bytes.extend(codec::encode_command(b'Q', b""));
+        let mut s = Session::new(settings(Role::Auto));
+        let mut actions = Vec::new();
+        let mut rest = &bytes[..];
+        while let Some((cmd, used)) = codec::decode(rest).unwrap() {
+            actions.extend(s.handle(cmd).unwrap());
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+        assert!(matches!(actions.last(), Some(Action::Close)));
+        assert_eq!(
+            begin_of(&actions).envelope.client_ip,
+            Some("192.0.2.9".parse().unwrap())
+        );
+    }
+}
