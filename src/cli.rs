@@ -34,6 +34,12 @@ const EXAMPLES_PIPE: &str = "Examples:
 Exim (remote_smtp transport):  transport_filter = /usr/local/bin/authgate pipe --sign
 Postfix (master.cf pipe service):  argv=/usr/local/bin/authgate pipe --reinject -f ${sender} -- ${recipient}
 Exit 75 (EX_TEMPFAIL) on any internal failure so the MTA retries; nothing is written then.";
+const EXAMPLES_SERVE: &str = "Examples:
+  authgate serve                                    # 127.0.0.1:10025 -> 127.0.0.1:10026 (Postfix content_filter)
+  authgate serve --listen 127.0.0.1:10024 --protocol lmtp --next-hop unix:/run/dovecot/lmtp --next-hop-protocol lmtp
+  authgate serve --listen 127.0.0.1:10027 --role outbound     # signing port for the submission service
+Without --listen, the [[listener]] tables of the configuration are used.
+SIGTERM: finish sessions in flight, then exit. SIGHUP: reload configuration and keys.";
 const EXAMPLES_SPF: &str = "Examples:
   authgate spf --ip 192.0.2.1 --helo mail.example.org --mail-from alice@example.org
   authgate spf --ip 2001:db8::1 --helo mail.example.org --mail-from '' --json   # null sender: HELO identity
@@ -46,12 +52,18 @@ const EXAMPLES_KEYGEN: &str = "Examples:
 #[derive(Debug, Parser)]
 #[command(name = "authgate", version, about, long_about = None)]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long = "log-format", value_enum, global = true, default_value = "text")]
+    log_format: crate::report::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the SMTP/LMTP proxy (Postfix content_filter, smtpd_proxy_filter, Dovecot LMTP front).
+    #[command(after_help = EXAMPLES_SERVE)]
+    Serve(ServeArgs),
     /// Sign one message (stdin) with one key; signed message on stdout.
     #[command(after_help = EXAMPLES_SIGN)]
     Sign(SignArgs),
@@ -260,6 +272,51 @@ impl PipeArgs {
 }
 
 #[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Listen here (IP:PORT, [IPv6]:PORT or unix:/path) instead of the configured listeners.
+    #[arg(long)]
+    listen: Option<String>,
+    /// What the listener speaks.
+    #[arg(long, value_parser = ["smtp", "lmtp"])]
+    protocol: Option<String>,
+    /// Where accepted mail goes (IP:PORT or unix:/path).
+    #[arg(long = "next-hop")]
+    next_hop: Option<String>,
+    /// What the next hop speaks.
+    #[arg(long = "next-hop-protocol", value_parser = ["smtp", "lmtp"])]
+    next_hop_protocol: Option<String>,
+    /// auto (sign for internal/authenticated clients, verify the rest), inbound, outbound, both.
+    #[arg(long, value_parser = ["auto", "inbound", "outbound", "both"])]
+    role: Option<String>,
+    /// after-queue (content_filter) or before-queue (smtpd_proxy_filter).
+    #[arg(long, value_parser = ["after-queue", "before-queue"])]
+    mode: Option<String>,
+}
+
+impl ServeArgs {
+    /// The listener flags as a TOML table, if any was given.
+    fn listener_override(&self) -> Option<toml::Table> {
+        let mut t = toml::Table::new();
+        let fields = [
+            ("listen", &self.listen),
+            ("protocol", &self.protocol),
+            ("next_hop", &self.next_hop),
+            ("next_hop_protocol", &self.next_hop_protocol),
+            ("role", &self.role),
+            ("mode", &self.mode),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                t.insert(k.into(), toml::Value::String(v.clone()));
+            }
+        }
+        (!t.is_empty()).then_some(t)
+    }
+}
+
+#[derive(Debug, Args)]
 struct SpfArgs {
     #[command(flatten)]
     common: CommonArgs,
@@ -305,7 +362,11 @@ struct KeygenArgs {
 /// Parses arguments and runs the command; returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let level = match cli.command {
+        Command::Serve(_) => "warn,authgate=info",
+        _ => "warn",
+    };
+    crate::report::init_logging(cli.log_format, level);
     let pipe_mode = matches!(cli.command, Command::Pipe(_));
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -320,18 +381,9 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-}
-
 fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Serve(a) => serve(a),
         Command::Sign(a) => sign(a),
         Command::Verify(a) => verify(a),
         Command::Pipe(a) => pipe_cmd(a),
@@ -546,48 +598,22 @@ fn dmarc_json(o: &crate::dmarc::DmarcOutcome, d: &crate::policy::Decision) -> se
     })
 }
 
-/// The per-message log line: results, signatures added, DNS cost.
-fn log_message(filtered: &pipe::Filtered, dns: &DnsStats) {
+/// The per-message log line of the one-shot commands.
+fn log_message(filtered: &pipe::Filtered, stats: &DnsStats) {
     let v = &filtered.verdict;
-    let results: Vec<String> = v
-        .dkim
-        .iter()
-        .map(|d| {
-            format!(
-                "{}:{}",
-                d.domain.as_deref().unwrap_or("-"),
-                d.result.as_str()
-            )
-        })
-        .collect();
-    let signed: Vec<String> = v
-        .signed
-        .iter()
-        .map(|(d, s, alg)| format!("{d}/{s}/{alg}"))
-        .collect();
-    let listed: Vec<&str> = v
-        .dnsbl
-        .iter()
-        .filter(|o| o.listed())
-        .map(|o| o.zone.as_str())
-        .collect();
-    tracing::info!(
-        size = filtered.size,
-        client = ?v.envelope.client_ip,
-        spf = v.spf_mailfrom.as_ref().map_or("-", |o| o.result.as_str()),
-        dkim = ?results,
-        dmarc = v.dmarc.as_ref().map_or("-", |o| o.result.as_str()),
-        disposition = v.decision.applied.as_str(),
-        iprev = v.iprev.as_ref().map_or("-", |o| o.result.as_str()),
-        dnsbl_listed = ?listed,
-        reject = ?v.reject,
-        signed = ?signed,
-        unparsed = ?v.unparsed,
-        dns_queries = dns.queries,
-        dns_cache_hits = dns.cache_hits,
-        dns_wait_ms = dns.waited.as_millis() as u64,
-        "message processed"
-    );
+    let outcome = if v.tempfail.is_some() {
+        "tempfail"
+    } else if v.reject.is_some() {
+        "rejected"
+    } else {
+        "passed"
+    };
+    let info = crate::report::MessageInfo {
+        size: filtered.size,
+        outcome,
+        ..Default::default()
+    };
+    crate::report::log_message(&info, v, stats);
 }
 
 fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
@@ -666,6 +692,34 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
         }
         tracing::info!(sendmail = %r.sendmail.display(), recipients = r.recipients.len(), "message reinjected");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let over = a.listener_override();
+    let common = a.common.clone();
+    let load: crate::server::daemon::Loader = Box::new(move || {
+        let mut config = common.load(Figment::new()).map_err(|e| format!("{e:#}"))?;
+        if let Some(t) = &over {
+            if config.listener.len() > 1 {
+                return Err("--listen/--protocol/--next-hop/... apply to one listener, \
+                            but the configuration has several [[listener]] tables"
+                    .into());
+            }
+            // The flags go over the one configured listener (or the default one).
+            let base = config.listener.pop().unwrap_or_default();
+            let mut table = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
+            table.extend(t.clone());
+            let l = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("listener flags: {}", e.message()))?;
+            config.listener = vec![l];
+        }
+        Ok(config)
+    });
+    let rt = runtime()?;
+    rt.block_on(crate::server::daemon::run(load))
+        .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -48,6 +48,197 @@ pub struct Config {
     /// Headers only: no result ever rejects, quarantines or tempfails a
     /// message (the "never block" mode Plesk admins know).
     pub never_block: bool,
+    /// `[server]`: limits and timeouts of `serve` and `milter`.
+    pub server: ServerSettings,
+    /// `[[listener]]`: sockets `serve` listens on (none configured: one
+    /// SMTP listener on 127.0.0.1:10025 relaying to 127.0.0.1:10026).
+    pub listener: Vec<ListenerSettings>,
+}
+
+/// What a listener's socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenProtocol {
+    /// SMTP (RFC 5321), e.g. Postfix `content_filter` over `smtp`.
+    Smtp,
+    /// LMTP (RFC 2033): one reply per recipient after DATA.
+    Lmtp,
+    /// The Sendmail/Postfix milter protocol.
+    Milter,
+}
+
+/// What the next hop speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HopProtocol {
+    /// SMTP (e.g. Postfix's reinjection smtpd on :10026).
+    Smtp,
+    /// LMTP (e.g. Dovecot).
+    Lmtp,
+}
+
+/// Which way mail on a listener flows (OpenDKIM `Mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sign mail from internal or authenticated clients, verify the rest.
+    Auto,
+    /// Verify and apply policy; never sign.
+    Inbound,
+    /// Sign everything the signing table matches; never verify.
+    Outbound,
+    /// Sign and verify in one pass (OpenDKIM `Mode sv`).
+    Both,
+}
+
+/// Where the listener sits relative to the MTA's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilterMode {
+    /// Postfix `content_filter`: the message is already queued, so a DMARC
+    /// reject would bounce to a possibly forged sender; rejects become
+    /// quarantine unless `server.after_queue_reject` says otherwise.
+    AfterQueue,
+    /// Postfix `smtpd_proxy_filter` or a milter: a reject reaches the
+    /// sending client as a real 550.
+    BeforeQueue,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerSettings {
+    /// `127.0.0.1:10025`, `[::1]:10025`, `inet:8891@127.0.0.1` or `unix:/path`.
+    pub listen: crate::server::listen::SocketAddress,
+    /// smtp | lmtp | milter.
+    pub protocol: ListenProtocol,
+    /// Where accepted mail goes (not used by milter listeners).
+    pub next_hop: crate::server::listen::SocketAddress,
+    /// smtp | lmtp.
+    pub next_hop_protocol: HopProtocol,
+    /// auto | inbound | outbound | both.
+    pub role: Role,
+    /// after-queue | before-queue (milter listeners are always before the queue).
+    pub mode: FilterMode,
+    /// Unix socket permission bits as an octal string, e.g. "0660".
+    pub socket_mode: Option<String>,
+    /// Group given to a Unix socket (e.g. "postfix").
+    pub socket_group: Option<String>,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        ListenerSettings {
+            listen: crate::server::listen::SocketAddress::Tcp(([127, 0, 0, 1], 10025).into()),
+            protocol: ListenProtocol::Smtp,
+            next_hop: crate::server::listen::SocketAddress::Tcp(([127, 0, 0, 1], 10026).into()),
+            next_hop_protocol: HopProtocol::Smtp,
+            role: Role::Auto,
+            mode: FilterMode::AfterQueue,
+            socket_mode: None,
+            socket_group: None,
+        }
+    }
+}
+
+impl ListenerSettings {
+    /// Combinations that cannot work, refused at start-up.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.protocol == ListenProtocol::Smtp && self.next_hop_protocol == HopProtocol::Lmtp {
+            return Err(invalid(
+                key,
+                "an SMTP listener cannot relay to an LMTP next hop: LMTP answers per recipient \
+                 and SMTP can pass on only one reply; make the listener protocol = \"lmtp\" \
+                 (Postfix: an lmtp: transport)",
+            ));
+        }
+        if self.protocol == ListenProtocol::Milter {
+            return Err(invalid(
+                key,
+                "milter listeners are served by `authgate milter`",
+            ));
+        }
+        self.unix_options().map(|_| ())
+    }
+
+    /// Mode and group for a Unix socket.
+    pub fn unix_options(&self) -> Result<crate::server::listen::UnixSocketOptions, ConfigError> {
+        let mode = match &self.socket_mode {
+            None => None,
+            Some(m) => Some(
+                u32::from_str_radix(m.trim_start_matches("0o"), 8).map_err(|_| {
+                    invalid(
+                        "listener.socket_mode",
+                        format!("{m:?} is not an octal mode like \"0660\""),
+                    )
+                })?,
+            ),
+        };
+        Ok(crate::server::listen::UnixSocketOptions {
+            mode,
+            group: self.socket_group.clone(),
+        })
+    }
+}
+
+/// `[server]`: limits and timeouts (RFC 5321 §4.5.3.2 defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Concurrent sessions over all listeners; more get 421.
+    pub max_sessions: usize,
+    /// Largest message accepted (SIZE, 552 past it); 0 = no limit.
+    pub max_message_size: u64,
+    /// Longest line in a message (bytes, without CRLF); longer → 500 5.5.2... at DATA end.
+    pub max_line_length: usize,
+    /// Most header fields in a message; more → 552 5.3.4.
+    pub max_header_fields: usize,
+    /// Most recipients per transaction; more → 452 4.5.3.
+    pub max_recipients: usize,
+    /// Waiting for a command from the client (RFC 5321: 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Waiting for the next chunk of DATA (RFC 5321: 3 minutes).
+    pub data_timeout_secs: u64,
+    /// Waiting for a reply from the next hop to a command (RFC 5321: 5 minutes).
+    pub next_hop_timeout_secs: u64,
+    /// Waiting for the next hop's reply to the final dot (RFC 5321: 10 minutes).
+    pub next_hop_data_timeout_secs: u64,
+    /// Connecting to the next hop.
+    pub connect_timeout_secs: u64,
+    /// On SIGTERM, how long sessions in flight may take to finish.
+    pub shutdown_timeout_secs: u64,
+    /// In after-queue mode, really reject (Postfix then bounces to the
+    /// envelope sender, which may be forged: backscatter).
+    pub after_queue_reject: bool,
+    /// Host name in our 220 and EHLO replies; empty = the system host name.
+    pub hostname: String,
+    /// Clients allowed to send XFORWARD and XCLIENT (Unix socket clients
+    /// always are); Postfix `smtpd_authorized_xforward_hosts`.
+    pub authorized_xforward_hosts: Vec<ipnet::IpNet>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_sessions: 100,
+            max_message_size: 50 << 20,
+            max_line_length: 65536,
+            max_header_fields: 1000,
+            max_recipients: 1000,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+            next_hop_timeout_secs: 300,
+            next_hop_data_timeout_secs: 600,
+            connect_timeout_secs: 30,
+            shutdown_timeout_secs: 30,
+            after_queue_reject: false,
+            hostname: String::new(),
+            authorized_xforward_hosts: vec![
+                ipnet::Ipv4Net::new_assert([127, 0, 0, 0].into(), 8).into(),
+                ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::LOCALHOST, 128).into(),
+            ],
+        }
+    }
 }
 
 /// `[spf]`.
@@ -347,19 +538,40 @@ impl Config {
         fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
     }
 
+    /// The listeners to open: the configured ones, or the default SMTP
+    /// listener when none is configured; each validated.
+    pub fn listeners(&self) -> Result<Vec<ListenerSettings>, ConfigError> {
+        let list = if self.listener.is_empty() {
+            vec![ListenerSettings::default()]
+        } else {
+            self.listener.clone()
+        };
+        for (i, l) in list.iter().enumerate() {
+            l.validate(&format!("listener[{i}]"))?;
+        }
+        Ok(list)
+    }
+
     /// The authserv-id to use: configured, else the host name.
     pub fn effective_authserv_id(&self) -> String {
         if !self.authserv_id.is_empty() {
             return self.authserv_id.clone();
         }
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .map(|s| s.trim().to_string())
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "localhost".to_string())
+        system_hostname()
     }
+}
 
+/// The machine's host name (`localhost` if it cannot be read).
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+impl Config {
     /// Checks values that types cannot and builds the verification options.
     pub fn verify_options(&self) -> Result<VerifyOptions, ConfigError> {
         let v = &self.dkim.verify;

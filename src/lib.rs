@@ -17,4 +17,7 @@ pub mod message;
 pub mod pipe;
 pub mod pipeline;
 pub mod policy;
+pub mod report;
+pub mod server;
+pub mod smtp;
 pub mod spf;

@@ -69,6 +69,12 @@ pub struct SystemResolver {
     cache: Cache<Backend>,
 }
 
+impl std::fmt::Debug for SystemResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SystemResolver({})", self.mode())
+    }
+}
+
 impl SystemResolver {
     /// Puts the cache configured by `settings` over `backend`.
     pub fn new(backend: Backend, settings: &DnsSettings) -> Self {

@@ -18,6 +18,24 @@ pub struct Spool {
     len: u64,
 }
 
+/// The spooled bytes, read from the start.
+#[derive(Debug)]
+pub enum SpoolReader<'a> {
+    /// Still in memory.
+    Mem(&'a [u8]),
+    /// On disk.
+    File(&'a mut File),
+}
+
+impl Read for SpoolReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            SpoolReader::Mem(m) => m.read(buf),
+            SpoolReader::File(f) => f.read(buf),
+        }
+    }
+}
+
 impl Spool {
     /// A spool that moves to a temp file (in `dir`, or the system temp dir)
     /// once more than `threshold` bytes are held.
@@ -65,6 +83,19 @@ impl Spool {
     /// Whether the body went to disk.
     pub fn on_disk(&self) -> bool {
         self.file.is_some()
+    }
+
+    /// Reads everything written, from the start, in pieces (the proxy
+    /// writes it to the next hop between reads).
+    pub fn reader(&mut self) -> io::Result<SpoolReader<'_>> {
+        match &mut self.file {
+            None => Ok(SpoolReader::Mem(&self.mem)),
+            Some(f) => {
+                f.flush()?;
+                f.seek(SeekFrom::Start(0))?;
+                Ok(SpoolReader::File(f))
+            }
+        }
     }
 
     /// Copies everything written to `out`.

@@ -11,6 +11,7 @@ mod dns_server;
 mod interop;
 mod keygen;
 mod oracles;
+mod serve;
 mod spf;
 mod spf_suite;
 mod support;

@@ -1,0 +1,240 @@
+//! The DATA phase on the wire: removing and adding dot-stuffing
+//! (RFC 5321 §4.5.2) as the bytes stream, finding the final `.`.
+//!
+//! Owns: transparency in both directions and the longest-line measurement.
+//! Must not: buffer the message (callers pass chunks through).
+
+/// Removes dot-stuffing from DATA bytes and finds the terminating line.
+#[derive(Debug, Clone)]
+pub struct DotDecoder {
+    line_start: bool,
+    dot: Dot,
+    line_len: usize,
+    longest: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dot {
+    None,
+    /// A `.` at the start of a line.
+    Seen,
+    /// `.` then CR at the start of a line.
+    SeenCr,
+}
+
+impl Default for DotDecoder {
+    fn default() -> Self {
+        DotDecoder {
+            line_start: true,
+            dot: Dot::None,
+            line_len: 0,
+            longest: 0,
+        }
+    }
+}
+
+impl DotDecoder {
+    /// Decodes `input` into `out`. Returns `Some(n)` when the terminating
+    /// `.` line ends at `input[..n]` (bytes after it are the client's next
+    /// commands), `None` when more data is needed.
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.dot {
+                Dot::Seen => match b {
+                    b'\r' => {
+                        self.dot = Dot::SeenCr;
+                        i += 1;
+                        continue;
+                    }
+                    b'\n' => return Some(i + 1),
+                    _ => {
+                        // ".x": the stuffed dot goes, the line goes on.
+                        self.dot = Dot::None;
+                        self.line_start = false;
+                        self.line_len = 0;
+                        continue;
+                    }
+                },
+                Dot::SeenCr => {
+                    if b == b'\n' {
+                        return Some(i + 1);
+                    }
+                    self.dot = Dot::None;
+                    self.line_start = false;
+                    self.line_len = 1;
+                    out.push(b'\r');
+                    continue;
+                }
+                Dot::None => {}
+            }
+            if self.line_start && b == b'.' {
+                self.dot = Dot::Seen;
+                i += 1;
+                continue;
+            }
+            let rest = &input[i..];
+            match memchr::memchr(b'\n', rest) {
+                Some(nl) => {
+                    out.extend_from_slice(&rest[..=nl]);
+                    self.end_line(self.line_len + nl);
+                    i += nl + 1;
+                }
+                None => {
+                    out.extend_from_slice(rest);
+                    self.line_start = false;
+                    self.line_len += rest.len();
+                    self.longest = self.longest.max(self.line_len);
+                    i = input.len();
+                }
+            }
+        }
+        None
+    }
+
+    fn end_line(&mut self, len_with_cr: usize) {
+        self.longest = self.longest.max(len_with_cr.saturating_sub(1));
+        self.line_start = true;
+        self.line_len = 0;
+    }
+
+    /// The longest line so far, without its line ending (CR counted out).
+    pub fn longest_line(&self) -> usize {
+        self.longest
+    }
+}
+
+/// Adds dot-stuffing to message bytes on their way to a next hop.
+#[derive(Debug, Clone)]
+pub struct DotEncoder {
+    line_start: bool,
+    last: u8,
+}
+
+impl Default for DotEncoder {
+    fn default() -> Self {
+        DotEncoder {
+            line_start: true,
+            last: b'\n',
+        }
+    }
+}
+
+impl DotEncoder {
+    /// Appends `input`, stuffed, to `out`.
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut rest = input;
+        while !rest.is_empty() {
+            if self.line_start && rest[0] == b'.' {
+                out.push(b'.');
+            }
+            match memchr::memchr(b'\n', rest) {
+                Some(nl) => {
+                    out.extend_from_slice(&rest[..=nl]);
+                    self.line_start = true;
+                    rest = &rest[nl + 1..];
+                }
+                None => {
+                    out.extend_from_slice(rest);
+                    self.line_start = false;
+                    rest = &[];
+                }
+            }
+        }
+        if let Some(&b) = input.last() {
+            self.last = b;
+        }
+    }
+
+    /// The terminating line (with a CRLF first if the message lacked one).
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if self.last != b'\n' {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(wire: &[u8]) -> (Vec<u8>, Option<usize>) {
+        let mut d = DotDecoder::default();
+        let mut out = Vec::new();
+        let end = d.push(wire, &mut out);
+        (out, end)
+    }
+
+    #[test]
+    fn unstuffs_and_finds_the_end() {
+        let (out, end) = decode_all(b"Subject: x\r\n\r\n..leading\r\n.\r\nQUIT\r\n");
+        assert_eq!(out, b"Subject: x\r\n\r\n.leading\r\n");
+        assert_eq!(end, Some(28));
+        let (out, end) = decode_all(b".\r\n");
+        assert!(out.is_empty());
+        assert_eq!(end, Some(3));
+        let (out, end) = decode_all(b"a\r\n.x\r\n");
+        assert_eq!(out, b"a\r\nx\r\n");
+        assert_eq!(end, None);
+    }
+
+    #[test]
+    fn measures_lines() {
+        let mut d = DotDecoder::default();
+        let mut out = Vec::new();
+        d.push(b"abc\r\n12345", &mut out);
+        d.push(b"678\r\n.\r\n", &mut out);
+        assert_eq!(d.longest_line(), 8);
+    }
+
+    #[test]
+    fn stuffing_adds_dots_and_the_final_line() {
+        let mut e = DotEncoder::default();
+        let mut out = Vec::new();
+        e.push(b".a\r\nb\r", &mut out);
+        e.push(b"\n.", &mut out);
+        e.push(b"c", &mut out);
+        e.finish(&mut out);
+        assert_eq!(out, b"..a\r\nb\r\n..c\r\n.\r\n");
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_decodes_what_was_encoded(
+            msg in proptest::collection::vec(
+                prop_oneof![Just(b'.'), Just(b'\r'), Just(b'\n'), Just(b'a')], 0..200),
+            cuts in proptest::collection::vec(0usize..220, 0..6),
+        ) {
+            // Canonical CRLF message, as an MTA hands it over.
+            let text = String::from_utf8(msg).unwrap().replace('\r', "").replace('\n', "\r\n");
+            let mut msg = text.into_bytes();
+            if !msg.is_empty() && !msg.ends_with(b"\r\n") {
+                msg.extend_from_slice(b"\r\n");
+            }
+            let mut enc = DotEncoder::default();
+            let mut wire = Vec::new();
+            enc.push(&msg, &mut wire);
+            enc.finish(&mut wire);
+            wire.extend_from_slice(b"RSET\r\n");
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= wire.len()).collect();
+            cuts.sort_unstable();
+            let mut d = DotDecoder::default();
+            let mut out = Vec::new();
+            let mut prev = 0;
+            let mut end = None;
+            for cut in cuts.into_iter().chain([wire.len()]) {
+                if cut < prev { continue; }
+                if let Some(n) = d.push(&wire[prev..cut], &mut out) {
+                    end = Some(prev + n);
+                    break;
+                }
+                prev = cut;
+            }
+            prop_assert_eq!(out, msg);
+            prop_assert_eq!(end, Some(wire.len() - 6));
+        }
+    }
+}

@@ -1,0 +1,657 @@
+//! One proxy connection: bytes between the client, the [`Session`] state
+//! machine, the message pipeline and the next hop.
+//!
+//! Owns: timeouts per phase, reading commands and DATA/BDAT, spooling the
+//! body while the pipeline hashes it, relaying the filtered message and
+//! handing the next hop's own replies back. Must not: decide what a command
+//! means (the session does) or what a result means (the pipeline does).
+//!
+//! Never owning a message: the client gets a 2xx for a message only as the
+//! next hop's own 2xx; anything going wrong on our side becomes a 4xx.
+
+use std::io::Read as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::watch;
+use tokio::time::timeout;
+
+use super::data::{DotDecoder, DotEncoder};
+use super::reply::{Reply, complete_reply_len};
+use super::session::{HopCaps, Session, SessionConfig, Step};
+use crate::config::{HopProtocol, ListenProtocol, ListenerSettings, Role};
+use crate::dns::Metered;
+use crate::message::body::Spool;
+use crate::pipeline::{Envelope, MessageJob, Options, Pushed};
+use crate::server::Snapshot;
+use crate::server::listen::{Peer, Stream};
+
+/// Longest command line we read (smtp-proto's limit).
+const MAX_COMMAND_LINE: usize = 4096;
+/// Longest reply we accept from a next hop.
+const MAX_REPLY: usize = 64 * 1024;
+/// Bytes read per socket read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+enum ProxyError {
+    #[error("client: {0}")]
+    Client(std::io::Error),
+    #[error("client timed out")]
+    ClientTimeout,
+    #[error("next hop: {0}")]
+    Hop(String),
+    #[error("shutting down")]
+    Shutdown,
+}
+
+fn io_err(e: std::io::Error) -> ProxyError {
+    ProxyError::Client(e)
+}
+
+/// The next hop connection.
+struct Hop {
+    r: ReadHalf<Stream>,
+    w: WriteHalf<Stream>,
+    buf: Vec<u8>,
+    timeout: Duration,
+}
+
+impl Hop {
+    async fn connect(to: &crate::server::listen::SocketAddress, secs: u64) -> Result<Hop, String> {
+        let stream = timeout(Duration::from_secs(secs), Stream::connect(to))
+            .await
+            .map_err(|_| format!("connect to {to} timed out"))?
+            .map_err(|e| format!("connect to {to}: {e}"))?;
+        let (r, w) = tokio::io::split(stream);
+        Ok(Hop {
+            r,
+            w,
+            buf: Vec::new(),
+            timeout: Duration::from_secs(secs),
+        })
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), ProxyError> {
+        timeout(self.timeout, self.w.write_all(bytes))
+            .await
+            .map_err(|_| ProxyError::Hop("write timed out".into()))?
+            .map_err(|e| ProxyError::Hop(format!("write: {e}")))
+    }
+
+    async fn reply_within(&mut self, limit: Duration) -> Result<Reply, ProxyError> {
+        loop {
+            if let Some(n) = complete_reply_len(&self.buf) {
+                let raw: Vec<u8> = self.buf.drain(..n).collect();
+                return Reply::parse(&raw).map_err(|e| ProxyError::Hop(e.to_string()));
+            }
+            if self.buf.len() > MAX_REPLY {
+                return Err(ProxyError::Hop("reply too long".into()));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = timeout(limit, self.r.read(&mut chunk))
+                .await
+                .map_err(|_| ProxyError::Hop("timed out waiting for a reply".into()))?
+                .map_err(|e| ProxyError::Hop(format!("read: {e}")))?;
+            if n == 0 {
+                return Err(ProxyError::Hop("connection closed".into()));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn reply(&mut self) -> Result<Reply, ProxyError> {
+        self.reply_within(self.timeout).await
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Result<Reply, ProxyError> {
+        self.send(line).await?;
+        self.reply().await
+    }
+
+    async fn quit(mut self) {
+        let _ = timeout(Duration::from_secs(5), async {
+            let _ = self.w.write_all(b"QUIT\r\n").await;
+            let _ = self.reply().await;
+            let _ = self.w.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// The client connection with its read buffer and pending output.
+struct Client<S> {
+    r: ReadHalf<S>,
+    w: WriteHalf<S>,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite> Client<S> {
+    async fn flush(&mut self) -> Result<(), ProxyError> {
+        if !self.out.is_empty() {
+            self.w.write_all(&self.out).await.map_err(io_err)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, reply: &Reply) {
+        reply.write_to(&mut self.out);
+    }
+
+    /// Reads more bytes; `Ok(false)` at end of stream.
+    async fn fill(&mut self, limit: Duration) -> Result<bool, ProxyError> {
+        // Pipelined replies go out before we wait (RFC 2920 §3.2).
+        self.flush().await?;
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let n = timeout(limit, self.r.read(&mut chunk))
+            .await
+            .map_err(|_| ProxyError::ClientTimeout)?
+            .map_err(io_err)?;
+        self.inbuf.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
+    }
+
+    /// The next command line; `None` at end of stream. Over-long lines are
+    /// returned as an empty vector after being skipped.
+    async fn line(
+        &mut self,
+        limit: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Vec<u8>>, ProxyError> {
+        let mut skipping = false;
+        loop {
+            if let Some(nl) = memchr::memchr(b'\n', &self.inbuf) {
+                let line: Vec<u8> = self.inbuf.drain(..=nl).collect();
+                return Ok(Some(if skipping { Vec::new() } else { line }));
+            }
+            if self.inbuf.len() > MAX_COMMAND_LINE {
+                self.inbuf.clear();
+                skipping = true;
+            }
+            if *shutdown.borrow() && self.inbuf.is_empty() {
+                return Err(ProxyError::Shutdown);
+            }
+            tokio::select! {
+                more = self.fill(limit) => {
+                    if !more? {
+                        return Ok(None);
+                    }
+                }
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// What the connection handler needs besides the sockets.
+pub struct ConnContext {
+    /// The listener's settings.
+    pub listener: Arc<ListenerSettings>,
+    /// Configuration and policy at accept time.
+    pub snap: Arc<Snapshot>,
+    /// Flips to `true` on SIGTERM: idle sessions are closed with 421.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Serves one SMTP/LMTP client until it quits or fails.
+pub async fn serve_connection<S>(stream: S, peer: Peer, cx: ConnContext)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (r, w) = tokio::io::split(stream);
+    let mut client = Client {
+        r,
+        w,
+        inbuf: Vec::new(),
+        out: Vec::new(),
+    };
+    let settings = &cx.snap.config.server;
+    let hostname = server_hostname(&cx.snap);
+    let mut hop = match open_hop(&cx, &hostname).await {
+        Ok(h) => h,
+        Err(why) => {
+            tracing::warn!(peer = %peer, "next hop {} unavailable: {why}", cx.listener.next_hop);
+            client.queue(&Reply::new(
+                421,
+                "4.4.1",
+                format!("{hostname} next hop unavailable, try again later"),
+            ));
+            let _ = client.flush().await;
+            return;
+        }
+    };
+    let trusted = match peer {
+        Peer::Unix => true,
+        Peer::Tcp(a) => crate::policy::is_internal(a.ip(), &settings.authorized_xforward_hosts),
+    };
+    let session = Session::new(SessionConfig {
+        lmtp: cx.listener.protocol == ListenProtocol::Lmtp,
+        hostname,
+        max_message_size: settings.max_message_size,
+        max_recipients: settings.max_recipients,
+        hop: hop.1.clone(),
+        trusted,
+        peer_ip: peer.ip(),
+    });
+    let mut conn = Conn {
+        cx: &cx,
+        session,
+        client,
+        shutdown: cx.shutdown.clone(),
+    };
+    let result = conn.run(&mut hop.0).await;
+    match result {
+        Ok(()) => {}
+        Err(ProxyError::Hop(why)) => {
+            tracing::warn!(peer = %peer, "next hop failed: {why}");
+            conn.client.queue(&Session::hop_failed());
+        }
+        Err(ProxyError::Shutdown) => conn.client.queue(&Reply::new(
+            421,
+            "4.3.2",
+            "Service shutting down, try again later",
+        )),
+        Err(ProxyError::ClientTimeout) => {
+            tracing::info!(peer = %peer, "client timed out");
+            conn.client.queue(&Reply::new(
+                421,
+                "4.4.2",
+                "Timeout exceeded, closing connection",
+            ));
+        }
+        Err(e) => tracing::info!(peer = %peer, "session ended: {e}"),
+    }
+    let _ = conn.client.flush().await;
+    let _ = conn.client.w.shutdown().await;
+    hop.0.quit().await;
+}
+
+fn server_hostname(snap: &Snapshot) -> String {
+    let h = &snap.config.server.hostname;
+    if h.is_empty() {
+        crate::config::system_hostname()
+    } else {
+        h.clone()
+    }
+}
+
+async fn open_hop(cx: &ConnContext, hostname: &str) -> Result<(Hop, HopCaps), String> {
+    let s = &cx.snap.config.server;
+    let mut hop = Hop::connect(&cx.listener.next_hop, s.connect_timeout_secs).await?;
+    hop.timeout = Duration::from_secs(s.next_hop_timeout_secs);
+    let greeting = hop.reply().await.map_err(|e| e.to_string())?;
+    if greeting.code != 220 {
+        return Err(format!("greeting: {greeting}"));
+    }
+    let hello = match cx.listener.next_hop_protocol {
+        HopProtocol::Smtp => "EHLO",
+        HopProtocol::Lmtp => "LHLO",
+    };
+    let ehlo = hop
+        .command(format!("{hello} {hostname}\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    if !ehlo.is_positive() {
+        return Err(format!("{hello}: {ehlo}"));
+    }
+    let caps = HopCaps::from_ehlo(&ehlo);
+    Ok((hop, caps))
+}
+
+struct Conn<'a, S> {
+    cx: &'a ConnContext,
+    session: Session,
+    client: Client<S>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A message as it arrives.
+struct Incoming {
+    job: MessageJob<Metered<Arc<crate::dns::SystemResolver>>>,
+    metered: Arc<Metered<Arc<crate::dns::SystemResolver>>>,
+    spool: Spool,
+    size: u64,
+    longest_line: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
+    async fn run(&mut self, hop: &mut Hop) -> Result<(), ProxyError> {
+        let greeting = self.session.greeting();
+        self.client.queue(&greeting);
+        let limit = Duration::from_secs(self.cx.snap.config.server.command_timeout_secs);
+        let mut incoming: Option<Incoming> = None;
+        loop {
+            let Some(line) = self.client.line(limit, &mut self.shutdown).await? else {
+                return Ok(());
+            };
+            if line.is_empty() {
+                self.client
+                    .queue(&Reply::new(500, "5.5.2", "Error: line too long"));
+                continue;
+            }
+            match self.session.command(&line) {
+                Step::Reply(r) => self.client.queue(&r),
+                Step::Quit(r) => {
+                    self.client.queue(&r);
+                    return Ok(());
+                }
+                Step::Forward { prelude, command } => {
+                    for p in prelude {
+                        let r = hop.command(&p).await?;
+                        if !r.is_positive() {
+                            tracing::warn!("next hop refused XFORWARD: {r}");
+                        }
+                    }
+                    let r = hop.command(&command).await?;
+                    let r = self.session.forwarded(r);
+                    if !self.session.transaction().bdat {
+                        incoming = None;
+                    }
+                    self.client.queue(&r);
+                }
+                Step::ResetThenReply(r) => {
+                    hop.command(b"RSET\r\n").await?;
+                    incoming = None;
+                    self.client.queue(&r);
+                }
+                Step::Data => {
+                    self.client
+                        .queue(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+                    let mut msg = self.start_message();
+                    self.read_data(&mut msg).await?;
+                    self.deliver(hop, msg).await?;
+                }
+                Step::Chunk { size, last, refuse } => {
+                    if let Some(r) = refuse {
+                        self.read_chunk(size, None).await?;
+                        self.client.queue(&r);
+                        continue;
+                    }
+                    let mut msg = match incoming.take() {
+                        Some(m) => m,
+                        None => self.start_message(),
+                    };
+                    self.read_chunk(size, Some(&mut msg)).await?;
+                    if last {
+                        self.deliver(hop, msg).await?;
+                    } else {
+                        self.client.queue(&self.session.chunk_received(size));
+                        incoming = Some(msg);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The pipeline options for this message from the listener's role.
+    fn options(&self) -> Options {
+        let s = &self.session;
+        let ctx = self.cx.snap.context(self.cx.listener.mode);
+        let client_ip = s.client_ip();
+        let authenticated = s.login().is_some();
+        let internal =
+            client_ip.is_some_and(|ip| crate::policy::is_internal(ip, &ctx.internal_hosts));
+        let (verify, sign) = match self.cx.listener.role {
+            Role::Inbound => (true, false),
+            Role::Outbound => (false, true),
+            Role::Both => (true, true),
+            Role::Auto if internal || authenticated => (false, true),
+            Role::Auto => (true, false),
+        };
+        Options {
+            verify,
+            sign,
+            now: now(),
+            envelope: Envelope {
+                client_ip,
+                helo: s.client_helo(),
+                mail_from: Some(s.transaction().mail_from.clone()),
+                authenticated,
+            },
+        }
+    }
+
+    fn start_message(&self) -> Incoming {
+        let snap = &self.cx.snap;
+        let ctx = Arc::clone(snap.context(self.cx.listener.mode));
+        let metered = Arc::new(Metered::new(Arc::clone(&snap.resolver)));
+        let job = MessageJob::new(ctx, Arc::clone(&metered), self.options());
+        let m = &snap.config.message;
+        Incoming {
+            job,
+            metered,
+            spool: Spool::new(m.spool_threshold, m.spool_dir.clone()),
+            size: 0,
+            longest_line: 0,
+        }
+    }
+
+    /// Feeds message bytes to the pipeline and the spool. Past the size
+    /// limit the bytes are counted but no longer kept.
+    fn take(&self, msg: &mut Incoming, bytes: &[u8]) -> Result<(), ProxyError> {
+        msg.size += bytes.len() as u64;
+        let max = self.cx.snap.config.server.max_message_size;
+        if max > 0 && msg.size > max {
+            return Ok(());
+        }
+        if let Pushed::Body { from } = msg.job.push(bytes) {
+            msg.spool
+                .write(&bytes[from..])
+                .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn read_data(&mut self, msg: &mut Incoming) -> Result<(), ProxyError> {
+        let limit = Duration::from_secs(self.cx.snap.config.server.data_timeout_secs);
+        let mut dec = DotDecoder::default();
+        let mut out = Vec::with_capacity(READ_CHUNK);
+        loop {
+            if !self.client.inbuf.is_empty() {
+                let end = dec.push(&self.client.inbuf, &mut out);
+                let used = end.unwrap_or(self.client.inbuf.len());
+                self.client.inbuf.drain(..used);
+                self.take(msg, &out)?;
+                out.clear();
+                if end.is_some() {
+                    msg.longest_line = dec.longest_line();
+                    return Ok(());
+                }
+            }
+            if !self.client.fill(limit).await? {
+                return Err(ProxyError::Client(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    async fn read_chunk(
+        &mut self,
+        size: usize,
+        mut msg: Option<&mut Incoming>,
+    ) -> Result<(), ProxyError> {
+        let limit = Duration::from_secs(self.cx.snap.config.server.data_timeout_secs);
+        let mut left = size;
+        let mut line = 0usize;
+        loop {
+            let n = left.min(self.client.inbuf.len());
+            let bytes: Vec<u8> = self.client.inbuf.drain(..n).collect();
+            left -= n;
+            if let Some(m) = msg.as_deref_mut() {
+                for piece in bytes.split_inclusive(|&b| b == b'\n') {
+                    line += piece.len();
+                    if piece.ends_with(b"\n") {
+                        m.longest_line = m.longest_line.max(line.saturating_sub(2));
+                        line = 0;
+                    }
+                }
+                self.take(m, &bytes)?;
+            }
+            if left == 0 {
+                return Ok(());
+            }
+            if !self.client.fill(limit).await? {
+                return Err(ProxyError::Client(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Runs the pipeline and relays the message; queues the client's replies.
+    async fn deliver(&mut self, hop: &mut Hop, mut msg: Incoming) -> Result<(), ProxyError> {
+        let settings = &self.cx.snap.config.server;
+        let rcpts = self.session.transaction().rcpts.len();
+        let queue_id = self.session.queue_id().map(str::to_string);
+        let refusal = if settings.max_message_size > 0 && msg.size > settings.max_message_size {
+            Some(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"))
+        } else if msg.longest_line > settings.max_line_length {
+            Some(Reply::new(
+                554,
+                "5.6.0",
+                format!(
+                    "Message has a line longer than {} bytes",
+                    settings.max_line_length
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            hop.command(b"RSET\r\n").await?;
+            self.finish_with(&r, queue_id.as_deref(), rcpts, msg.size);
+            return Ok(());
+        }
+        let headers_count = msg.job.headers().len();
+        let finished = match msg.job.finish().await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("pipeline failed: {e}");
+                hop.command(b"RSET\r\n").await?;
+                let r = Reply::new(451, "4.3.0", "Error: internal error, try again later");
+                self.finish_with(&r, queue_id.as_deref(), rcpts, msg.size);
+                return Ok(());
+            }
+        };
+        let v = &finished.verdict;
+        let size = msg.size;
+        let log = |outcome: &str, stats: &crate::dns::DnsStats| {
+            let info = crate::report::MessageInfo {
+                queue_id: queue_id.as_deref(),
+                recipients: rcpts,
+                size,
+                outcome,
+            };
+            crate::report::log_message(&info, v, stats);
+        };
+        let local = if headers_count.max(finished.headers.len()) > settings.max_header_fields {
+            Some(Reply::new(
+                554,
+                "5.6.0",
+                format!(
+                    "Message has more than {} header fields",
+                    settings.max_header_fields
+                ),
+            ))
+        } else if let Some(why) = &v.tempfail {
+            Some(Reply::new(451, "4.7.1", format!("Try again later: {why}")))
+        } else {
+            v.reject
+                .as_ref()
+                .map(|why| Reply::new(550, "5.7.1", format!("Message refused: {why}")))
+        };
+        if let Some(r) = local {
+            hop.command(b"RSET\r\n").await?;
+            log(&format!("{} {r}", outcome_word(&r)), &msg.metered.stats());
+            for reply in self.session.data_failed(r) {
+                self.client.queue(&reply);
+            }
+            return Ok(());
+        }
+        let mut head = Vec::with_capacity(4096);
+        finished.write_head(&mut head);
+        let replies = self.relay(hop, &head, &mut msg.spool, rcpts).await?;
+        let summary = replies
+            .first()
+            .map_or(String::new(), |r| format!("{} {r}", outcome_word(r)));
+        log(&summary, &msg.metered.stats());
+        for reply in replies {
+            self.client.queue(&reply);
+        }
+        Ok(())
+    }
+
+    fn finish_with(&mut self, r: &Reply, queue_id: Option<&str>, rcpts: usize, size: u64) {
+        tracing::info!(
+            queue_id = queue_id.unwrap_or("-"),
+            rcpts,
+            size,
+            outcome = %r,
+            "message not relayed"
+        );
+        for reply in self.session.data_failed(r.clone()) {
+            self.client.queue(&reply);
+        }
+    }
+
+    /// DATA to the next hop: the new header block, the spooled body.
+    async fn relay(
+        &mut self,
+        hop: &mut Hop,
+        head: &[u8],
+        spool: &mut Spool,
+        rcpts: usize,
+    ) -> Result<Vec<Reply>, ProxyError> {
+        let go = hop.command(b"DATA\r\n").await?;
+        if go.code != 354 {
+            return Ok(self.session.data_replies(vec![go]));
+        }
+        let mut enc = DotEncoder::default();
+        let mut out = Vec::with_capacity(READ_CHUNK + 1024);
+        enc.push(head, &mut out);
+        hop.send(&out).await?;
+        let mut reader = spool
+            .reader()
+            .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            out.clear();
+            enc.push(&buf[..n], &mut out);
+            hop.send(&out).await?;
+        }
+        out.clear();
+        enc.finish(&mut out);
+        hop.send(&out).await?;
+        let limit = Duration::from_secs(self.cx.snap.config.server.next_hop_data_timeout_secs);
+        let n = match self.cx.listener.next_hop_protocol {
+            HopProtocol::Smtp => 1,
+            HopProtocol::Lmtp => rcpts.max(1),
+        };
+        let mut replies = Vec::with_capacity(n);
+        for _ in 0..n {
+            replies.push(hop.reply_within(limit).await?);
+        }
+        Ok(self.session.data_replies(replies))
+    }
+}
+
+fn outcome_word(r: &Reply) -> &'static str {
+    match r.code {
+        200..=299 => "relayed",
+        400..=499 => "tempfail",
+        _ => "rejected",
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,765 @@
+//! The client side of a proxy session as a pure state machine.
+//!
+//! Owns: which commands are valid when, what we answer ourselves (EHLO,
+//! NOOP, sequence and syntax errors, limits) and what must go to the next
+//! hop first (MAIL, RCPT, RSET, XFORWARD), the envelope and XFORWARD/XCLIENT
+//! facts, and how the next hop's end-of-data replies map back to the client
+//! (LMTP: one per accepted recipient, in RCPT order). Must not: touch
+//! sockets, clocks or the message (the I/O layer moves bytes and runs the
+//! pipeline).
+
+use std::net::IpAddr;
+
+use smtp_proto::Request;
+
+use super::reply::Reply;
+use super::xforward::{Attrs, advertised};
+
+/// What the next hop offered in its EHLO/LHLO reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HopCaps {
+    /// XFORWARD attribute names, when offered.
+    pub xforward: Option<Vec<String>>,
+    /// `8BITMIME`.
+    pub eight_bit: bool,
+    /// `SMTPUTF8`.
+    pub smtputf8: bool,
+    /// `DSN`.
+    pub dsn: bool,
+    /// `PIPELINING`.
+    pub pipelining: bool,
+}
+
+impl HopCaps {
+    /// Reads the capability lines of an EHLO/LHLO reply.
+    pub fn from_ehlo(reply: &Reply) -> HopCaps {
+        let has = |kw: &str| advertised(&reply.lines, kw).is_some();
+        HopCaps {
+            xforward: advertised(&reply.lines, "XFORWARD"),
+            eight_bit: has("8BITMIME"),
+            smtputf8: has("SMTPUTF8"),
+            dsn: has("DSN"),
+            pipelining: has("PIPELINING"),
+        }
+    }
+}
+
+/// Fixed facts of one session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The client speaks LMTP (LHLO, per-recipient replies).
+    pub lmtp: bool,
+    /// Our name in 220 and EHLO replies.
+    pub hostname: String,
+    /// SIZE we advertise and enforce (0: none).
+    pub max_message_size: u64,
+    /// Recipients per transaction.
+    pub max_recipients: usize,
+    /// What the next hop offered.
+    pub hop: HopCaps,
+    /// The client may send XFORWARD and XCLIENT.
+    pub trusted: bool,
+    /// The TCP peer (`None`: a Unix socket).
+    pub peer_ip: Option<IpAddr>,
+}
+
+/// What the I/O layer must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Write this reply.
+    Reply(Reply),
+    /// Send `prelude` (each must get a 2xx), then `command` to the next hop,
+    /// and give the reply to [`Session::forwarded`].
+    Forward {
+        /// Commands to send first (XFORWARD).
+        prelude: Vec<Vec<u8>>,
+        /// The client's command, as received.
+        command: Vec<u8>,
+    },
+    /// The next hop has an open transaction: send it `RSET`, then write this.
+    ResetThenReply(Reply),
+    /// Write `354` and read the message (dot-stuffed, up to `.`).
+    Data,
+    /// Read exactly `size` raw bytes (BDAT); after the last chunk the
+    /// message is complete. `refuse`: read and discard, then answer this.
+    Chunk {
+        /// Bytes in the chunk.
+        size: usize,
+        /// `LAST` was given.
+        last: bool,
+        /// Discard the chunk and answer this instead.
+        refuse: Option<Reply>,
+    },
+    /// Write this reply and close.
+    Quit(Reply),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before HELO/EHLO/LHLO.
+    Greeted,
+    /// Between transactions.
+    Ready,
+    /// MAIL accepted.
+    Mail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pending {
+    Mail { from: String, size: u64 },
+    Rcpt { to: String },
+    Rset,
+}
+
+/// The current transaction's envelope.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transaction {
+    /// MAIL FROM address (`""`: null sender).
+    pub mail_from: String,
+    /// SIZE= declared by the client.
+    pub declared_size: u64,
+    /// Recipients the next hop accepted, in RCPT order.
+    pub rcpts: Vec<String>,
+    /// BDAT chunks are being received.
+    pub bdat: bool,
+    /// Bytes received in BDAT chunks so far.
+    pub bdat_bytes: u64,
+}
+
+/// One client session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    cfg: SessionConfig,
+    state: State,
+    pending: Option<Pending>,
+    helo: Option<String>,
+    /// Per-transaction XFORWARD attributes (Postfix resends them before each MAIL).
+    xforward: Attrs,
+    /// Per-session XCLIENT attributes.
+    xclient: Attrs,
+    tx: Transaction,
+}
+
+fn reply(code: u16, status: &str, text: &str) -> Step {
+    Step::Reply(Reply::new(code, status, text))
+}
+
+impl Session {
+    /// A new session; write [`Session::greeting`] first.
+    pub fn new(cfg: SessionConfig) -> Session {
+        Session {
+            cfg,
+            state: State::Greeted,
+            pending: None,
+            helo: None,
+            xforward: Attrs::default(),
+            xclient: Attrs::default(),
+            tx: Transaction::default(),
+        }
+    }
+
+    /// The 220 banner.
+    pub fn greeting(&self) -> Reply {
+        let proto = if self.cfg.lmtp { "LMTP" } else { "ESMTP" };
+        Reply::new(220, "", format!("{} {proto} authgate", self.cfg.hostname))
+    }
+
+    /// The current transaction.
+    pub fn transaction(&self) -> &Transaction {
+        &self.tx
+    }
+
+    /// The client address: XFORWARD, XCLIENT, else the TCP peer.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.xforward
+            .addr()
+            .or_else(|| self.xclient.addr())
+            .or(self.cfg.peer_ip)
+    }
+
+    /// The client's HELO name: XFORWARD, XCLIENT, else its own EHLO.
+    pub fn client_helo(&self) -> Option<String> {
+        self.xforward
+            .get("HELO")
+            .or_else(|| self.xclient.get("HELO"))
+            .map(str::to_string)
+            .or_else(|| self.helo.clone())
+    }
+
+    /// The SASL login XCLIENT reported, if any.
+    pub fn login(&self) -> Option<&str> {
+        self.xclient.get("LOGIN").filter(|l| !l.is_empty())
+    }
+
+    /// The MTA's queue id (XFORWARD IDENT).
+    pub fn queue_id(&self) -> Option<&str> {
+        self.xforward.get("IDENT")
+    }
+
+    /// Handles one command line (with its line ending).
+    pub fn command(&mut self, line: &[u8]) -> Step {
+        let verb_end = line
+            .iter()
+            .position(|b| b.is_ascii_whitespace())
+            .unwrap_or(line.len());
+        let verb = String::from_utf8_lossy(&line[..verb_end]).to_ascii_uppercase();
+        match verb.as_str() {
+            "XFORWARD" => return self.xforward_cmd(&line[verb_end..]),
+            "XCLIENT" => return self.xclient_cmd(&line[verb_end..]),
+            _ => {}
+        }
+        match Request::parse(&mut line.iter()) {
+            Ok(req) => self.request(req, line),
+            Err(smtp_proto::Error::UnknownCommand) => {
+                reply(500, "5.5.2", "Error: command not recognized")
+            }
+            Err(smtp_proto::Error::InvalidSenderAddress) => {
+                reply(501, "5.1.7", "Bad sender address syntax")
+            }
+            Err(smtp_proto::Error::InvalidRecipientAddress) => {
+                reply(501, "5.1.3", "Bad recipient address syntax")
+            }
+            Err(smtp_proto::Error::SyntaxError { syntax }) => {
+                reply(501, "5.5.4", &format!("Syntax: {syntax}"))
+            }
+            Err(smtp_proto::Error::InvalidParameter { param }) => {
+                reply(501, "5.5.4", &format!("Invalid parameter {param}"))
+            }
+            Err(smtp_proto::Error::UnsupportedParameter { param }) => {
+                reply(555, "5.5.4", &format!("Unsupported parameter {param}"))
+            }
+            Err(_) => reply(500, "5.5.2", "Error: bad command"),
+        }
+    }
+
+    fn request(&mut self, req: Request<std::borrow::Cow<'_, str>>, line: &[u8]) -> Step {
+        match req {
+            Request::Ehlo { host } | Request::Helo { host } if self.cfg.lmtp => {
+                let _ = host;
+                reply(500, "5.5.1", "Error: this is LMTP, use LHLO")
+            }
+            Request::Lhlo { host } if !self.cfg.lmtp => {
+                let _ = host;
+                reply(500, "5.5.1", "Error: this is SMTP, use EHLO")
+            }
+            Request::Ehlo { host } | Request::Lhlo { host } => self.hello(&host, true),
+            Request::Helo { host } => self.hello(&host, false),
+            Request::Mail { from } => self.mail(&from.address, from.size as u64, line),
+            Request::Rcpt { to } => self.rcpt(&to.address, line),
+            Request::Data => self.data(),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last),
+            Request::Rset => {
+                self.tx = Transaction::default();
+                self.xforward = Attrs::default();
+                if self.state == State::Mail {
+                    self.state = State::Ready;
+                }
+                self.pending = Some(Pending::Rset);
+                Step::Forward {
+                    prelude: Vec::new(),
+                    command: b"RSET\r\n".to_vec(),
+                }
+            }
+            Request::Noop { .. } => reply(250, "2.0.0", "Ok"),
+            Request::Quit => Step::Quit(Reply::new(221, "2.0.0", "Bye")),
+            Request::Vrfy { .. } => reply(252, "2.0.0", "Send some mail, I'll try my best"),
+            Request::Help { .. } => reply(214, "2.0.0", "See RFC 5321"),
+            Request::StartTls => reply(
+                502,
+                "5.5.1",
+                "Error: STARTTLS is not offered on this hop (loopback filter)",
+            ),
+            Request::Auth { .. } => reply(502, "5.5.1", "Error: authentication not enabled"),
+            _ => reply(502, "5.5.1", "Error: command not implemented"),
+        }
+    }
+
+    fn hello(&mut self, host: &str, extended: bool) -> Step {
+        self.helo = Some(host.to_string());
+        let was_open = self.state == State::Mail;
+        self.state = State::Ready;
+        self.tx = Transaction::default();
+        let r = if extended {
+            self.ehlo_reply()
+        } else {
+            Reply::new(250, "", self.cfg.hostname.clone())
+        };
+        if was_open {
+            Step::ResetThenReply(r)
+        } else {
+            Step::Reply(r)
+        }
+    }
+
+    fn ehlo_reply(&self) -> Reply {
+        let mut lines = vec![self.cfg.hostname.clone(), "PIPELINING".to_string()];
+        if self.cfg.max_message_size > 0 {
+            lines.push(format!("SIZE {}", self.cfg.max_message_size));
+        } else {
+            lines.push("SIZE".into());
+        }
+        let hop = &self.cfg.hop;
+        if hop.eight_bit {
+            lines.push("8BITMIME".into());
+        }
+        if hop.smtputf8 {
+            lines.push("SMTPUTF8".into());
+        }
+        lines.push("ENHANCEDSTATUSCODES".into());
+        if hop.dsn {
+            lines.push("DSN".into());
+        }
+        lines.push("CHUNKING".into());
+        if self.cfg.trusted {
+            lines.push("XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE".into());
+            lines.push("XCLIENT NAME ADDR PORT PROTO HELO LOGIN".into());
+        }
+        Reply {
+            code: 250,
+            status: None,
+            lines,
+        }
+    }
+
+    fn mail(&mut self, from: &str, size: u64, line: &[u8]) -> Step {
+        match self.state {
+            State::Greeted => return reply(503, "5.5.1", "Error: send HELO/EHLO first"),
+            State::Mail => return reply(503, "5.5.1", "Error: nested MAIL command"),
+            State::Ready => {}
+        }
+        let max = self.cfg.max_message_size;
+        if max > 0 && size > max {
+            return reply(552, "5.3.4", "Message size exceeds fixed limit");
+        }
+        self.pending = Some(Pending::Mail {
+            from: from.to_string(),
+            size,
+        });
+        let prelude = match &self.cfg.hop.xforward {
+            Some(supported) => {
+                let mut attrs = self.xclient.clone();
+                attrs.merge(&self.xforward);
+                attrs.xforward_commands(supported)
+            }
+            None => Vec::new(),
+        };
+        Step::Forward {
+            prelude,
+            command: line.to_vec(),
+        }
+    }
+
+    fn rcpt(&mut self, to: &str, line: &[u8]) -> Step {
+        if self.state != State::Mail {
+            return reply(503, "5.5.1", "Error: need MAIL command");
+        }
+        if self.tx.rcpts.len() >= self.cfg.max_recipients {
+            return reply(452, "4.5.3", "Error: too many recipients");
+        }
+        // smtp-proto returns `<postmaster>` as an empty address.
+        let to = if to.is_empty() { "postmaster" } else { to };
+        self.pending = Some(Pending::Rcpt { to: to.to_string() });
+        Step::Forward {
+            prelude: Vec::new(),
+            command: line.to_vec(),
+        }
+    }
+
+    fn data(&mut self) -> Step {
+        if self.state != State::Mail {
+            return reply(503, "5.5.1", "Error: need MAIL command");
+        }
+        if self.tx.bdat {
+            return reply(503, "5.5.1", "Error: DATA after BDAT");
+        }
+        if self.tx.rcpts.is_empty() {
+            return reply(554, "5.5.1", "Error: no valid recipients");
+        }
+        Step::Data
+    }
+
+    fn bdat(&mut self, size: usize, last: bool) -> Step {
+        let refuse = if self.state != State::Mail {
+            Some(Reply::new(503, "5.5.1", "Error: need MAIL command"))
+        } else if self.tx.rcpts.is_empty() {
+            Some(Reply::new(554, "5.5.1", "Error: no valid recipients"))
+        } else {
+            None
+        };
+        if refuse.is_none() {
+            self.tx.bdat = true;
+            self.tx.bdat_bytes += size as u64;
+        }
+        Step::Chunk { size, last, refuse }
+    }
+
+    /// The reply to a non-final BDAT chunk.
+    pub fn chunk_received(&self, size: usize) -> Reply {
+        Reply::new(250, "2.0.0", format!("{size} octets received"))
+    }
+
+    fn xforward_cmd(&mut self, args: &[u8]) -> Step {
+        if !self.cfg.trusted {
+            return reply(550, "5.7.0", "Error: insufficient authorization");
+        }
+        if self.state == State::Mail {
+            return reply(503, "5.5.1", "Error: MAIL transaction in progress");
+        }
+        match Attrs::parse(String::from_utf8_lossy(args).trim()) {
+            Ok(a) => {
+                self.xforward.merge(&a);
+                reply(250, "2.0.0", "Ok")
+            }
+            Err(e) => reply(
+                501,
+                "5.5.4",
+                &format!("Syntax: XFORWARD attribute=value... ({e})"),
+            ),
+        }
+    }
+
+    fn xclient_cmd(&mut self, args: &[u8]) -> Step {
+        if !self.cfg.trusted {
+            return reply(550, "5.7.0", "Error: insufficient authorization");
+        }
+        if self.state == State::Mail {
+            return reply(503, "5.5.1", "Error: MAIL transaction in progress");
+        }
+        match Attrs::parse(String::from_utf8_lossy(args).trim()) {
+            Ok(a) => {
+                // XCLIENT_README: the session starts over; the client says EHLO again.
+                self.xclient.merge(&a);
+                self.state = State::Greeted;
+                self.helo = None;
+                self.tx = Transaction::default();
+                Step::Reply(self.greeting())
+            }
+            Err(e) => reply(
+                501,
+                "5.5.4",
+                &format!("Syntax: XCLIENT attribute=value... ({e})"),
+            ),
+        }
+    }
+
+    /// The next hop's reply to a [`Step::Forward`]; returns the reply for
+    /// the client.
+    pub fn forwarded(&mut self, hop: Reply) -> Reply {
+        match self.pending.take() {
+            Some(Pending::Mail { from, size }) if hop.is_positive() => {
+                self.state = State::Mail;
+                self.tx = Transaction {
+                    mail_from: from,
+                    declared_size: size,
+                    ..Transaction::default()
+                };
+            }
+            Some(Pending::Rcpt { to }) if hop.is_positive() => self.tx.rcpts.push(to),
+            _ => {}
+        }
+        hop
+    }
+
+    /// The next hop answered end of data (`hop`: one reply from an SMTP
+    /// hop, one per recipient from an LMTP hop). Returns the replies for the
+    /// client and ends the transaction.
+    pub fn data_replies(&mut self, hop: Vec<Reply>) -> Vec<Reply> {
+        let n = self.tx.rcpts.len().max(1);
+        let out = if !self.cfg.lmtp {
+            hop.into_iter().take(1).collect()
+        } else if hop.len() == n {
+            hop
+        } else {
+            let first = hop
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| Reply::new(451, "4.3.0", "Error: no reply from next hop"));
+            vec![first; n]
+        };
+        self.end_transaction();
+        out
+    }
+
+    /// The message is not relayed (refused, or a local failure): the same
+    /// reply for every recipient (LMTP) or once (SMTP).
+    pub fn data_failed(&mut self, why: Reply) -> Vec<Reply> {
+        let n = if self.cfg.lmtp {
+            self.tx.rcpts.len().max(1)
+        } else {
+            1
+        };
+        self.end_transaction();
+        vec![why; n]
+    }
+
+    fn end_transaction(&mut self) {
+        self.tx = Transaction::default();
+        self.xforward = Attrs::default();
+        self.state = State::Ready;
+    }
+
+    /// Replies the I/O layer owes when the next hop fails mid-session.
+    pub fn hop_failed() -> Reply {
+        Reply::new(
+            421,
+            "4.4.2",
+            "Error: next hop connection lost, try again later",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(lmtp: bool) -> SessionConfig {
+        SessionConfig {
+            lmtp,
+            hostname: "filter.example.test".into(),
+            max_message_size: 1000,
+            max_recipients: 2,
+            hop: HopCaps {
+                xforward: Some(vec![
+                    "NAME".into(),
+                    "ADDR".into(),
+                    "HELO".into(),
+                    "IDENT".into(),
+                ]),
+                eight_bit: true,
+                smtputf8: true,
+                dsn: true,
+                pipelining: true,
+            },
+            trusted: true,
+            peer_ip: Some("127.0.0.1".parse().unwrap()),
+        }
+    }
+
+    fn ok() -> Reply {
+        Reply::new(250, "2.0.0", "Ok")
+    }
+
+    fn code(step: &Step) -> u16 {
+        match step {
+            Step::Reply(r) | Step::Quit(r) | Step::ResetThenReply(r) => r.code,
+            other => panic!("not a reply: {other:?}"),
+        }
+    }
+
+    /// Runs commands; forwarded ones get `hop` replies in order.
+    fn run(s: &mut Session, script: &[(&str, Option<Reply>)]) -> Vec<u16> {
+        script
+            .iter()
+            .map(|(line, hop)| {
+                let step = s.command(format!("{line}\r\n").as_bytes());
+                match step {
+                    Step::Forward { .. } => s.forwarded(hop.clone().unwrap()).code,
+                    Step::Data => 354,
+                    other => code(&other),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_transaction_mirrors_the_next_hop() {
+        let mut s = Session::new(cfg(false));
+        let codes = run(
+            &mut s,
+            &[
+                ("EHLO mx.example.test", None),
+                ("MAIL FROM:<a@example.org> SIZE=100", Some(ok())),
+                ("RCPT TO:<bob@example.test> NOTIFY=NEVER", Some(ok())),
+                (
+                    "RCPT TO:<nobody@example.test>",
+                    Some(Reply::new(550, "5.1.1", "unknown")),
+                ),
+                ("DATA", None),
+            ],
+        );
+        assert_eq!(codes, [250, 250, 250, 550, 354]);
+        assert_eq!(s.transaction().rcpts, ["bob@example.test"]);
+        assert_eq!(s.transaction().mail_from, "a@example.org");
+        let r = s.data_replies(vec![Reply::new(250, "2.0.0", "Ok: queued as X")]);
+        assert_eq!(r.len(), 1);
+        assert!(s.transaction().rcpts.is_empty());
+        // A second transaction on the same connection.
+        assert_eq!(run(&mut s, &[("MAIL FROM:<>", Some(ok()))]), [250]);
+    }
+
+    #[test]
+    fn commands_are_forwarded_verbatim_with_xforward_first() {
+        let mut s = Session::new(cfg(false));
+        run(&mut s, &[("EHLO x", None)]);
+        let step =
+            s.command(b"XFORWARD NAME=client.example ADDR=192.0.2.7 IDENT=Q1 SOURCE=REMOTE\r\n");
+        assert_eq!(code(&step), 250);
+        assert_eq!(s.client_ip(), Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(s.queue_id(), Some("Q1"));
+        let line = b"MAIL FROM:<a@example.org> BODY=8BITMIME ENVID=abc+2Bd RET=HDRS\r\n";
+        match s.command(line) {
+            Step::Forward { prelude, command } => {
+                assert_eq!(command, line);
+                assert_eq!(
+                    prelude,
+                    [b"XFORWARD NAME=client.example ADDR=192.0.2.7 IDENT=Q1\r\n".to_vec()]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        s.forwarded(ok());
+        let r = s.data_failed(Reply::new(550, "5.7.1", "no"));
+        assert_eq!(r.len(), 1);
+        // XFORWARD is per transaction.
+        assert_eq!(s.queue_id(), None);
+    }
+
+    #[test]
+    fn sequence_errors_and_limits_are_answered_locally() {
+        let mut s = Session::new(cfg(false));
+        assert_eq!(run(&mut s, &[("MAIL FROM:<a@b>", None)]), [503]);
+        run(&mut s, &[("EHLO x", None)]);
+        assert_eq!(
+            run(
+                &mut s,
+                &[
+                    ("RCPT TO:<a@b>", None),
+                    ("DATA", None),
+                    ("MAIL FROM:<a@b> SIZE=5000", None),
+                    ("MAIL FROM:<a@b>", Some(ok())),
+                    ("MAIL FROM:<a@b>", None),
+                    ("DATA", None),
+                    ("RCPT TO:<x@b>", Some(ok())),
+                    ("RCPT TO:<y@b>", Some(ok())),
+                    ("RCPT TO:<z@b>", None),
+                    ("FOO", None),
+                    ("STARTTLS", None),
+                    ("NOOP", None),
+                    ("MAIL FROM:<bad", None),
+                ]
+            ),
+            [
+                503, 503, 552, 250, 503, 554, 250, 250, 452, 500, 502, 250, 501
+            ]
+        );
+    }
+
+    #[test]
+    fn lmtp_gives_one_reply_per_recipient_in_order() {
+        let mut s = Session::new(cfg(true));
+        let codes = run(
+            &mut s,
+            &[
+                ("EHLO x", None),
+                ("LHLO x", None),
+                ("MAIL FROM:<a@example.org>", Some(ok())),
+                ("RCPT TO:<alice@example.test>", Some(ok())),
+                ("RCPT TO:<bob@example.test>", Some(ok())),
+            ],
+        );
+        assert_eq!(codes, [500, 250, 250, 250, 250]);
+        let hop = vec![
+            Reply::new(250, "2.0.0", "<alice@example.test> Saved"),
+            Reply::new(452, "4.2.2", "<bob@example.test> Quota exceeded"),
+        ];
+        assert_eq!(s.data_replies(hop.clone()), hop);
+        // From an SMTP next hop: its one reply for each recipient.
+        run(
+            &mut s,
+            &[
+                ("MAIL FROM:<a@example.org>", Some(ok())),
+                ("RCPT TO:<alice@example.test>", Some(ok())),
+                ("RCPT TO:<bob@example.test>", Some(ok())),
+            ],
+        );
+        assert_eq!(s.data_replies(vec![ok()]), vec![ok(), ok()]);
+    }
+
+    #[test]
+    fn xclient_restarts_the_session_and_sets_the_client() {
+        let mut s = Session::new(cfg(false));
+        run(&mut s, &[("EHLO x", None)]);
+        let step = s.command(b"XCLIENT ADDR=198.51.100.9 HELO=mail.example.org LOGIN=bob\r\n");
+        assert_eq!(code(&step), 220);
+        assert_eq!(s.client_ip(), Some("198.51.100.9".parse().unwrap()));
+        assert_eq!(s.client_helo().as_deref(), Some("mail.example.org"));
+        assert_eq!(s.login(), Some("bob"));
+        assert_eq!(run(&mut s, &[("MAIL FROM:<a@b>", None)]), [503]);
+    }
+
+    #[test]
+    fn untrusted_clients_cannot_claim_another_address() {
+        let mut s = Session::new(SessionConfig {
+            trusted: false,
+            ..cfg(false)
+        });
+        run(&mut s, &[("EHLO x", None)]);
+        assert_eq!(code(&s.command(b"XFORWARD ADDR=10.0.0.1\r\n")), 550);
+        assert_eq!(code(&s.command(b"XCLIENT ADDR=10.0.0.1\r\n")), 550);
+        assert_eq!(s.client_ip(), Some("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn ehlo_mid_transaction_resets_the_next_hop() {
+        let mut s = Session::new(cfg(false));
+        run(&mut s, &[("EHLO x", None), ("MAIL FROM:<a@b>", Some(ok()))]);
+        assert!(matches!(s.command(b"EHLO y\r\n"), Step::ResetThenReply(_)));
+        assert_eq!(run(&mut s, &[("RCPT TO:<a@b>", None)]), [503]);
+    }
+
+    #[test]
+    fn bdat_without_recipients_is_read_then_refused() {
+        let mut s = Session::new(cfg(false));
+        run(&mut s, &[("EHLO x", None), ("MAIL FROM:<a@b>", Some(ok()))]);
+        match s.command(b"BDAT 10 LAST\r\n") {
+            Step::Chunk {
+                size: 10,
+                last: true,
+                refuse: Some(r),
+            } => assert_eq!(r.code, 554),
+            other => panic!("{other:?}"),
+        }
+        run(&mut s, &[("RCPT TO:<a@b>", Some(ok()))]);
+        assert!(matches!(
+            s.command(b"BDAT 5\r\n"),
+            Step::Chunk {
+                size: 5,
+                last: false,
+                refuse: None
+            }
+        ));
+        assert_eq!(run(&mut s, &[("DATA", None)]), [503]);
+    }
+
+    #[test]
+    fn postmaster_without_domain_is_kept() {
+        let mut s = Session::new(cfg(false));
+        run(
+            &mut s,
+            &[
+                ("EHLO x", None),
+                ("MAIL FROM:<a@b>", Some(ok())),
+                ("RCPT TO:<postmaster>", Some(ok())),
+            ],
+        );
+        assert_eq!(s.transaction().rcpts, ["postmaster"]);
+    }
+
+    #[test]
+    fn ehlo_offers_what_the_next_hop_can_take() {
+        let mut s = Session::new(SessionConfig {
+            hop: HopCaps::default(),
+            ..cfg(false)
+        });
+        let Step::Reply(r) = s.command(b"EHLO x\r\n") else {
+            panic!()
+        };
+        let text = r.lines.join("\n");
+        assert!(text.contains("PIPELINING") && text.contains("SIZE 1000"));
+        assert!(text.contains("XFORWARD NAME ADDR"));
+        assert!(!text.contains("SMTPUTF8") && !text.contains("DSN") && !text.contains("STARTTLS"));
+    }
+}

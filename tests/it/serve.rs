@@ -1,0 +1,571 @@
+//! `authgate serve` in process, between a scripted client and a scripted
+//! next hop (SMTP or LMTP sink) on loopback: relaying, pipelining, LMTP
+//! per-recipient replies, failures turning into 4xx, policy, limits.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authgate::config::Config;
+use authgate::server::Snapshot;
+use authgate::server::listen::SocketAddress;
+use authgate::server::run::{Server, bind_all};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::oracles::{dkim_fixtures, fixture_message};
+use crate::support::fixtures;
+
+/// How the sink behaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SinkMode {
+    /// Accept everything (SMTP: one reply; LMTP: one per recipient, 452
+    /// for recipients containing "quota").
+    #[default]
+    Accept,
+    /// 451 after the final dot.
+    TempfailData,
+    /// Close the connection when the final dot arrives.
+    DieOnData,
+}
+
+/// One transaction as the next hop saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub xforward: Vec<String>,
+    pub mail: String,
+    pub rcpts: Vec<String>,
+    pub data: Vec<u8>,
+    pub rset: usize,
+}
+
+#[derive(Clone)]
+pub struct Sink {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Sink {
+    pub async fn start(lmtp: bool, mode: SinkMode) -> Sink {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = l.accept().await {
+                tokio::spawn(sink_session(conn, lmtp, mode, Arc::clone(&s)));
+            }
+        });
+        Sink { addr, seen }
+    }
+
+    pub fn transactions(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn sink_session(conn: TcpStream, lmtp: bool, mode: SinkMode, seen: Arc<Mutex<Vec<Seen>>>) {
+    let (r, mut w) = conn.into_split();
+    let mut r = BufReader::new(r);
+    w.write_all(b"220 sink.test ESMTP\r\n").await.unwrap();
+    let mut cur = Seen::default();
+    let mut n = 0;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let upper = line.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
+            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 XFORWARD NAME ADDR PROTO HELO IDENT SOURCE\r\n".into()
+        } else if upper.starts_with("XFORWARD") {
+            cur.xforward.push(line.trim_end().to_string());
+            "250 2.0.0 Ok\r\n".into()
+        } else if upper.starts_with("MAIL") {
+            cur.mail = line.trim_end().to_string();
+            "250 2.1.0 Ok\r\n".into()
+        } else if upper.starts_with("RCPT") {
+            if line.contains("unknown") {
+                format!("550 5.1.1 {} User unknown\r\n", line.trim_end())
+            } else {
+                cur.rcpts.push(line.trim_end().to_string());
+                "250 2.1.5 Ok\r\n".into()
+            }
+        } else if upper.starts_with("RSET") {
+            cur = Seen {
+                rset: cur.rset + 1,
+                ..Seen::default()
+            };
+            "250 2.0.0 Ok\r\n".into()
+        } else if upper.starts_with("DATA") {
+            w.write_all(b"354 go\r\n").await.unwrap();
+            let mut data = Vec::new();
+            loop {
+                let mut l = Vec::new();
+                r.read_until(b'\n', &mut l).await.unwrap();
+                if l == b".\r\n" || l.is_empty() {
+                    break;
+                }
+                let l = if l.starts_with(b"..") {
+                    &l[1..]
+                } else {
+                    &l[..]
+                };
+                data.extend_from_slice(l);
+            }
+            cur.data = data;
+            let rcpts = cur.rcpts.clone();
+            seen.lock().unwrap().push(std::mem::take(&mut cur));
+            n += 1;
+            match mode {
+                SinkMode::DieOnData => return,
+                SinkMode::TempfailData => "451 4.3.0 sink says later\r\n".into(),
+                SinkMode::Accept if lmtp => rcpts
+                    .iter()
+                    .map(|r| {
+                        if r.contains("quota") {
+                            "452 4.2.2 Quota exceeded\r\n".to_string()
+                        } else {
+                            format!("250 2.0.0 {} Saved\r\n", &r[8..])
+                        }
+                    })
+                    .collect(),
+                SinkMode::Accept => format!("250 2.0.0 Ok: queued as SINK{n}\r\n"),
+            }
+        } else if upper.starts_with("QUIT") {
+            let _ = w.write_all(b"221 2.0.0 Bye\r\n").await;
+            return;
+        } else {
+            "502 5.5.2 what\r\n".into()
+        };
+        if w.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A raw SMTP client.
+pub struct Client {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let (r, w) = TcpStream::connect(addr).await.unwrap().into_split();
+        Client {
+            r: BufReader::new(r),
+            w,
+        }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.w.write_all(text.as_bytes()).await.unwrap();
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).await.unwrap();
+    }
+
+    /// One complete reply: (code, all text lines joined by '\n').
+    pub async fn reply(&mut self) -> (u16, String) {
+        let mut text = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(20), self.r.read_line(&mut line))
+                .await
+                .expect("reply in time")
+                .unwrap();
+            assert!(n > 0, "connection closed while waiting for a reply");
+            let code: u16 = line[..3].parse().unwrap();
+            text.push(line[4..].trim_end().to_string());
+            if line.as_bytes()[3] == b' ' {
+                return (code, text.join("\n"));
+            }
+        }
+    }
+
+    pub async fn expect(&mut self, code: u16) -> String {
+        let (c, t) = self.reply().await;
+        assert_eq!(c, code, "expected {code}, got {c} {t}");
+        t
+    }
+
+    pub async fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), self.r.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+pub struct Proxy {
+    pub server: Server,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts `serve` in process with `extra` TOML (listener fields go in
+/// `listener_extra`), next hop = `hop`.
+pub async fn start_proxy(hop: SocketAddr, listener_extra: &str, extra: &str) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.toml");
+    let zones = [
+        fixtures().join("policy/policy.zone"),
+        dkim_fixtures().join("keys.zone"),
+        dkim_fixtures().join("rfc8463.zone"),
+    ];
+    let zones: Vec<String> = zones
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    std::fs::write(
+        &path,
+        format!(
+            "authserv_id = \"test.authserv\"\n{extra}\n[dns]\nzone_files = [{}]\n\n[[listener]]\nlisten = \"127.0.0.1:0\"\nnext_hop = \"{hop}\"\n{listener_extra}\n",
+            zones.join(", ")
+        ),
+    )
+    .unwrap();
+    let config = Config::load(Some(&path), figment::Figment::new()).unwrap();
+    let listeners = config.listeners().unwrap();
+    let bound = bind_all(&listeners).await.unwrap();
+    let server = Server::start(bound, Snapshot::build(config).unwrap());
+    let SocketAddress::Tcp(addr) = server.local_addrs()[0].clone() else {
+        panic!("tcp")
+    };
+    Proxy {
+        server,
+        addr,
+        _dir: dir,
+    }
+}
+
+async fn hello(addr: SocketAddr, verb: &str) -> Client {
+    let mut c = Client::connect(addr).await;
+    c.expect(220).await;
+    c.send(&format!("{verb} client.example\r\n")).await;
+    c.expect(250).await;
+    c
+}
+
+fn dotted(msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in msg.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relays_with_authentication_results_and_the_next_hops_reply() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "").await;
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("XFORWARD NAME=mail.example.org ADDR=192.0.2.1 PROTO=ESMTP HELO=mail.example.org\r\n")
+        .await;
+    c.expect(250).await;
+    c.send("XFORWARD IDENT=4ABCDEF SOURCE=REMOTE\r\n").await;
+    c.expect(250).await;
+    c.send("MAIL FROM:<joe@football.example.com> BODY=8BITMIME ENVID=QQ291\r\n")
+        .await;
+    c.expect(250).await;
+    c.send(
+        "RCPT TO:<suzie@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;suzie@example.test\r\n",
+    )
+    .await;
+    c.expect(250).await;
+    c.send("DATA\r\n").await;
+    c.expect(354).await;
+    c.send_bytes(&dotted(&fixture_message("rfc8463.eml"))).await;
+    let text = c.expect(250).await;
+    assert_eq!(
+        text, "2.0.0 Ok: queued as SINK1",
+        "the next hop's own reply"
+    );
+    c.send("QUIT\r\n").await;
+    c.expect(221).await;
+    let t = &sink.transactions()[0];
+    assert_eq!(
+        t.mail,
+        "MAIL FROM:<joe@football.example.com> BODY=8BITMIME ENVID=QQ291"
+    );
+    assert_eq!(
+        t.rcpts,
+        ["RCPT TO:<suzie@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;suzie@example.test"]
+    );
+    let xf = t.xforward.join(" ");
+    assert!(
+        xf.contains("ADDR=192.0.2.1") && xf.contains("IDENT=4ABCDEF"),
+        "{xf}"
+    );
+    let data = String::from_utf8_lossy(&t.data);
+    assert!(
+        data.starts_with("Authentication-Results: test.authserv;"),
+        "{data}"
+    );
+    assert!(data.contains("dkim=pass"), "{data}");
+    let original = String::from_utf8(fixture_message("rfc8463.eml")).unwrap();
+    let body = original.split_once("\r\n\r\n").unwrap().1;
+    assert!(data.ends_with(body), "the body is relayed unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_commands_get_replies_in_order() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "").await;
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<unknown@example.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n").await;
+    c.expect(250).await;
+    c.expect(250).await;
+    let t = c.expect(550).await;
+    assert!(
+        t.contains("5.1.1") && t.contains("User unknown"),
+        "next hop's text: {t}"
+    );
+    c.expect(250).await;
+    c.expect(354).await;
+    c.send("Subject: x\r\n\r\n..dot line\r\n.\r\nMAIL FROM:<>\r\nRSET\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(250).await;
+    let t = &sink.transactions()[0];
+    assert_eq!(t.rcpts.len(), 2);
+    assert!(
+        t.data.ends_with(b"\r\n.dot line\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&t.data)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lmtp_passes_each_recipients_reply_in_order() {
+    let sink = Sink::start(true, SinkMode::Accept).await;
+    let p = start_proxy(
+        sink.addr,
+        "protocol = \"lmtp\"\nnext_hop_protocol = \"lmtp\"",
+        "",
+    )
+    .await;
+    let mut c = hello(p.addr, "LHLO").await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<unknown@example.test>\r\nRCPT TO:<quota@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n").await;
+    for code in [250, 250, 550, 250, 250, 354] {
+        c.expect(code).await;
+    }
+    c.send("Subject: hi\r\n\r\nbody\r\n.\r\n").await;
+    assert!(c.expect(250).await.contains("alice@example.test"));
+    assert_eq!(c.expect(452).await, "4.2.2 Quota exceeded");
+    assert!(c.expect(250).await.contains("bob@example.test"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_next_hop_is_a_421_greeting() {
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let p = start_proxy(dead, "", "").await;
+    let mut c = Client::connect(p.addr).await;
+    let t = c.expect(421).await;
+    assert!(t.contains("4.4.1"), "{t}");
+    assert!(c.closed().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_hop_dying_at_end_of_data_is_a_4xx_never_a_2xx() {
+    for mode in [SinkMode::DieOnData, SinkMode::TempfailData] {
+        let sink = Sink::start(false, mode).await;
+        let p = start_proxy(sink.addr, "", "").await;
+        let mut c = hello(p.addr, "EHLO").await;
+        c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+            .await;
+        c.expect(250).await;
+        c.expect(250).await;
+        c.expect(354).await;
+        c.send("Subject: x\r\n\r\nbody\r\n.\r\n").await;
+        let (code, text) = c.reply().await;
+        assert!((400..500).contains(&code), "{mode:?}: {code} {text}");
+        if mode == SinkMode::TempfailData {
+            assert_eq!(text, "4.3.0 sink says later");
+        }
+    }
+}
+
+const DMARC_FAIL: &str =
+    "From: <ceo@example.org>\r\nTo: <b@example.test>\r\nSubject: pay\r\n\r\nwire money\r\n.\r\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn before_queue_dmarc_reject_is_a_550_and_nothing_is_relayed() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "mode = \"before-queue\"", "").await;
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("XFORWARD ADDR=203.0.113.9 HELO=spoofer.example\r\n")
+        .await;
+    c.expect(250).await;
+    c.send("MAIL FROM:<ceo@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+    c.send(DMARC_FAIL).await;
+    let t = c.expect(550).await;
+    assert!(t.starts_with("5.7.1"), "{t}");
+    c.send("QUIT\r\n").await;
+    c.expect(221).await;
+    assert!(
+        sink.transactions().is_empty(),
+        "a refused message never reaches the next hop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_queue_dmarc_reject_is_quarantined_not_bounced() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "").await;
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("XFORWARD ADDR=203.0.113.9 HELO=spoofer.example\r\n")
+        .await;
+    c.expect(250).await;
+    c.send("MAIL FROM:<ceo@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+    c.send(DMARC_FAIL).await;
+    c.expect(250).await;
+    let data = String::from_utf8_lossy(&sink.transactions()[0].data).into_owned();
+    assert!(data.contains("dmarc=fail"), "{data}");
+    assert!(data.contains("X-Authgate-Quarantine: dmarc"), "{data}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn internal_clients_are_signed() {
+    let keys = crate::oracles::test_keys();
+    let extra = format!(
+        "[trust]\ninternal_hosts = [\"10.0.0.0/8\"]\n[[dkim.keys]]\nname = \"k\"\ndomain = \"example.com\"\nselector = \"rsa2048\"\nfile = {:?}\n[[dkim.signing_table]]\npattern = \"*@example.com\"\nkeys = [\"k\"]\n",
+        keys.rsa.display().to_string()
+    );
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", &extra).await;
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("XFORWARD ADDR=10.1.2.3\r\n").await;
+    c.expect(250).await;
+    c.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+    c.send("From: Alice <alice@example.com>\r\nTo: b@example.net\r\nSubject: hi\r\n\r\n.leading dot\r\nbye\r\n.\r\n").await;
+    c.expect(250).await;
+    let data = sink.transactions()[0].data.clone();
+    assert!(
+        data.starts_with(b"DKIM-Signature:"),
+        "{}",
+        String::from_utf8_lossy(&data)
+    );
+    // An independent verifier agrees.
+    let results = crate::oracles::oracle_verify(crate::oracles::Oracle::Dkimpy, &data, &keys.zone);
+    assert_eq!(results, ["pass"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bdat_chunks_are_relayed_as_one_message() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "").await;
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    let part1 = b"Subject: chunks\r\n\r\n.not stuffed in BDAT\r\n";
+    let part2 = b"end\r\n";
+    c.send(&format!("BDAT {}\r\n", part1.len())).await;
+    c.send_bytes(part1).await;
+    c.expect(250).await;
+    c.send(&format!("BDAT {} LAST\r\n", part2.len())).await;
+    c.send_bytes(part2).await;
+    assert!(c.expect(250).await.contains("SINK1"));
+    let data = sink.transactions()[0].data.clone();
+    assert!(
+        data.ends_with(b"\r\n.not stuffed in BDAT\r\nend\r\n"),
+        "{}",
+        String::from_utf8_lossy(&data)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_give_clean_5xx() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(
+        sink.addr,
+        "",
+        "[server]\nmax_message_size = 2000\nmax_line_length = 100",
+    )
+    .await;
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("MAIL FROM:<a@example.org> SIZE=5000\r\n").await;
+    assert!(c.expect(552).await.starts_with("5.3.4"));
+    for (body, code) in [("x".repeat(3000), 552), ("y".repeat(150), 554)] {
+        c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+            .await;
+        c.expect(250).await;
+        c.expect(250).await;
+        c.expect(354).await;
+        c.send(&format!("Subject: big\r\n\r\n{body}\r\n.\r\n"))
+            .await;
+        c.expect(code).await;
+    }
+    // The session goes on.
+    c.send("NOOP\r\n").await;
+    c.expect(250).await;
+    assert!(sink.transactions().is_empty());
+    let long = "A".repeat(5000);
+    c.send(&format!("{long}\r\nNOOP\r\n")).await;
+    c.expect(500).await;
+    c.expect(250).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_past_the_limit_get_421() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "[server]\nmax_sessions = 1").await;
+    let mut first = hello(p.addr, "EHLO").await;
+    let mut second = Client::connect(p.addr).await;
+    assert!(second.expect(421).await.contains("4.3.2"));
+    first.send("QUIT\r\n").await;
+    first.expect(221).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_lets_a_message_in_flight_finish_and_closes_idle_sessions() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "").await;
+    let mut busy = hello(p.addr, "EHLO").await;
+    let mut idle = hello(p.addr, "EHLO").await;
+    busy.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await;
+    busy.expect(250).await;
+    busy.expect(250).await;
+    busy.expect(354).await;
+    busy.send("Subject: x\r\n\r\nhalf").await;
+    let stop = tokio::spawn(p.server.shutdown(Duration::from_secs(10)));
+    let (code, _) = idle.reply().await;
+    assert_eq!(code, 421, "idle sessions are told to go");
+    busy.send(" and the rest\r\n.\r\n").await;
+    busy.expect(250).await;
+    busy.send("QUIT\r\n").await;
+    let _ = busy.reply().await;
+    assert!(stop.await.unwrap(), "all sessions finished");
+    assert_eq!(sink.transactions().len(), 1);
+    assert!(
+        TcpStream::connect(p.addr).await.is_err(),
+        "no longer listening"
+    );
+}
