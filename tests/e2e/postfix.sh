@@ -3,7 +3,9 @@
 # layouts of contrib/postfix/ (FILTER=..., saved by `up`):
 #
 #   content  :25 --content_filter (SMTP or LMTP: FILTER_PROTO) + XFORWARD--> authgate :10025
+#            :587 (submission) --content_filter over SMTP--> authgate :10027 (outbound: signs)
 #            authgate --SMTP--> reinjection smtpd :10026 (no filter, no checks) --> virtual(8) Maildir
+#            (REINJECT=off leaves :10026 out: authgate's next hop is down)
 #   pipe     :25 (-o content_filter=authgate-pipe:) --> pipe(8) `authgate pipe --reinject
 #            -f ${sender} -- ${recipient}` --> sendmail --> pickup (no filter) --> Maildir
 #   lmtp     :25 --> virtual_transport = lmtp:inet:[127.0.0.1]:10024 (authgate LMTP)
@@ -26,7 +28,10 @@ FILTER=${FILTER:-content}          # content | pipe | lmtp | off
 FILTER_PROTO=${FILTER_PROTO:-smtp} # content mode: smtp | lmtp
 FILTER_PORT=${FILTER_PORT:-10025}  # authgate's listener (content mode)
 LMTP_FILTER_PORT=${LMTP_FILTER_PORT:-10024} # authgate's LMTP listener (lmtp mode)
+OUTBOUND_PORT=${OUTBOUND_PORT:-10027} # authgate's signing listener (content mode, submission)
 REINJECT_PORT=${REINJECT_PORT:-10026}
+REINJECT=${REINJECT:-on}             # off: no reinjection smtpd (next hop down)
+SUBMISSION_PORT=${SUBMISSION_PORT:-587}
 MAILDIR=$STATE/mail
 MAILLOG=$STATE/maillog
 PFX=/etc/postfix
@@ -131,6 +136,18 @@ authgate          unix  -       -       n       -       2       $FILTER_PROTO
   -o ${FILTER_PROTO}_tls_security_level=none
   -o disable_mime_output_conversion=yes
   -o max_use=20
+authgate-out      unix  -       -       n       -       2       smtp
+  -o smtp_send_xforward_command=yes
+  -o smtp_data_done_timeout=1200
+  -o smtp_tls_security_level=none
+  -o disable_mime_output_conversion=yes
+  -o max_use=20
+127.0.0.1:$SUBMISSION_PORT inet n -     n       -       -       smtpd
+  -o syslog_name=postfix/submission
+  -o content_filter=authgate-out:[127.0.0.1]:$OUTBOUND_PORT
+EOF
+        [[ $REINJECT == off ]] && { echo "# reinjection smtpd left out (REINJECT=off)"; return 0; }
+        cat <<EOF
 127.0.0.1:$REINJECT_PORT inet n  -       n       -       -       smtpd
   -o syslog_name=postfix/reinject
   -o content_filter=
@@ -218,9 +235,12 @@ cmd_up() {
             { cat "$STATE/postfix.stderr" >&2; die "postfix start failed"; }
     fi
     wait_port 127.0.0.1 25 20 || die "smtpd not listening on 127.0.0.1:25 (see $MAILLOG)"
-    [[ $FILTER != content ]] || wait_port 127.0.0.1 "$REINJECT_PORT" 20 ||
-        die "reinjection smtpd not listening on 127.0.0.1:$REINJECT_PORT"
-    say "up: FILTER=$FILTER${FILTER_PROTO:+ ($FILTER_PROTO)}"
+    if [[ $FILTER == content && $REINJECT == on ]]; then
+        wait_port 127.0.0.1 "$REINJECT_PORT" 20 || die "reinjection smtpd not listening on 127.0.0.1:$REINJECT_PORT"
+    elif [[ $FILTER == content ]]; then
+        wait_port_closed 127.0.0.1 "$REINJECT_PORT" 20 || die "reinjection smtpd still listening on 127.0.0.1:$REINJECT_PORT"
+    fi
+    say "up: FILTER=$FILTER FILTER_PROTO=$FILTER_PROTO REINJECT=$REINJECT"
 }
 
 cmd_down() {
@@ -240,13 +260,13 @@ cmd_clean() {
     rm -rf "$STATE" "$PIPE_CONF"
 }
 
-# send ID FROM TO [swaks args...]: submit on :25 with X-Harness-Id: ID
-# (TO may list several recipients, comma-separated)
+# send ID FROM TO [swaks args...]: submit on :25 (SEND_PORT=587: submission) with
+# X-Harness-Id: ID (TO may list several recipients, comma-separated)
 cmd_send() {
     local id=$1 from=$2 to=$3
     shift 3
     mkdir -p "$STATE"
-    swaks --server 127.0.0.1 --port 25 --helo "client.$SENDER_DOMAIN" \
+    swaks --server 127.0.0.1 --port "${SEND_PORT:-25}" --helo "client.$SENDER_DOMAIN" \
         --from "$from" --to "$to" --add-header "X-Harness-Id: $id" "$@" >"$STATE/last-send.txt" 2>&1 ||
         { cat "$STATE/last-send.txt" >&2; return 1; }
 }
