@@ -121,6 +121,8 @@ install_authgate() {
     # One zone for authgate and dkimpy: the example.com/example.org test keys plus
     # the RFC 8463 keys of contrib/sample/signed.eml (that file sets $ORIGIN, so it goes last).
     cat "$REPO/tests/fixtures/dkim/keys.zone" "$REPO/contrib/sample/keys.zone" >"$E2E_LIBEXEC/zones/all.zone"
+    # SPF and DMARC policies (example.org: -all, p=reject), for the cases that want them
+    install -m 0644 "$REPO/tests/fixtures/policy/policy.zone" "$E2E_LIBEXEC/zones/policy.zone"
     chmod 0644 "$E2E_LIBEXEC/zones/all.zone"
     local k dir owner
     for dir in keys-sign keys-root; do

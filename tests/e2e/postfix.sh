@@ -6,6 +6,8 @@
 #            :587 (submission) --content_filter over SMTP--> authgate :10027 (outbound: signs)
 #            authgate --SMTP--> reinjection smtpd :10026 (no filter, no checks) --> virtual(8) Maildir
 #            (REINJECT=off leaves :10026 out: authgate's next hop is down)
+#   proxy    :25 (-o smtpd_proxy_filter=127.0.0.1:10025) ==before the queue==> authgate :10025
+#            --SMTP--> smtpd :10026 --> queue --> Maildir (authgate's 550 reaches the client)
 #   pipe     :25 (-o content_filter=authgate-pipe:) --> pipe(8) `authgate pipe --reinject
 #            -f ${sender} -- ${recipient}` --> sendmail --> pickup (no filter) --> Maildir
 #   lmtp     :25 --> virtual_transport = lmtp:inet:[127.0.0.1]:10024 (authgate LMTP)
@@ -24,7 +26,7 @@ E2E_NAME=postfix
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STATE=$E2E_STATE/postfix
-FILTER=${FILTER:-content}          # content | pipe | lmtp | off
+FILTER=${FILTER:-content}          # content | proxy | pipe | lmtp | off
 FILTER_PROTO=${FILTER_PROTO:-smtp} # content mode: smtp | lmtp
 FILTER_PORT=${FILTER_PORT:-10025}  # authgate's listener (content mode)
 LMTP_FILTER_PORT=${LMTP_FILTER_PORT:-10024} # authgate's LMTP listener (lmtp mode)
@@ -67,8 +69,8 @@ EOF
 virtual_transport = lmtp:inet:[127.0.0.1]:$LMTP_FILTER_PORT
 EOF
         ;;
-    pipe | off) echo "# no content_filter in main.cf ($FILTER)" ;;
-    *) die "FILTER must be content, pipe, lmtp or off" ;;
+    proxy | pipe | off) echo "# no content_filter in main.cf ($FILTER)" ;;
+    *) die "FILTER must be content, proxy, pipe, lmtp or off" ;;
     esac
 }
 
@@ -163,6 +165,23 @@ EOF
   -o smtpd_authorized_xforward_hosts=127.0.0.0/8
 EOF
         ;;
+    proxy)
+        # the after-filter smtpd of SMTPD_PROXY_README (contrib/postfix/before-queue.cf)
+        cat <<EOF
+127.0.0.1:$REINJECT_PORT inet n  -       n       -       -       smtpd
+  -o syslog_name=postfix/after-filter
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks
+  -o smtpd_helo_restrictions=
+  -o smtpd_client_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_relay_restrictions=
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o smtpd_data_restrictions=
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+EOF
+        ;;
     pipe)
         # user=mail: pipe(8) never runs a command as root; flags R: Return-Path:
         # header, q: quote ${sender}/${recipient}; null_sender= : <> stays empty
@@ -181,6 +200,10 @@ write_master_cf() {
     # pipe layout: only mail arriving over SMTP is filtered, so what authgate
     # hands back through sendmail/pickup is not filtered again
     [[ $FILTER == pipe ]] && smtpd_opts="  -o content_filter=authgate-pipe:dummy"
+    # proxy layout: every SMTP command goes through authgate while the client waits
+    [[ $FILTER == proxy ]] && smtpd_opts="  -o smtpd_proxy_filter=127.0.0.1:$FILTER_PORT
+  -o smtpd_proxy_options=speed_adjust
+  -o smtpd_proxy_timeout=300s"
     cat >"$PFX/master.cf" <<EOF
 # written by tests/e2e/postfix.sh — test only. Nothing chrooted (column 5 = n).
 127.0.0.1:25      inet  n       -       n       -       -       smtpd
@@ -235,7 +258,7 @@ cmd_up() {
             { cat "$STATE/postfix.stderr" >&2; die "postfix start failed"; }
     fi
     wait_port 127.0.0.1 25 20 || die "smtpd not listening on 127.0.0.1:25 (see $MAILLOG)"
-    if [[ $FILTER == content && $REINJECT == on ]]; then
+    if [[ $FILTER == proxy || ($FILTER == content && $REINJECT == on) ]]; then
         wait_port 127.0.0.1 "$REINJECT_PORT" 20 || die "reinjection smtpd not listening on 127.0.0.1:$REINJECT_PORT"
     elif [[ $FILTER == content ]]; then
         wait_port_closed 127.0.0.1 "$REINJECT_PORT" 20 || die "reinjection smtpd still listening on 127.0.0.1:$REINJECT_PORT"

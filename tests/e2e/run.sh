@@ -129,16 +129,23 @@ case_postfix_pipe_reinject_tempfail_defers() {
 DC_MAIL=$E2E_STATE/dovecot/mail
 
 # serve_up NAME PORT ARGS...: start `authgate serve ARGS` in the background (pid
-# file, log in $LOGDIR) and wait for PORT
+# file, log in $LOGDIR) and wait for PORT. One instance at a time: any other
+# is stopped first, so a case never talks to the previous case's listener.
 serve_up() {
     local name=$1 port=$2 pidf=$E2E_STATE/serve-$1.pid
     shift 2
-    stop_pid "$pidf" "authgate serve"
+    serve_stop_all
+    wait_port_closed 127.0.0.1 "$port" 10 || fail "127.0.0.1:$port is taken by another process"
     RUST_LOG=authgate=info nohup "$E2E_LIBEXEC/authgate" serve "$@" </dev/null >>"$LOGDIR/serve-$name.log" 2>&1 &
     echo $! >"$pidf"
     wait_port 127.0.0.1 "$port" 20 || fail "authgate serve ($name) not listening on :$port (see $LOGDIR/serve-$name.log)"
 }
 serve_down() { stop_pid "$E2E_STATE/serve-$1.pid" "authgate serve"; }
+serve_stop_all() {
+    local f
+    for f in "$E2E_STATE"/serve-*.pid; do [[ -e $f ]] && stop_pid "$f" "authgate serve"; done
+    return 0
+}
 
 # serve_config PROTO: serve.toml plus the two listeners of contrib/postfix's
 # content_filter layout: inbound on :10025 (PROTO), outbound (signing) on :10027
@@ -240,6 +247,32 @@ case_postfix_lmtp_to_dovecot_per_recipient_replies() {
     serve_down lmtp
 }
 
+# before the queue: a DMARC reject reaches the SMTP client as 550, nothing is queued
+case_postfix_before_queue_proxy_rejects_with_550() {
+    local id f conf=$E2E_LIBEXEC/serve-proxy.toml sent=$E2E_STATE/postfix/last-send.txt
+    # example.org publishes SPF -all and DMARC p=reject (tests/fixtures/policy/policy.zone)
+    sed "s|^zone_files = .*|zone_files = [\"$E2E_LIBEXEC/zones/all.zone\", \"$E2E_LIBEXEC/zones/policy.zone\"]|" \
+        "$E2E_LIBEXEC/serve.toml" >"$conf"
+    FILTER=proxy "$POSTFIX" up
+    serve_up proxy 10025 --config "$conf" --listen 127.0.0.1:10025 --protocol smtp \
+        --next-hop 127.0.0.1:10026 --next-hop-protocol smtp --role inbound --mode before-queue
+    id=$(new_id)
+    "$POSTFIX" send "$id" "sender@$SENDER_DOMAIN" "alice@$TEST_DOMAIN" --data "$REPO/contrib/sample/signed.eml" ||
+        fail "a DMARC-neutral message was refused: $(grep -E '^<\*\*' "$sent" | head -n1)"
+    f=$("$POSTFIX" wait-delivered "$id" 30 "$PF_MAIL") || fail "not delivered through the proxy"
+    f=${f%%$'\n'*} # the first one
+    has "$f" "^Authentication-Results: $AUTHSERV_ID;" || fail "no Authentication-Results"
+    id=$(new_id)
+    if "$POSTFIX" send "$id" "ceo@$SENDER_DOMAIN" "alice@$TEST_DOMAIN" --header "From: CEO <ceo@$SENDER_DOMAIN>" 2>/dev/null; then
+        fail "the DMARC spoof was accepted"
+    fi
+    grep -qE '^<\*\* +550[ -]5\.7\.1' "$sent" || fail "client did not get 550 5.7.1: $(grep -E '^<\*\*' "$sent" | head -n1)"
+    sleep 1
+    [[ $(count_mail "$PF_MAIL" "$id") == 0 ]] || fail "the spoof was delivered"
+    [[ -z $("$POSTFIX" queued "$id") ]] || fail "the spoof was queued"
+    serve_down proxy
+}
+
 # account IDS...: every message is delivered or queued, exactly once. Prints "delivered queued".
 account() {
     local id d q delivered=0 queued=0
@@ -311,13 +344,13 @@ CASES=(
     postfix_content_filter_smtp
     postfix_content_filter_lmtp
     postfix_lmtp_to_dovecot_per_recipient_replies
+    postfix_before_queue_proxy_rejects_with_550
     postfix_authgate_down_defers_then_delivers
     postfix_next_hop_down_keeps_mail_queued
 )
 
 stop_all() {
-    local f
-    for f in "$E2E_STATE"/serve-*.pid; do [[ -e $f ]] && stop_pid "$f" "authgate serve"; done
+    serve_stop_all
     "$EXIM" down >/dev/null 2>&1
     "$POSTFIX" down >/dev/null 2>&1
     "$DOVECOT" down >/dev/null 2>&1
