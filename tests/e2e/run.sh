@@ -3,7 +3,7 @@
 #
 #   tests/e2e/run.sh              every case
 #   tests/e2e/run.sh exim         only the cases whose name contains "exim"
-#   AUTHGATE_BIN=target/release/authgate tests/e2e/run.sh
+#   E2E_AUTHGATE=target/release/authgate tests/e2e/run.sh
 #
 # Needs root (Postfix's master, Exim's privilege switch, the `mail` user for
 # delivery). Installs what is missing (scripts/test does it beforehand). Prints
@@ -16,7 +16,7 @@ E2E_NAME=e2e
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-AUTHGATE_BIN=${AUTHGATE_BIN:-$REPO/target/debug/authgate}
+E2E_AUTHGATE=${E2E_AUTHGATE:-$REPO/target/debug/authgate}
 POSTFIX="$E2E_DIR/postfix.sh"
 DOVECOT="$E2E_DIR/dovecot.sh"
 EXIM="$E2E_DIR/exim.sh"
@@ -136,7 +136,8 @@ serve_up() {
     shift 2
     serve_stop_all
     wait_port_closed 127.0.0.1 "$port" 10 || fail "127.0.0.1:$port is taken by another process"
-    RUST_LOG=authgate=info nohup "$E2E_LIBEXEC/authgate" serve "$@" </dev/null >>"$LOGDIR/serve-$name.log" 2>&1 &
+    # a clean environment: AUTHGATE_* variables would be read as configuration
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin RUST_LOG=authgate=info nohup "$E2E_LIBEXEC/authgate" serve "$@" </dev/null >>"$LOGDIR/serve-$name.log" 2>&1 &
     echo $! >"$pidf"
     wait_port 127.0.0.1 "$port" 20 || fail "authgate serve ($name) not listening on :$port (see $LOGDIR/serve-$name.log)"
 }
@@ -371,7 +372,7 @@ main() {
     t0=$(date +%s)
     { "$EXIM" install && "$POSTFIX" install && "$DOVECOT" install; } || die "install failed"
     say "tools ready in $(($(date +%s) - t0))s"
-    SIGN_USER=Debian-exim install_authgate "$AUTHGATE_BIN"
+    SIGN_USER=Debian-exim install_authgate "$E2E_AUTHGATE"
     "$EXIM" up >"$LOGDIR/exim-up.log" 2>&1 || { cat "$LOGDIR/exim-up.log" >&2; die "exim did not start"; }
     for name in "${selected[@]}"; do
         rm -f "$REASON_FILE"
