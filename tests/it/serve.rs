@@ -65,7 +65,14 @@ impl Sink {
 }
 
 async fn sink_session(conn: TcpStream, lmtp: bool, mode: SinkMode, seen: Arc<Mutex<Vec<Seen>>>) {
-    let (r, mut w) = conn.into_split();
+    sink_over(conn, lmtp, mode, seen).await;
+}
+
+async fn sink_over<S>(conn: S, lmtp: bool, mode: SinkMode, seen: Arc<Mutex<Vec<Seen>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let (r, mut w) = tokio::io::split(conn);
     let mut r = BufReader::new(r);
     w.write_all(b"220 sink.test ESMTP\r\n").await.unwrap();
     let mut cur = Seen::default();
@@ -568,4 +575,279 @@ async fn shutdown_lets_a_message_in_flight_finish_and_closes_idle_sessions() {
         TcpStream::connect(p.addr).await.is_err(),
         "no longer listening"
     );
+}
+
+/// A free loopback port (bound and released; the race is harmless here).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Daemon {
+    child: std::process::Child,
+    addr: SocketAddr,
+    stderr: std::path::PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    async fn start(config: &std::path::Path, dir: &std::path::Path) -> Daemon {
+        let port = free_port();
+        let stderr = dir.join("stderr.log");
+        // Waited for in Drop (and by the tests that stop it).
+        #[allow(clippy::zombie_processes)]
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        for _ in 0..200 {
+            if TcpStream::connect(addr).await.is_ok() {
+                return Daemon {
+                    child,
+                    addr,
+                    stderr,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "serve did not start: {}",
+            std::fs::read_to_string(&stderr).unwrap()
+        );
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap()
+    }
+
+    async fn wait_log(&self, needle: &str) {
+        for _ in 0..200 {
+            if self.log().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no {needle:?} in the log:\n{}", self.log());
+    }
+}
+
+async fn send_one(addr: SocketAddr) -> String {
+    let mut c = hello(addr, "EHLO").await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+    c.send("From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+        .await;
+    let t = c.expect(250).await;
+    c.expect(221).await;
+    t
+}
+
+fn write_config(path: &std::path::Path, authserv_id: &str, hop: SocketAddr, extra: &str) {
+    let zone = fixtures().join("policy/policy.zone");
+    std::fs::write(
+        path,
+        format!(
+            "authserv_id = \"{authserv_id}\"\n{extra}\n[dns]\nzone_files = [{:?}]\n[[listener]]\nnext_hop = \"{hop}\"\n",
+            zone.display().to_string()
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("authgate.toml");
+    write_config(&config, "one.example", sink.addr, "");
+    let d = Daemon::start(&config, dir.path()).await;
+    send_one(d.addr).await;
+    // A session opened before the reload keeps its configuration.
+    let mut early = hello(d.addr, "EHLO").await;
+
+    write_config(&config, "two.example", sink.addr, "");
+    d.signal("-HUP");
+    d.wait_log("configuration and keys reloaded").await;
+    send_one(d.addr).await;
+
+    write_config(
+        &config,
+        "three.example",
+        sink.addr,
+        "[dkim.sign]\ncanonicalization = \"bogus\"",
+    );
+    d.signal("-HUP");
+    d.wait_log("reload refused").await;
+    send_one(d.addr).await;
+
+    early
+        .send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await;
+    early.expect(250).await;
+    early.expect(250).await;
+    early.expect(354).await;
+    early.send("Subject: early\r\n\r\nx\r\n.\r\n").await;
+    early.expect(250).await;
+
+    let ids: Vec<String> = sink
+        .transactions()
+        .iter()
+        .map(|t| {
+            let d = String::from_utf8_lossy(&t.data).into_owned();
+            d.split(';')
+                .next()
+                .unwrap()
+                .trim_start_matches("Authentication-Results: ")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        ["one.example", "two.example", "two.example", "one.example"]
+    );
+    assert!(
+        d.log().contains("canonicalization"),
+        "the refusal says why:\n{}",
+        d.log()
+    );
+
+    d.signal("-TERM");
+    let mut d = d;
+    let mut status = None;
+    for _ in 0..200 {
+        status = d.child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(status.unwrap().success(), "SIGTERM exits 0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_line_carries_queue_id_client_and_results() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("authgate.toml");
+    write_config(&config, "mx.example", sink.addr, "");
+    let d = Daemon::start(&config, dir.path()).await;
+    let mut c = hello(d.addr, "EHLO").await;
+    c.send("XFORWARD ADDR=192.0.2.1 HELO=mail.example.org IDENT=4QUEUEID\r\n")
+        .await;
+    c.expect(250).await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+    c.send("From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+        .await;
+    c.expect(250).await;
+    d.wait_log("queue_id=4QUEUEID ").await;
+    let log = d.log();
+    let line = log.lines().find(|l| l.contains("4QUEUEID")).unwrap();
+    for want in [
+        "client=192.0.2.1",
+        "from=a@example.org",
+        "spf=pass",
+        "dmarc=",
+        "dkim=none",
+        "outcome=",
+    ] {
+        assert!(line.contains(want), "{want} missing: {line}");
+    }
+    d.signal("-TERM");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_client_is_dropped_after_the_command_timeout() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "[server]\ncommand_timeout_secs = 1").await;
+    let mut c = hello(p.addr, "EHLO").await;
+    let (code, text) = c.reply().await;
+    assert_eq!(code, 421, "{text}");
+    assert!(c.closed().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unix_sockets_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let hop_path = dir.path().join("hop.sock");
+    let hop = tokio::net::UnixListener::bind(&hop_path).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = hop.accept().await {
+            tokio::spawn(sink_over(conn, true, SinkMode::Accept, Arc::clone(&s2)));
+        }
+    });
+    let listen = dir.path().join("authgate.sock");
+    let config = dir.path().join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "authserv_id = \"u\"\n[dns]\nzone_files = [{:?}]\n[[listener]]\nlisten = \"unix:{}\"\nprotocol = \"lmtp\"\nnext_hop = \"unix:{}\"\nnext_hop_protocol = \"lmtp\"\nsocket_mode = \"0600\"\n",
+            fixtures().join("policy/policy.zone").display().to_string(),
+            listen.display(),
+            hop_path.display()
+        ),
+    )
+    .unwrap();
+    let config = Config::load(Some(&config), figment::Figment::new()).unwrap();
+    let bound = bind_all(&config.listeners().unwrap()).await.unwrap();
+    let server = Server::start(bound, Snapshot::build(config).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&listen).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let conn = tokio::net::UnixStream::connect(&listen).await.unwrap();
+    let (r, mut w) = conn.into_split();
+    let mut r = BufReader::new(r);
+    let mut transcript = String::new();
+    w.write_all(b"LHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        transcript.push_str(&line);
+        if line.starts_with("354") {
+            break;
+        }
+    }
+    w.write_all(b"Subject: u\r\n\r\nx\r\n.\r\n").await.unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).await.unwrap();
+    assert!(
+        line.starts_with("250 2.0.0 <alice@example.test> Saved"),
+        "{transcript}{line}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert!(server.shutdown(Duration::from_secs(5)).await);
+    assert!(!listen.exists(), "the socket file is removed on exit");
 }
