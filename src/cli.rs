@@ -30,7 +30,9 @@ const EXAMPLES_VERIFY: &str = "Examples:
 const EXAMPLES_PIPE: &str = "Examples:
   authgate pipe < in.eml > out.eml                  # verify, add Authentication-Results
   authgate pipe --sign --config /etc/authgate/authgate.toml   # sign for domains in the signing table
+  authgate pipe --reinject -f sender@example.org -- rcpt@example.com   # filter, then sendmail -G -i
 Exim (remote_smtp transport):  transport_filter = /usr/local/bin/authgate pipe --sign
+Postfix (master.cf pipe service):  argv=/usr/local/bin/authgate pipe --reinject -f ${sender} -- ${recipient}
 Exit 75 (EX_TEMPFAIL) on any internal failure so the MTA retries; nothing is written then.";
 const EXAMPLES_SERVE: &str = "Examples:
   authgate serve                                    # 127.0.0.1:10025 -> 127.0.0.1:10026 (Postfix content_filter)
@@ -243,6 +245,40 @@ struct PipeArgs {
     /// Processing time (UNIX seconds) instead of the clock.
     #[arg(long)]
     now: Option<u64>,
+    /// Postfix pipe(8) simple content filter: hand the filtered message to
+    /// `sendmail -G -i -f SENDER -- RECIPIENT...` instead of stdout (needs -f
+    /// and the recipients after --).
+    #[arg(long)]
+    reinject: bool,
+    /// The sendmail program for --reinject (default: [pipe] sendmail, /usr/sbin/sendmail).
+    #[arg(long, value_name = "PATH")]
+    sendmail: Option<PathBuf>,
+    /// Envelope recipients for --reinject.
+    #[arg(last = true, value_name = "RECIPIENT")]
+    recipients: Vec<String>,
+}
+
+impl PipeArgs {
+    /// The reinjection to run after filtering, if --reinject was given.
+    fn reinject(&self, config: &Config) -> Result<Option<pipe::Reinject>> {
+        if !self.reinject {
+            if !self.recipients.is_empty() {
+                bail!("recipients after -- are only used with --reinject");
+            }
+            return Ok(None);
+        }
+        let Some(sender) = &self.envelope.mail_from else {
+            bail!("--reinject needs the envelope sender: -f SENDER");
+        };
+        if self.recipients.is_empty() {
+            bail!("--reinject needs the envelope recipients after --");
+        }
+        Ok(Some(pipe::Reinject {
+            sendmail: config.pipe.sendmail.clone(),
+            sender: sender.clone(),
+            recipients: self.recipients.clone(),
+        }))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -610,7 +646,12 @@ fn log_message(filtered: &pipe::Filtered, stats: &DnsStats) {
 }
 
 fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
-    let config = a.common.load(Figment::new())?;
+    let mut flags = Figment::new();
+    if let Some(path) = &a.sendmail {
+        flags = flags.merge(Serialized::default("pipe.sendmail", path));
+    }
+    let config = a.common.load(flags)?;
+    let reinject = a.reinject(&config)?;
     let verify = a.verify || !a.sign;
     let opts = Options {
         verify,
@@ -621,12 +662,23 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
     let ctx = Arc::new(config.context()?);
     let rt = runtime()?;
     let spool = spool_settings(&config);
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
     let mut input = std::io::stdin().lock();
-    let (filtered, stats) = if verify {
+    let run = |out: &mut dyn Write| -> Result<(pipe::Filtered, DnsStats)> {
+        let mut out = out;
+        if !verify {
+            let f = pipe::filter(
+                &rt,
+                ctx,
+                Arc::new(NoDns),
+                opts,
+                &spool,
+                &mut input,
+                &mut out,
+            )?;
+            return Ok((f, DnsStats::default()));
+        }
         let metered = Arc::new(Metered::new(dns::build(&config.dns)?));
-        let filtered = pipe::filter(
+        let f = pipe::filter(
             &rt,
             ctx,
             Arc::clone(&metered),
@@ -635,20 +687,23 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
             &mut input,
             &mut out,
         )?;
-        (filtered, metered.stats())
-    } else {
-        (
-            pipe::filter(
-                &rt,
-                ctx,
-                Arc::new(NoDns),
-                opts,
-                &spool,
-                &mut input,
-                &mut out,
-            )?,
-            DnsStats::default(),
-        )
+        Ok((f, metered.stats()))
+    };
+    // With --reinject the output goes to a temp file first: sendmail starts
+    // only once the whole message is ready, so nothing half-filtered is sent.
+    let (filtered, stats, output) = match &reinject {
+        None => {
+            let (f, s) = run(&mut std::io::stdout().lock())?;
+            (f, s, None)
+        }
+        Some(_) => {
+            let mut file = std::io::BufWriter::new(
+                pipe::output_file(&spool).context("cannot create the output spool file")?,
+            );
+            let (f, s) = run(&mut file)?;
+            let file = file.into_inner().map_err(|e| e.into_error())?;
+            (f, s, Some(file))
+        }
     };
     log_message(&filtered, &stats);
     if let Some(reason) = &filtered.verdict.tempfail {
@@ -658,6 +713,13 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
     if let Some(reason) = &filtered.verdict.reject {
         eprintln!("authgate: message refused: {reason}");
         return Ok(ExitCode::from(config.pipe.reject_exit_code));
+    }
+    if let (Some(r), Some(file)) = (&reinject, output) {
+        if let Err(e) = r.send(file) {
+            eprintln!("authgate: try again later: {e}");
+            return Ok(ExitCode::from(EX_TEMPFAIL));
+        }
+        tracing::info!(sendmail = %r.sendmail.display(), recipients = r.recipients.len(), "message reinjected");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -352,12 +352,20 @@ pub struct PipeSettings {
     /// Exit status when an action refuses the message (nothing is written;
     /// the reason goes to stderr). 77 = EX_NOPERM: Postfix pipe(8) bounces.
     pub reject_exit_code: u8,
+    /// The program `pipe --reinject` hands the filtered message to, as
+    /// `sendmail -G -i -f SENDER -- RECIPIENT...` (Postfix FILTER_README's
+    /// simple content filter).
+    pub sendmail: PathBuf,
 }
+
+/// Where Postfix (and most MTAs) install their sendmail command.
+pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
 
 impl Default for PipeSettings {
     fn default() -> Self {
         PipeSettings {
             reject_exit_code: crate::pipe::EX_NOPERM,
+            sendmail: PathBuf::from(DEFAULT_SENDMAIL),
         }
     }
 }

@@ -121,3 +121,125 @@ pub fn check<R: Resolver + 'static>(
     let verdict = rt.block_on(job.finish())?.verdict;
     Ok(Filtered { verdict, size })
 }
+
+/// `pipe --reinject`: the filtered message goes back to the MTA through its
+/// `sendmail` command (Postfix FILTER_README, "simple content filter"), run
+/// as `sendmail -G -i -f SENDER -- RECIPIENT...`.
+#[derive(Debug, Clone)]
+pub struct Reinject {
+    /// The sendmail program (`[pipe] sendmail`, `--sendmail`).
+    pub sendmail: PathBuf,
+    /// Envelope sender, passed on as given (Postfix `${sender}`).
+    pub sender: String,
+    /// Envelope recipients (Postfix `${recipient}`).
+    pub recipients: Vec<String>,
+}
+
+/// Why reinjection failed (all mean: exit 75, the MTA retries).
+#[derive(Debug, thiserror::Error)]
+pub enum ReinjectError {
+    /// The program could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The sendmail path.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Waiting for it failed.
+    #[error("waiting for {program}: {source}")]
+    Wait {
+        /// The sendmail path.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It ran and failed (non-zero exit or killed by a signal).
+    #[error("{program} failed: {status}")]
+    Failed {
+        /// The sendmail path.
+        program: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+    },
+}
+
+impl Reinject {
+    /// The argument list after the program name. `-G`: a relayed message,
+    /// not a new submission (no address rewriting); `-i`: a line with a
+    /// lone dot does not end the message; `--`: no recipient is an option.
+    pub fn args(&self) -> Vec<&str> {
+        let mut args = vec!["-G", "-i", "-f", self.sender.as_str(), "--"];
+        args.extend(self.recipients.iter().map(String::as_str));
+        args
+    }
+
+    /// Runs sendmail with `message` (rewound to its start) on its stdin and
+    /// waits for it. Its stdout goes to our stderr, which the MTA logs; the
+    /// stdout of `pipe` stays empty.
+    pub fn send(&self, mut message: std::fs::File) -> Result<(), ReinjectError> {
+        use std::io::Seek;
+        use std::os::fd::AsFd;
+        let program = self.sendmail.display().to_string();
+        let spawn_err = |source| ReinjectError::Spawn {
+            program: program.clone(),
+            source,
+        };
+        message
+            .seek(std::io::SeekFrom::Start(0))
+            .map_err(spawn_err)?;
+        let stdout = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(spawn_err)?;
+        let mut child = std::process::Command::new(&self.sendmail)
+            .args(self.args())
+            .stdin(message)
+            .stdout(stdout)
+            .spawn()
+            .map_err(spawn_err)?;
+        let status = child.wait().map_err(|source| ReinjectError::Wait {
+            program: program.clone(),
+            source,
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ReinjectError::Failed { program, status })
+        }
+    }
+}
+
+/// A temp file for the filtered message, in the spool directory.
+pub fn output_file(spool: &SpoolSettings) -> std::io::Result<std::fs::File> {
+    match &spool.dir {
+        Some(d) => tempfile::tempfile_in(d),
+        None => tempfile::tempfile(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reinject_args_end_options_before_the_recipients() {
+        let r = Reinject {
+            sendmail: PathBuf::from("/usr/sbin/sendmail"),
+            sender: "a@example.org".into(),
+            recipients: vec!["-oi@example.test".into(), "b@example.test".into()],
+        };
+        assert_eq!(
+            r.args(),
+            [
+                "-G",
+                "-i",
+                "-f",
+                "a@example.org",
+                "--",
+                "-oi@example.test",
+                "b@example.test"
+            ]
+        );
+    }
+}

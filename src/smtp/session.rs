@@ -28,6 +28,8 @@ pub struct HopCaps {
     pub dsn: bool,
     /// `PIPELINING`.
     pub pipelining: bool,
+    /// `SIZE` (Dovecot's LMTP does not offer it).
+    pub size: bool,
 }
 
 impl HopCaps {
@@ -40,6 +42,7 @@ impl HopCaps {
             smtputf8: has("SMTPUTF8"),
             dsn: has("DSN"),
             pipelining: has("PIPELINING"),
+            size: has("SIZE"),
         }
     }
 }
@@ -346,10 +349,15 @@ impl Session {
             }
             None => Vec::new(),
         };
-        Step::Forward {
-            prelude,
-            command: line.to_vec(),
-        }
+        // SIZE is ours: we offer and enforce it whatever the next hop does.
+        // A hop that did not offer it refuses the parameter (Dovecot LMTP:
+        // "555 5.5.4 Unsupported parameters"), so it is dropped for that hop.
+        let command = if self.cfg.hop.size {
+            line.to_vec()
+        } else {
+            without_param(line, "SIZE")
+        };
+        Step::Forward { prelude, command }
     }
 
     fn rcpt(&mut self, to: &str, line: &[u8]) -> Step {
@@ -511,6 +519,31 @@ impl Session {
     }
 }
 
+/// `line` (a MAIL or RCPT command) without its `NAME=value` ESMTP parameter;
+/// only the words after the closing `>` of the path are looked at, so a
+/// quoted local part can never be cut.
+fn without_param(line: &[u8], name: &str) -> Vec<u8> {
+    let Some(end) = line.iter().rposition(|&b| b == b'>') else {
+        return line.to_vec();
+    };
+    let (path, rest) = line.split_at(end + 1);
+    let body_len = rest
+        .iter()
+        .rposition(|&b| b != b'\r' && b != b'\n')
+        .map_or(0, |i| i + 1);
+    let (params, eol) = rest.split_at(body_len);
+    let mut out = path.to_vec();
+    for word in params.split(|&b| b == b' ').filter(|w| !w.is_empty()) {
+        let key = word.split(|&b| b == b'=').next().unwrap_or_default();
+        if !key.eq_ignore_ascii_case(name.as_bytes()) {
+            out.push(b' ');
+            out.extend_from_slice(word);
+        }
+    }
+    out.extend_from_slice(eol);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,6 +565,7 @@ mod tests {
                 smtputf8: true,
                 dsn: true,
                 pipelining: true,
+                size: true,
             },
             trusted: true,
             peer_ip: Some("127.0.0.1".parse().unwrap()),
@@ -588,6 +622,40 @@ mod tests {
         assert!(s.transaction().rcpts.is_empty());
         // A second transaction on the same connection.
         assert_eq!(run(&mut s, &[("MAIL FROM:<>", Some(ok()))]), [250]);
+    }
+
+    #[test]
+    fn size_parameter_is_dropped_for_a_hop_without_size() {
+        for (line, want) in [
+            (
+                "MAIL FROM:<a@example.org> SIZE=1234 BODY=8BITMIME\r\n",
+                "MAIL FROM:<a@example.org> BODY=8BITMIME\r\n",
+            ),
+            ("MAIL FROM:<> size=9\r\n", "MAIL FROM:<>\r\n"),
+            (
+                "MAIL FROM:<\"SIZE=1 x\"@example.org> SIZE=1\r\n",
+                "MAIL FROM:<\"SIZE=1 x\"@example.org>\r\n",
+            ),
+            (
+                "MAIL FROM:<a@b> BODY=7BIT SIZEX=2\r\n",
+                "MAIL FROM:<a@b> BODY=7BIT SIZEX=2\r\n",
+            ),
+        ] {
+            assert_eq!(
+                String::from_utf8(without_param(line.as_bytes(), "SIZE")).unwrap(),
+                want
+            );
+        }
+        let mut c = cfg(true);
+        c.hop.size = false;
+        let mut s = Session::new(c);
+        run(&mut s, &[("LHLO x", None)]);
+        match s.command(b"MAIL FROM:<a@example.org> SIZE=100 BODY=8BITMIME\r\n") {
+            Step::Forward { command, .. } => {
+                assert_eq!(command, b"MAIL FROM:<a@example.org> BODY=8BITMIME\r\n")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

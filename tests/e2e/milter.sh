@@ -2,7 +2,7 @@
 # End-to-end test of `authgate milter` with a real Postfix on loopback.
 #
 #   tests/e2e/milter.sh            # build (debug) if needed, run every check, clean up
-#   AUTHGATE=target/release/authgate tests/e2e/milter.sh
+#   E2E_AUTHGATE=target/release/authgate tests/e2e/milter.sh
 #   KEEP=1 tests/e2e/milter.sh     # leave Postfix and authgate running afterwards
 #
 # Self-contained: installs postfix and swaks with apt if missing (daemons kept
@@ -28,7 +28,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STATE=${STATE:-/var/tmp/authgate-milter-e2e}
 SMTP_PORT=${SMTP_PORT:-2626}
 SUB_PORT=${SUB_PORT:-2687}
-AUTHGATE=${AUTHGATE:-$ROOT/target/debug/authgate}
+AUTHGATE=${E2E_AUTHGATE:-$ROOT/target/debug/authgate}
 PFX="$STATE/etc"
 SOCK="$STATE/run/milter.sock"
 AG_PID=""

@@ -773,3 +773,162 @@ fn trusted_upstream_spf_result_feeds_dmarc_and_authenticated_clients_are_exempt(
     assert_eq!(code, Some(0));
     assert!(out.contains("dis=none authenticated client"), "{out}");
 }
+
+/// A fake sendmail in `dir` that records its arguments and stdin, then
+/// runs `tail` (e.g. `exit 0`, `exit 1`, `kill -9 $$`).
+fn fake_sendmail(dir: &std::path::Path, tail: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("sendmail");
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{d}/args'\ncat > '{d}/stdin'\n{tail}\n",
+        d = dir.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+const ENVELOPE_GOOD: [&str; 6] = [
+    "--client-ip",
+    "192.0.2.1",
+    "--helo",
+    "mail.example.org",
+    "-f",
+    "ceo@example.org",
+];
+
+fn reinject(
+    config: &std::path::Path,
+    sendmail: &std::path::Path,
+    envelope: &[&str],
+) -> assert_cmd::assert::Assert {
+    authgate()
+        .args(["pipe", "--reinject", "--config"])
+        .arg(config)
+        .arg("--sendmail")
+        .arg(sendmail)
+        .args(envelope)
+        .args(["--", "staff@example.com", "-boss@example.com"])
+        .write_stdin(SPOOF)
+        .assert()
+}
+
+#[test]
+fn pipe_reinject_hands_the_filtered_message_to_sendmail() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy_config(dir.path(), "");
+    let sendmail = fake_sendmail(dir.path(), "exit 0");
+    let out = reinject(&config, &sendmail, &ENVELOPE_GOOD).success();
+    assert!(
+        out.get_output().stdout.is_empty(),
+        "the message goes to sendmail, not stdout"
+    );
+    let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+    assert_eq!(
+        args.lines().collect::<Vec<_>>(),
+        [
+            "-G",
+            "-i",
+            "-f",
+            "ceo@example.org",
+            "--",
+            "staff@example.com",
+            "-boss@example.com"
+        ]
+    );
+    let msg = std::fs::read_to_string(dir.path().join("stdin")).unwrap();
+    assert!(
+        msg.starts_with("Authentication-Results: mx.example.com;\n\tspf=pass"),
+        "{msg}"
+    );
+    // -f is also the MAIL FROM that SPF and DMARC see.
+    assert!(msg.contains("smtp.mailfrom=ceo@example.org"), "{msg}");
+    assert!(msg.contains("dmarc=pass"), "{msg}");
+    assert!(msg.ends_with(SPOOF));
+}
+
+#[test]
+fn pipe_reinject_uses_the_configured_sendmail_without_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let sendmail = fake_sendmail(dir.path(), "exit 0");
+    let config = policy_config(
+        dir.path(),
+        &format!("[pipe]\nsendmail = \"{}\"\n", sendmail.display()),
+    );
+    authgate()
+        .args(["pipe", "--reinject", "--config"])
+        .arg(&config)
+        .args(ENVELOPE_GOOD)
+        .args(["--", "staff@example.com"])
+        .write_stdin(SPOOF)
+        .assert()
+        .success();
+    let msg = std::fs::read_to_string(dir.path().join("stdin")).unwrap();
+    assert!(msg.ends_with(SPOOF), "{msg}");
+}
+
+#[test]
+fn pipe_reinject_exits_75_when_sendmail_fails_or_is_missing_or_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy_config(dir.path(), "");
+    for tail in ["exit 1", "exit 75", "kill -9 $$"] {
+        let sendmail = fake_sendmail(dir.path(), tail);
+        let out = reinject(&config, &sendmail, &ENVELOPE_GOOD).code(75);
+        assert!(out.get_output().stdout.is_empty(), "{tail}");
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(
+            err.contains("try again later") && err.contains("failed"),
+            "{tail}: {err}"
+        );
+    }
+    let out = reinject(
+        &config,
+        &dir.path().join("no-such-sendmail"),
+        &ENVELOPE_GOOD,
+    )
+    .code(75);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("cannot run"), "{err}");
+}
+
+#[test]
+fn pipe_reinject_sends_nothing_on_reject_or_tempfail() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy_config(dir.path(), "");
+    let sendmail = fake_sendmail(dir.path(), "exit 0");
+    let out = reinject(&config, &sendmail, &ENVELOPE_BAD).code(77);
+    assert!(out.get_output().stdout.is_empty());
+    assert!(
+        !dir.path().join("args").exists(),
+        "sendmail must not run on reject"
+    );
+    // An internal failure (the spool cannot be written) is a tempfail: nothing sent either.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[message]\nspool_threshold = 1\nspool_dir = \"/nonexistent/spool\"\n[dns]\nzone_files = []\n").unwrap();
+    reinject(&broken, &sendmail, &ENVELOPE_GOOD).code(75);
+    assert!(
+        !dir.path().join("args").exists(),
+        "sendmail must not run on tempfail"
+    );
+}
+
+#[test]
+fn pipe_reinject_needs_a_sender_and_recipients() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = policy_config(dir.path(), "");
+    let sendmail = fake_sendmail(dir.path(), "exit 0");
+    for args in [
+        vec!["--reinject", "--", "a@example.com"],
+        vec!["--reinject", "-f", "ceo@example.org"],
+        vec!["-f", "ceo@example.org", "--", "a@example.com"],
+    ] {
+        let (code, out, err) = pipe_with(
+            &config,
+            &[&["--sendmail", sendmail.to_str().unwrap()], &args[..]].concat(),
+            SPOOF,
+        );
+        assert_eq!(code, Some(75), "{args:?}: {err}");
+        assert!(out.is_empty());
+    }
+    assert!(!dir.path().join("args").exists());
+}
