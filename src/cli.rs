@@ -867,6 +867,7 @@ fn config_check(a: CommonArgs) -> Result<ExitCode> {
     let config = a.load(Figment::new())?;
     dns::build(&config.dns)?;
     let ctx = config.context()?;
+    let listeners = config.listeners()?;
     let keys = ctx
         .signing
         .as_ref()
@@ -874,10 +875,11 @@ fn config_check(a: CommonArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "# configuration OK: authserv-id {}, {} signing table rows, {} key uses",
+        "# configuration OK: authserv-id {}, {} signing table rows, {} key uses, {} listeners",
         ctx.authserv_id,
         config.dkim.signing_table.len(),
-        keys
+        keys,
+        listeners.len()
     )?;
     out.write_all(toml::to_string_pretty(&config)?.as_bytes())?;
     Ok(ExitCode::SUCCESS)

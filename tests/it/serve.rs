@@ -851,3 +851,33 @@ async fn unix_sockets_on_both_sides() {
     assert!(server.shutdown(Duration::from_secs(5)).await);
     assert!(!listen.exists(), "the socket file is removed on exit");
 }
+
+#[test]
+fn config_check_refuses_listeners_that_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[[listener]]\nprotocol = \"smtp\"\nnext_hop_protocol = \"lmtp\"\n",
+            "cannot relay to an LMTP next hop",
+        ),
+        ("[[listener]]\nlisten = \"10025\"\n", "127.0.0.1:PORT"),
+        (
+            "[[listener]]\nlisten = \"unix:/tmp/x\"\nsocket_mode = \"rw\"\n",
+            "octal",
+        ),
+        ("[[listener]]\nrole = \"sideways\"\n", "sideways"),
+    ];
+    for (toml, want) in cases {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = crate::support::authgate()
+            .args(["config", "check", "--dns-zone"])
+            .arg(fixtures().join("policy/policy.zone"))
+            .arg("--config")
+            .arg(&path)
+            .assert()
+            .failure();
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(err.contains(want), "{toml}: {err}");
+    }
+}
