@@ -881,3 +881,86 @@ fn config_check_refuses_listeners_that_cannot_work() {
         assert!(err.contains(want), "{toml}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_temperror_with_tempfail_policy_is_a_451() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(
+        sink.addr,
+        "mode = \"before-queue\"",
+        "[dmarc]\ntemperror_action = \"tempfail\"",
+    )
+    .await;
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("XFORWARD ADDR=192.0.2.1 HELO=mail.example.org\r\n")
+        .await;
+    c.expect(250).await;
+    c.send("MAIL FROM:<a@flaky.example>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+    c.send("From: a@flaky.example\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
+        .await;
+    let t = c.expect(451).await;
+    assert!(t.starts_with("4.7.1"), "{t}");
+    assert!(sink.transactions().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_past_the_spool_threshold_is_relayed_intact() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "[message]\nspool_threshold = 1024").await;
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+    let mut body = String::new();
+    for i in 0..5000 {
+        body.push_str(&format!(
+            "{}line {i} of a long body\r\n",
+            if i % 7 == 0 { "." } else { "" }
+        ));
+    }
+    let msg = format!("From: a@example.org\r\nSubject: big\r\n\r\n{body}");
+    c.send_bytes(&dotted(msg.as_bytes())).await;
+    c.expect(250).await;
+    let data = sink.transactions()[0].data.clone();
+    assert!(
+        data.ends_with(body.as_bytes()),
+        "body changed in the spool round trip"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xclient_from_a_before_queue_proxy_reaches_the_next_hop_as_xforward() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "mode = \"before-queue\"", "").await;
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("XCLIENT ADDR=192.0.2.1 NAME=mail.example.org HELO=mail.example.org\r\n")
+        .await;
+    assert!(c.expect(220).await.contains("ESMTP"));
+    c.send("EHLO mail.example.org\r\n").await;
+    c.expect(250).await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+    c.send("From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
+        .await;
+    c.expect(250).await;
+    let t = &sink.transactions()[0];
+    let xf = t.xforward.join(" ");
+    assert!(
+        xf.contains("ADDR=192.0.2.1") && xf.contains("NAME=mail.example.org"),
+        "{xf}"
+    );
+    let data = String::from_utf8_lossy(&t.data);
+    assert!(
+        data.contains("spf=pass"),
+        "SPF ran for the XCLIENT address: {data}"
+    );
+}
