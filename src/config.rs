@@ -240,6 +240,8 @@ pub struct ServerSettings {
     pub command_timeout_secs: u64,
     /// Waiting for the next chunk of DATA (RFC 5321: 3 minutes).
     pub data_timeout_secs: u64,
+    /// The whole DATA/BDAT phase of one message, however the client paces it.
+    pub max_data_secs: u64,
     /// Waiting for a reply from the next hop to a command (RFC 5321: 5 minutes).
     pub next_hop_timeout_secs: u64,
     /// Waiting for the next hop's reply to the final dot (RFC 5321: 10 minutes).
@@ -268,6 +270,7 @@ impl Default for ServerSettings {
             max_recipients: 1000,
             command_timeout_secs: 300,
             data_timeout_secs: 180,
+            max_data_secs: 1800,
             next_hop_timeout_secs: 300,
             next_hop_data_timeout_secs: 600,
             connect_timeout_secs: 30,

@@ -316,6 +316,8 @@ struct Incoming {
     spool: Spool,
     size: u64,
     longest_line: usize,
+    /// The whole message must have arrived by then (`server.max_data_secs`).
+    deadline: tokio::time::Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
@@ -427,6 +429,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             spool: Spool::new(m.spool_threshold, m.spool_dir.clone()),
             size: 0,
             longest_line: 0,
+            deadline: self.data_deadline(),
         }
     }
 
@@ -446,8 +449,23 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         Ok(())
     }
 
+    fn data_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(self.cx.snap.config.server.max_data_secs)
+    }
+
+    /// The wait for the next DATA bytes: the per-read timeout, cut short
+    /// by the message deadline, so a client dripping bytes cannot hold a
+    /// session forever.
+    fn data_wait(&self, deadline: tokio::time::Instant) -> Result<Duration, ProxyError> {
+        let per_read = Duration::from_secs(self.cx.snap.config.server.data_timeout_secs);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(ProxyError::ClientTimeout);
+        }
+        Ok(per_read.min(left))
+    }
+
     async fn read_data(&mut self, msg: &mut Incoming) -> Result<(), ProxyError> {
-        let limit = Duration::from_secs(self.cx.snap.config.server.data_timeout_secs);
         let mut dec = DotDecoder::default();
         let mut out = Vec::with_capacity(READ_CHUNK);
         loop {
@@ -462,6 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                     return Ok(());
                 }
             }
+            let limit = self.data_wait(msg.deadline)?;
             if !self.client.fill(limit).await? {
                 return Err(ProxyError::Client(std::io::ErrorKind::UnexpectedEof.into()));
             }
@@ -473,7 +492,9 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         size: usize,
         mut msg: Option<&mut Incoming>,
     ) -> Result<(), ProxyError> {
-        let limit = Duration::from_secs(self.cx.snap.config.server.data_timeout_secs);
+        let deadline = msg
+            .as_deref()
+            .map_or_else(|| self.data_deadline(), |m| m.deadline);
         let mut left = size;
         let mut line = 0usize;
         loop {
@@ -493,6 +514,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             if left == 0 {
                 return Ok(());
             }
+            let limit = self.data_wait(deadline)?;
             if !self.client.fill(limit).await? {
                 return Err(ProxyError::Client(std::io::ErrorKind::UnexpectedEof.into()));
             }

@@ -964,3 +964,110 @@ async fn xclient_from_a_before_queue_proxy_reaches_the_next_hop_as_xforward() {
         "SPF ran for the XCLIENT address: {data}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_dripping_data_is_cut_off_at_the_message_deadline() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(
+        sink.addr,
+        "",
+        "[server]\ndata_timeout_secs = 60\nmax_data_secs = 2",
+    )
+    .await;
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+    let started = std::time::Instant::now();
+    let mut code = 0;
+    for _ in 0..40 {
+        c.send("x").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut b = [0u8; 3];
+        if let Ok(Ok(3)) =
+            tokio::time::timeout(Duration::from_millis(1), c.r.read_exact(&mut b)).await
+        {
+            code = std::str::from_utf8(&b).unwrap().parse().unwrap();
+            break;
+        }
+    }
+    assert_eq!(code, 421, "cut off after {:?}", started.elapsed());
+    assert!(sink.transactions().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smtp_and_milter_listeners_share_one_process() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(
+        sink.addr,
+        "[[listener]]\nlisten = \"127.0.0.1:0\"\nprotocol = \"milter\"",
+        "",
+    )
+    .await;
+    assert_eq!(p.server.local_addrs().len(), 2);
+    let SocketAddress::Tcp(milter) = p.server.local_addrs()[1].clone() else {
+        panic!("tcp")
+    };
+    // Milter option negotiation (SMFIC_OPTNEG, protocol version 6).
+    let mut m = TcpStream::connect(milter).await.unwrap();
+    let mut pkt = vec![0, 0, 0, 13, b'O'];
+    for v in [6u32, 0x1ff, 0x1f_ffff] {
+        pkt.extend_from_slice(&v.to_be_bytes());
+    }
+    m.write_all(&pkt).await.unwrap();
+    let mut head = [0u8; 5];
+    m.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[4], b'O', "the milter listener negotiates");
+    // And the SMTP listener relays.
+    send_one(p.addr).await;
+    assert_eq!(sink.transactions().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_format_json_writes_one_object_per_message() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("authgate.toml");
+    write_config(&config, "mx.example", sink.addr, "");
+    let port = free_port();
+    let stderr = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        stderr,
+        child: std::process::Command::new("true").spawn().unwrap(),
+    };
+    for _ in 0..200 {
+        if TcpStream::connect(d.addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    send_one(d.addr).await;
+    d.wait_log("\"queue_id\"").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = d
+        .log()
+        .lines()
+        .find(|l| l.contains("\"queue_id\""))
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["client"], "127.0.0.1", "{v}");
+    assert_eq!(v["spf"], "fail", "{v}");
+    assert_eq!(v["from"], "a@example.org", "{v}");
+    assert!(
+        v["outcome"].as_str().unwrap().starts_with("relayed 250"),
+        "{v}"
+    );
+}
