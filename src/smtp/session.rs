@@ -409,34 +409,35 @@ impl Session {
         Reply::new(250, "2.0.0", format!("{size} octets received"))
     }
 
-    fn xforward_cmd(&mut self, args: &[u8]) -> Step {
+    /// The attributes of an XFORWARD/XCLIENT command, or the refusal.
+    fn attrs(&self, verb: &str, args: &[u8]) -> Result<Attrs, Step> {
         if !self.cfg.trusted {
-            return reply(550, "5.7.0", "Error: insufficient authorization");
+            return Err(reply(550, "5.7.0", "Error: insufficient authorization"));
         }
         if self.state == State::Mail {
-            return reply(503, "5.5.1", "Error: MAIL transaction in progress");
+            return Err(reply(503, "5.5.1", "Error: MAIL transaction in progress"));
         }
-        match Attrs::parse(String::from_utf8_lossy(args).trim()) {
+        Attrs::parse(String::from_utf8_lossy(args).trim()).map_err(|e| {
+            reply(
+                501,
+                "5.5.4",
+                &format!("Syntax: {verb} attribute=value... ({e})"),
+            )
+        })
+    }
+
+    fn xforward_cmd(&mut self, args: &[u8]) -> Step {
+        match self.attrs("XFORWARD", args) {
             Ok(a) => {
                 self.xforward.merge(&a);
                 reply(250, "2.0.0", "Ok")
             }
-            Err(e) => reply(
-                501,
-                "5.5.4",
-                &format!("Syntax: XFORWARD attribute=value... ({e})"),
-            ),
+            Err(step) => step,
         }
     }
 
     fn xclient_cmd(&mut self, args: &[u8]) -> Step {
-        if !self.cfg.trusted {
-            return reply(550, "5.7.0", "Error: insufficient authorization");
-        }
-        if self.state == State::Mail {
-            return reply(503, "5.5.1", "Error: MAIL transaction in progress");
-        }
-        match Attrs::parse(String::from_utf8_lossy(args).trim()) {
+        match self.attrs("XCLIENT", args) {
             Ok(a) => {
                 // XCLIENT_README: the session starts over; the client says EHLO again.
                 self.xclient.merge(&a);
@@ -445,11 +446,7 @@ impl Session {
                 self.tx = Transaction::default();
                 Step::Reply(self.greeting())
             }
-            Err(e) => reply(
-                501,
-                "5.5.4",
-                &format!("Syntax: XCLIENT attribute=value... ({e})"),
-            ),
+            Err(step) => step,
         }
     }
 

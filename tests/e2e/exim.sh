@@ -248,12 +248,7 @@ cmd_wait_queued() {
     say "timeout: $1 not deferred"; return 1
 }
 
-cmd_show_last() {
-    local f
-    if [[ -n ${1:-} ]]; then f=$(find_mail "$STATE" "$1" | head -n1); else f=$(latest_mail "$STATE"); fi
-    [[ -n $f ]] || die "no delivered message"
-    cat "$f"
-}
+cmd_show_last() { show_mail "$STATE" "$@"; }
 
 case ${1:-help} in
 install) cmd_install ;;

@@ -178,3 +178,11 @@ EOF
 
 # headers_of FILE: the header block of a message
 headers_of() { sed -n '1,/^\r\{0,1\}$/p' "$1"; }
+
+# show_mail DIR [ID]: print the delivered message with that X-Harness-Id, or the newest one
+show_mail() {
+    local dir=$1 f
+    if [[ -n ${2:-} ]]; then f=$(find_mail "$dir" "$2" | head -n1); else f=$(latest_mail "$dir"); fi
+    [[ -n $f ]] || die "no delivered message"
+    cat "$f"
+}

@@ -323,12 +323,7 @@ cmd_wait_deferred() {
     say "timeout: $1 not deferred"; postqueue -p >&2 || true; return 1
 }
 
-cmd_show_last() {
-    local f
-    if [[ -n ${1:-} ]]; then f=$(find_mail "$MAILDIR" "$1" | head -n1); else f=$(latest_mail "$MAILDIR"); fi
-    [[ -n $f ]] || die "no delivered message"
-    cat "$f"
-}
+cmd_show_last() { show_mail "$MAILDIR" "$@"; }
 
 case ${1:-help} in
 install) cmd_install ;;

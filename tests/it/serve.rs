@@ -257,6 +257,17 @@ async fn hello(addr: SocketAddr, verb: &str) -> Client {
     c
 }
 
+/// MAIL FROM `from`, RCPT TO b@example.test, DATA: both accepted, 354.
+async fn start_data(c: &mut Client, from: &str) {
+    c.send(&format!(
+        "MAIL FROM:<{from}>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n"
+    ))
+    .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+}
+
 fn dotted(msg: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     for line in msg.split_inclusive(|&b| b == b'\n') {
@@ -391,11 +402,7 @@ async fn a_next_hop_dying_at_end_of_data_is_a_4xx_never_a_2xx() {
         let sink = Sink::start(false, mode).await;
         let p = start_proxy(sink.addr, "", "").await;
         let mut c = hello(p.addr, "EHLO").await;
-        c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-            .await;
-        c.expect(250).await;
-        c.expect(250).await;
-        c.expect(354).await;
+        start_data(&mut c, "a@example.org").await;
         c.send("Subject: x\r\n\r\nbody\r\n.\r\n").await;
         let (code, text) = c.reply().await;
         assert!((400..500).contains(&code), "{mode:?}: {code} {text}");
@@ -416,11 +423,7 @@ async fn before_queue_dmarc_reject_is_a_550_and_nothing_is_relayed() {
     c.send("XFORWARD ADDR=203.0.113.9 HELO=spoofer.example\r\n")
         .await;
     c.expect(250).await;
-    c.send("MAIL FROM:<ceo@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await;
-    c.expect(250).await;
-    c.expect(250).await;
-    c.expect(354).await;
+    start_data(&mut c, "ceo@example.org").await;
     c.send(DMARC_FAIL).await;
     let t = c.expect(550).await;
     assert!(t.starts_with("5.7.1"), "{t}");
@@ -440,11 +443,7 @@ async fn after_queue_dmarc_reject_is_quarantined_not_bounced() {
     c.send("XFORWARD ADDR=203.0.113.9 HELO=spoofer.example\r\n")
         .await;
     c.expect(250).await;
-    c.send("MAIL FROM:<ceo@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await;
-    c.expect(250).await;
-    c.expect(250).await;
-    c.expect(354).await;
+    start_data(&mut c, "ceo@example.org").await;
     c.send(DMARC_FAIL).await;
     c.expect(250).await;
     let data = String::from_utf8_lossy(&sink.transactions()[0].data).into_owned();
@@ -520,11 +519,7 @@ async fn limits_give_clean_5xx() {
     c.send("MAIL FROM:<a@example.org> SIZE=5000\r\n").await;
     assert!(c.expect(552).await.starts_with("5.3.4"));
     for (body, code) in [("x".repeat(3000), 552), ("y".repeat(150), 554)] {
-        c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-            .await;
-        c.expect(250).await;
-        c.expect(250).await;
-        c.expect(354).await;
+        start_data(&mut c, "a@example.org").await;
         c.send(&format!("Subject: big\r\n\r\n{body}\r\n.\r\n"))
             .await;
         c.expect(code).await;
@@ -556,11 +551,7 @@ async fn shutdown_lets_a_message_in_flight_finish_and_closes_idle_sessions() {
     let p = start_proxy(sink.addr, "", "").await;
     let mut busy = hello(p.addr, "EHLO").await;
     let mut idle = hello(p.addr, "EHLO").await;
-    busy.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await;
-    busy.expect(250).await;
-    busy.expect(250).await;
-    busy.expect(354).await;
+    start_data(&mut busy, "a@example.org").await;
     busy.send("Subject: x\r\n\r\nhalf").await;
     let stop = tokio::spawn(p.server.shutdown(Duration::from_secs(10)));
     let (code, _) = idle.reply().await;
@@ -656,11 +647,7 @@ impl Daemon {
 
 async fn send_one(addr: SocketAddr) -> String {
     let mut c = hello(addr, "EHLO").await;
-    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await;
-    c.expect(250).await;
-    c.expect(250).await;
-    c.expect(354).await;
+    start_data(&mut c, "a@example.org").await;
     c.send("From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
         .await;
     let t = c.expect(250).await;
@@ -761,11 +748,7 @@ async fn the_log_line_carries_queue_id_client_and_results() {
     c.send("XFORWARD ADDR=192.0.2.1 HELO=mail.example.org IDENT=4QUEUEID\r\n")
         .await;
     c.expect(250).await;
-    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await;
-    c.expect(250).await;
-    c.expect(250).await;
-    c.expect(354).await;
+    start_data(&mut c, "a@example.org").await;
     c.send("From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
         .await;
     c.expect(250).await;
@@ -895,11 +878,7 @@ async fn dns_temperror_with_tempfail_policy_is_a_451() {
     c.send("XFORWARD ADDR=192.0.2.1 HELO=mail.example.org\r\n")
         .await;
     c.expect(250).await;
-    c.send("MAIL FROM:<a@flaky.example>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await;
-    c.expect(250).await;
-    c.expect(250).await;
-    c.expect(354).await;
+    start_data(&mut c, "a@flaky.example").await;
     c.send("From: a@flaky.example\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
         .await;
     let t = c.expect(451).await;
@@ -912,11 +891,7 @@ async fn a_body_past_the_spool_threshold_is_relayed_intact() {
     let sink = Sink::start(false, SinkMode::Accept).await;
     let p = start_proxy(sink.addr, "", "[message]\nspool_threshold = 1024").await;
     let mut c = hello(p.addr, "EHLO").await;
-    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await;
-    c.expect(250).await;
-    c.expect(250).await;
-    c.expect(354).await;
+    start_data(&mut c, "a@example.org").await;
     let mut body = String::new();
     for i in 0..5000 {
         body.push_str(&format!(
@@ -944,11 +919,7 @@ async fn xclient_from_a_before_queue_proxy_reaches_the_next_hop_as_xforward() {
     assert!(c.expect(220).await.contains("ESMTP"));
     c.send("EHLO mail.example.org\r\n").await;
     c.expect(250).await;
-    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await;
-    c.expect(250).await;
-    c.expect(250).await;
-    c.expect(354).await;
+    start_data(&mut c, "a@example.org").await;
     c.send("From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
         .await;
     c.expect(250).await;
@@ -975,11 +946,7 @@ async fn a_client_dripping_data_is_cut_off_at_the_message_deadline() {
     )
     .await;
     let mut c = hello(p.addr, "EHLO").await;
-    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
-        .await;
-    c.expect(250).await;
-    c.expect(250).await;
-    c.expect(354).await;
+    start_data(&mut c, "a@example.org").await;
     let started = std::time::Instant::now();
     let mut code = 0;
     for _ in 0..40 {
