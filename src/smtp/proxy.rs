@@ -146,12 +146,12 @@ impl<S: AsyncRead + AsyncWrite> Client<S> {
     async fn fill(&mut self, limit: Duration) -> Result<bool, ProxyError> {
         // Pipelined replies go out before we wait (RFC 2920 §3.2).
         self.flush().await?;
-        let mut chunk = vec![0u8; READ_CHUNK];
-        let n = timeout(limit, self.r.read(&mut chunk))
+        // Straight into the buffer: no zeroed 64 KiB scratch per read.
+        self.inbuf.reserve(READ_CHUNK);
+        let n = timeout(limit, self.r.read_buf(&mut self.inbuf))
             .await
             .map_err(|_| ProxyError::ClientTimeout)?
             .map_err(io_err)?;
-        self.inbuf.extend_from_slice(&chunk[..n]);
         Ok(n > 0)
     }
 
