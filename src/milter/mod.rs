@@ -99,12 +99,17 @@ where
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut out: Vec<u8> = Vec::new();
     let mut job: Option<Job> = None;
+    // Start of the undecoded bytes: packets are consumed by moving it, and
+    // the buffer is compacted once per read, not once per packet.
+    let mut pos = 0usize;
     loop {
-        let Some((cmd, used)) = codec::decode(&buf)? else {
+        let Some((cmd, used)) = codec::decode(buf.get(pos..).unwrap_or_default())? else {
+            buf.drain(..pos);
+            pos = 0;
             read_more(&mut io, &mut buf, idle).await?;
             continue;
         };
-        buf.drain(..used);
+        pos += used;
         if !matches!(cmd, codec::Command::Body(_) | codec::Command::Header { .. }) {
             tracing::trace!(?cmd, "from MTA");
         }

@@ -146,12 +146,12 @@ impl<S: AsyncRead + AsyncWrite> Client<S> {
     async fn fill(&mut self, limit: Duration) -> Result<bool, ProxyError> {
         // Pipelined replies go out before we wait (RFC 2920 §3.2).
         self.flush().await?;
-        let mut chunk = vec![0u8; READ_CHUNK];
-        let n = timeout(limit, self.r.read(&mut chunk))
+        // Straight into the buffer: no zeroed 64 KiB scratch per read.
+        self.inbuf.reserve(READ_CHUNK);
+        let n = timeout(limit, self.r.read_buf(&mut self.inbuf))
             .await
             .map_err(|_| ProxyError::ClientTimeout)?
             .map_err(io_err)?;
-        self.inbuf.extend_from_slice(&chunk[..n]);
         Ok(n > 0)
     }
 
@@ -326,6 +326,8 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         self.client.queue(&greeting);
         let limit = Duration::from_secs(self.cx.snap.config.server.command_timeout_secs);
         let mut incoming: Option<Incoming> = None;
+        // The next message's job, started when the next hop accepts MAIL FROM.
+        let mut prepared: Option<Incoming> = None;
         loop {
             let Some(line) = self.client.line(limit, &mut self.shutdown).await? else {
                 return Ok(());
@@ -349,21 +351,33 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                         }
                     }
                     let r = hop.command(&command).await?;
+                    let mail = is_verb(&command, b"MAIL ");
+                    let mail_accepted = mail && r.is_positive();
                     let r = self.session.forwarded(r);
                     if !self.session.transaction().bdat {
                         incoming = None;
+                    }
+                    // The client checks (iprev, SPF, DNSBL) need only the envelope,
+                    // complete once MAIL FROM is accepted: start them now, so their
+                    // DNS lookups overlap RCPT, DATA and the transfer.
+                    if mail || is_verb(&command, b"RSET") {
+                        prepared = mail_accepted.then(|| self.start_message());
                     }
                     self.client.queue(&r);
                 }
                 Step::ResetThenReply(r) => {
                     hop.command(b"RSET\r\n").await?;
                     incoming = None;
+                    prepared = None;
                     self.client.queue(&r);
                 }
                 Step::Data => {
                     self.client
                         .queue(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
-                    let mut msg = self.start_message();
+                    let mut msg = match prepared.take() {
+                        Some(m) => m,
+                        None => self.start_message(),
+                    };
                     self.read_data(&mut msg).await?;
                     self.deliver(hop, msg).await?;
                 }
@@ -373,7 +387,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                         self.client.queue(&r);
                         continue;
                     }
-                    let mut msg = match incoming.take() {
+                    let mut msg = match incoming.take().or_else(|| prepared.take()) {
                         Some(m) => m,
                         None => self.start_message(),
                     };
@@ -662,6 +676,13 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         }
         Ok(self.session.data_replies(replies))
     }
+}
+
+/// Does this command line start with `verb` (any case)?
+fn is_verb(command: &[u8], verb: &[u8]) -> bool {
+    command
+        .get(..verb.len())
+        .is_some_and(|v| v.eq_ignore_ascii_case(verb))
 }
 
 fn outcome_word(r: &Reply) -> &'static str {
