@@ -374,10 +374,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                 Step::Data => {
                     self.client
                         .queue(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
-                    let mut msg = match prepared.take() {
-                        Some(m) => m,
-                        None => self.start_message(),
-                    };
+                    let mut msg = self.data_phase(prepared.take());
                     self.read_data(&mut msg).await?;
                     self.deliver(hop, msg).await?;
                 }
@@ -387,9 +384,9 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                         self.client.queue(&r);
                         continue;
                     }
-                    let mut msg = match incoming.take().or_else(|| prepared.take()) {
+                    let mut msg = match incoming.take() {
                         Some(m) => m,
-                        None => self.start_message(),
+                        None => self.data_phase(prepared.take()),
                     };
                     self.read_chunk(size, Some(&mut msg)).await?;
                     if last {
@@ -461,6 +458,15 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                 .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The message whose data now starts: the one prepared at MAIL (its
+    /// lookups already running), else a new one; the data deadline counts
+    /// from now.
+    fn data_phase(&self, prepared: Option<Incoming>) -> Incoming {
+        let mut msg = prepared.unwrap_or_else(|| self.start_message());
+        msg.deadline = self.data_deadline();
+        msg
     }
 
     fn data_deadline(&self) -> tokio::time::Instant {
