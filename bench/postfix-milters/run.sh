@@ -38,13 +38,15 @@ usage: run.sh [options]                      (as root; see README.md)
   --maxproc M            Postfix -> content_filter connections (scan transport maxproc; default 10)
   --timeout S            give up on a round after S seconds (default 120; also after 30 s without a delivery)
   --dns-addr IP          loopback address for the DNS server (default 127.0.78.53; port 53)
+  --peer-parity          authgate does exactly the checks of the OpenDKIM + OpenDMARC pair (DKIM, SPF for MAIL FROM,
+                         DMARC): iprev and the HELO SPF check, which the pair does not do, are switched off
 Prints one line per round and configuration, then the table (medians) and the ratio lines.
 Exit 0 when every round's delivery and A-R checks passed, non-zero otherwise. No goal is judged.
 EOF
 }
 die() { echo "run.sh: $*" >&2; exit 2; }
 
-FILTER_CMD="" MILTER_CMD="" MILTER_SOCKET="" PRIVATE_RESOLV=0 CONFIGS="" N=1000 ROUNDS=3 AUTHGATE=""
+FILTER_CMD="" MILTER_CMD="" MILTER_SOCKET="" PRIVATE_RESOLV=0 CONFIGS="" N=1000 ROUNDS=3 AUTHGATE="" PEER_PARITY=0
 WORK=/var/tmp/authgate-pvm-bench KEEP=0 AR_CHECK=all CONC=8 MAXPROC=10 TIMEOUT=120 DNS_ADDR=127.0.78.53
 SMTP_PORT=2625 FILTER_SET=0 MILTER_SET=0
 while [ $# -gt 0 ]; do
@@ -56,6 +58,7 @@ while [ $# -gt 0 ]; do
     --milter-socket) MILTER_SOCKET=${2?}; shift ;;
     --private-resolv) PRIVATE_RESOLV=1 ;;
     --configs) CONFIGS=${2?}; shift ;;
+    --peer-parity) PEER_PARITY=1 ;;
     -n) N=${2?}; shift ;;
     --rounds) ROUNDS=${2?}; shift ;;
     --work) WORK=${2?}; shift ;;
@@ -205,6 +208,9 @@ file = "$AG_DIR/mail.private"
 pattern = "*@example.test"
 keys = ["mail"]
 EOF
+if [ "$PEER_PARITY" = 1 ]; then
+  printf '[iprev]\nenabled = false\n[spf]\nhelo = false\n' >>"$AG_DIR/authgate.toml"
+fi
 # ---- the filter / milter under test
 subst() { # CMD: the tokens replaced
   local s=$1
