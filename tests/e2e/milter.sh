@@ -240,7 +240,8 @@ send() {
 delivered() {
     local i f
     for ((i = 0; i < 100; i++)); do
-        f=$(grep -rlF "X-Test-Id: $1" "$STATE/mail" 2>/dev/null | head -n1 || true)
+        # Only new/ and cur/: virtual(8) writes to tmp/ first and renames when done.
+        f=$(grep -rlF "X-Test-Id: $1" "$STATE/mail" 2>/dev/null | grep -E '/(new|cur)/' | head -n1 || true)
         [ -n "$f" ] && { echo "$f"; return 0; }
         sleep 0.2
     done
