@@ -191,7 +191,40 @@ type KeyAnswer = Result<Vec<Vec<u8>>, DnsError>;
 
 enum Lookup {
     Pending(String),
-    Spawned(tokio::task::JoinHandle<KeyAnswer>),
+    Started(Task<KeyAnswer>),
+}
+
+/// Work started early: finished at once when every answer it needed was
+/// in the cache, else running as its own task. Most lookups of a busy
+/// server are cache hits; each one that needs no task saves an allocation,
+/// a scheduling round and often a worker wake-up.
+enum Task<T> {
+    Done(T),
+    Running(tokio::task::JoinHandle<T>),
+}
+
+impl<T: Send + 'static> Task<T> {
+    /// Polls `fut` once and spawns it only if it has to wait. (A future
+    /// that returned `Pending` re-registers its waker when the task polls
+    /// it again; the cache's waits are on state, so no wake-up is lost.)
+    fn start(
+        handle: &tokio::runtime::Handle,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Task<T> {
+        let mut fut = Box::pin(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => Task::Done(v),
+            std::task::Poll::Pending => Task::Running(handle.spawn(fut)),
+        }
+    }
+
+    async fn join(self) -> Result<T, PipelineError> {
+        match self {
+            Task::Done(v) => Ok(v),
+            Task::Running(h) => h.await.map_err(|e| PipelineError::Internal(e.to_string())),
+        }
+    }
 }
 
 enum Phase {
@@ -211,7 +244,7 @@ struct ClientResults {
 
 enum ClientTask {
     NotStarted,
-    Spawned(tokio::task::JoinHandle<ClientResults>),
+    Started(Box<Task<ClientResults>>),
 }
 
 struct PlannedSignature {
@@ -289,9 +322,9 @@ impl<R: Resolver + 'static> MessageJob<R> {
         };
         let (ctx, resolver) = (Arc::clone(&self.ctx), Arc::clone(&self.resolver));
         let (env, now) = (self.opts.envelope.clone(), self.opts.now);
-        self.client = ClientTask::Spawned(
-            handle.spawn(async move { client_checks(&ctx, resolver, &env, now).await }),
-        );
+        self.client = ClientTask::Started(Box::new(Task::start(&handle, async move {
+            client_checks(&ctx, resolver, &env, now).await
+        })));
     }
 
     /// Starts the `_dmarc` lookups of the author domains now, so the shared
@@ -303,7 +336,7 @@ impl<R: Resolver + 'static> MessageJob<R> {
         let (domains, _) = crate::dmarc::author_domains(&self.headers);
         for domain in domains.into_iter().take(4) {
             let resolver = Arc::clone(&self.resolver);
-            handle.spawn(async move {
+            let _ = Task::start(&handle, async move {
                 let _ = resolver.txt(&format!("_dmarc.{domain}")).await;
             });
         }
@@ -394,7 +427,10 @@ impl<R: Resolver + 'static> MessageJob<R> {
         };
         let resolver = Arc::clone(&self.resolver);
         let name = name.to_string();
-        Lookup::Spawned(handle.spawn(async move { resolver.txt(&name).await }))
+        Lookup::Started(Task::start(
+            &handle,
+            async move { resolver.txt(&name).await },
+        ))
     }
 
     /// The signing identity: From, then Sender, then the envelope sender.
@@ -508,9 +544,7 @@ impl<R: Resolver + 'static> MessageJob<R> {
         for (name, lookup) in self.lookups.drain() {
             let answer = match lookup {
                 Lookup::Pending(n) => self.resolver.txt(&n).await,
-                Lookup::Spawned(task) => task
-                    .await
-                    .map_err(|e| PipelineError::Internal(e.to_string()))?,
+                Lookup::Started(task) => task.join().await?,
             };
             answers.insert(name, answer);
         }
@@ -542,9 +576,7 @@ impl<R: Resolver + 'static> MessageJob<R> {
 
     async fn collect_client_checks(&mut self) -> Result<ClientResults, PipelineError> {
         match std::mem::replace(&mut self.client, ClientTask::NotStarted) {
-            ClientTask::Spawned(task) => task
-                .await
-                .map_err(|e| PipelineError::Internal(e.to_string())),
+            ClientTask::Started(task) => task.join().await,
             ClientTask::NotStarted if self.client_checks_wanted() => Ok(client_checks(
                 &self.ctx,
                 Arc::clone(&self.resolver),
