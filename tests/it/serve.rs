@@ -249,6 +249,15 @@ pub async fn start_proxy(hop: SocketAddr, listener_extra: &str, extra: &str) -> 
     }
 }
 
+/// An accepting SMTP sink, `serve` in front of it (`start_proxy` arguments),
+/// and a client that has said EHLO.
+async fn proxied(listener_extra: &str, extra: &str) -> (Sink, Proxy, Client) {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, listener_extra, extra).await;
+    let c = hello(p.addr, "EHLO").await;
+    (sink, p, c)
+}
+
 async fn hello(addr: SocketAddr, verb: &str) -> Client {
     let mut c = Client::connect(addr).await;
     c.expect(220).await;
@@ -282,9 +291,7 @@ fn dotted(msg: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn relays_with_authentication_results_and_the_next_hops_reply() {
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(sink.addr, "", "").await;
-    let mut c = hello(p.addr, "EHLO").await;
+    let (sink, _p, mut c) = proxied("", "").await;
     c.send("XFORWARD NAME=mail.example.org ADDR=192.0.2.1 PROTO=ESMTP HELO=mail.example.org\r\n")
         .await;
     c.expect(250).await;
@@ -335,9 +342,7 @@ async fn relays_with_authentication_results_and_the_next_hops_reply() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pipelined_commands_get_replies_in_order() {
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(sink.addr, "", "").await;
-    let mut c = hello(p.addr, "EHLO").await;
+    let (sink, _p, mut c) = proxied("", "").await;
     c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<unknown@example.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n").await;
     c.expect(250).await;
     c.expect(250).await;
@@ -417,9 +422,7 @@ const DMARC_FAIL: &str =
 
 #[tokio::test(flavor = "multi_thread")]
 async fn before_queue_dmarc_reject_is_a_550_and_nothing_is_relayed() {
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(sink.addr, "mode = \"before-queue\"", "").await;
-    let mut c = hello(p.addr, "EHLO").await;
+    let (sink, _p, mut c) = proxied("mode = \"before-queue\"", "").await;
     c.send("XFORWARD ADDR=203.0.113.9 HELO=spoofer.example\r\n")
         .await;
     c.expect(250).await;
@@ -437,9 +440,7 @@ async fn before_queue_dmarc_reject_is_a_550_and_nothing_is_relayed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_queue_dmarc_reject_is_quarantined_not_bounced() {
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(sink.addr, "", "").await;
-    let mut c = hello(p.addr, "EHLO").await;
+    let (sink, _p, mut c) = proxied("", "").await;
     c.send("XFORWARD ADDR=203.0.113.9 HELO=spoofer.example\r\n")
         .await;
     c.expect(250).await;
@@ -458,9 +459,7 @@ async fn internal_clients_are_signed() {
         "[trust]\ninternal_hosts = [\"10.0.0.0/8\"]\n[[dkim.keys]]\nname = \"k\"\ndomain = \"example.com\"\nselector = \"rsa2048\"\nfile = {:?}\n[[dkim.signing_table]]\npattern = \"*@example.com\"\nkeys = [\"k\"]\n",
         keys.rsa.display().to_string()
     );
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(sink.addr, "", &extra).await;
-    let mut c = hello(p.addr, "EHLO").await;
+    let (sink, _p, mut c) = proxied("", &extra).await;
     c.send("XFORWARD ADDR=10.1.2.3\r\n").await;
     c.expect(250).await;
     c.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
@@ -483,9 +482,7 @@ async fn internal_clients_are_signed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bdat_chunks_are_relayed_as_one_message() {
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(sink.addr, "", "").await;
-    let mut c = hello(p.addr, "EHLO").await;
+    let (sink, _p, mut c) = proxied("", "").await;
     c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\n")
         .await;
     c.expect(250).await;
@@ -508,14 +505,11 @@ async fn bdat_chunks_are_relayed_as_one_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_give_clean_5xx() {
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(
-        sink.addr,
+    let (sink, _p, mut c) = proxied(
         "",
         "[server]\nmax_message_size = 2000\nmax_line_length = 100",
     )
     .await;
-    let mut c = hello(p.addr, "EHLO").await;
     c.send("MAIL FROM:<a@example.org> SIZE=5000\r\n").await;
     assert!(c.expect(552).await.starts_with("5.3.4"));
     for (body, code) in [("x".repeat(3000), 552), ("y".repeat(150), 554)] {
@@ -770,9 +764,7 @@ async fn the_log_line_carries_queue_id_client_and_results() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silent_client_is_dropped_after_the_command_timeout() {
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(sink.addr, "", "[server]\ncommand_timeout_secs = 1").await;
-    let mut c = hello(p.addr, "EHLO").await;
+    let (_sink, _p, mut c) = proxied("", "[server]\ncommand_timeout_secs = 1").await;
     let (code, text) = c.reply().await;
     assert_eq!(code, 421, "{text}");
     assert!(c.closed().await);
@@ -867,14 +859,11 @@ fn config_check_refuses_listeners_that_cannot_work() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dns_temperror_with_tempfail_policy_is_a_451() {
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(
-        sink.addr,
+    let (sink, _p, mut c) = proxied(
         "mode = \"before-queue\"",
         "[dmarc]\ntemperror_action = \"tempfail\"",
     )
     .await;
-    let mut c = hello(p.addr, "EHLO").await;
     c.send("XFORWARD ADDR=192.0.2.1 HELO=mail.example.org\r\n")
         .await;
     c.expect(250).await;
@@ -888,9 +877,7 @@ async fn dns_temperror_with_tempfail_policy_is_a_451() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_past_the_spool_threshold_is_relayed_intact() {
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(sink.addr, "", "[message]\nspool_threshold = 1024").await;
-    let mut c = hello(p.addr, "EHLO").await;
+    let (sink, _p, mut c) = proxied("", "[message]\nspool_threshold = 1024").await;
     start_data(&mut c, "a@example.org").await;
     let mut body = String::new();
     for i in 0..5000 {
@@ -911,9 +898,7 @@ async fn a_body_past_the_spool_threshold_is_relayed_intact() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn xclient_from_a_before_queue_proxy_reaches_the_next_hop_as_xforward() {
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(sink.addr, "mode = \"before-queue\"", "").await;
-    let mut c = hello(p.addr, "EHLO").await;
+    let (sink, _p, mut c) = proxied("mode = \"before-queue\"", "").await;
     c.send("XCLIENT ADDR=192.0.2.1 NAME=mail.example.org HELO=mail.example.org\r\n")
         .await;
     assert!(c.expect(220).await.contains("ESMTP"));
@@ -938,14 +923,8 @@ async fn xclient_from_a_before_queue_proxy_reaches_the_next_hop_as_xforward() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_dripping_data_is_cut_off_at_the_message_deadline() {
-    let sink = Sink::start(false, SinkMode::Accept).await;
-    let p = start_proxy(
-        sink.addr,
-        "",
-        "[server]\ndata_timeout_secs = 60\nmax_data_secs = 2",
-    )
-    .await;
-    let mut c = hello(p.addr, "EHLO").await;
+    let (sink, _p, mut c) =
+        proxied("", "[server]\ndata_timeout_secs = 60\nmax_data_secs = 2").await;
     start_data(&mut c, "a@example.org").await;
     let started = std::time::Instant::now();
     let mut code = 0;
