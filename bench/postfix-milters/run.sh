@@ -10,6 +10,10 @@ usage() {
 usage: run.sh [options]                      (as root; see README.md)
   --authgate BIN         the authgate binary (default: target/release/authgate, built if missing); the default
                          --filter-cmd and --milter-cmd run it
+  --authgate-b BIN       A/B run: a second binary, measured as the extra configurations milter-b / filter-b
+                         (the same commands with {authgate} = BIN) beside each of milter / filter in --configs;
+                         the two binaries take turns on the same socket/port (restarted when they swap) and the
+                         report adds the B/A ratios, round by round
   --filter-cmd 'CMD'     the filter under test as a Postfix content_filter: CMD starts it listening on
                          127.0.0.1:{filter_port} (SMTP) and relaying to 127.0.0.1:{reinject_port}. Run with bash -c in the
                          background from the current directory, stopped by its PID (process group) at the end.
@@ -47,11 +51,13 @@ EOF
 die() { echo "run.sh: $*" >&2; exit 2; }
 
 FILTER_CMD="" MILTER_CMD="" MILTER_SOCKET="" PRIVATE_RESOLV=0 CONFIGS="" N=1000 ROUNDS=3 AUTHGATE="" PEER_PARITY=0
+AUTHGATE_B=""
 WORK=/var/tmp/authgate-pvm-bench KEEP=0 AR_CHECK=all CONC=8 MAXPROC=10 TIMEOUT=120 DNS_ADDR=127.0.78.53
 SMTP_PORT=2625 FILTER_SET=0 MILTER_SET=0
 while [ $# -gt 0 ]; do
   case $1 in
     --authgate) AUTHGATE=${2?}; shift ;;
+    --authgate-b) AUTHGATE_B=${2?}; shift ;;
     --filter-cmd) FILTER_CMD=${2?}; FILTER_SET=1; shift ;;
     --milter-cmd) MILTER_CMD=${2?}; MILTER_SET=1; shift ;;
     --smtp-port) SMTP_PORT=${2?}; shift ;;
@@ -80,6 +86,10 @@ if [ -z "$AUTHGATE" ]; then
   [ -x "$AUTHGATE" ] || (cd "$ROOT" && cargo build --release --quiet --bin authgate) || die "cannot build authgate"
 fi
 AUTHGATE=$(realpath "$AUTHGATE")
+if [ -n "$AUTHGATE_B" ]; then
+  [ -x "$AUTHGATE_B" ] || die "--authgate-b: $AUTHGATE_B is not an executable"
+  AUTHGATE_B=$(realpath "$AUTHGATE_B")
+fi
 FILTER_PORT=$((SMTP_PORT + 8100)) REINJECT_PORT=$((SMTP_PORT + 8101))
 if [ $MILTER_SET = 0 ]; then
   MILTER_CMD='exec {authgate} milter --config {conf} --listen unix:{milter_socket} --socket-mode 0666 --dns-server {dns}'
@@ -100,6 +110,12 @@ declare -A WANT=()
 for c in "${CONF[@]}"; do
   case $c in floor|milters-unix|milters-inet|filter|milter) WANT[$c]=1 ;; *) die "unknown configuration '$c' in --configs" ;; esac
 done
+if [ -n "$AUTHGATE_B" ]; then        # B runs right after A in each round's order (then rotated like the rest)
+  B=()
+  for c in "${CONF[@]}"; do B+=("$c"); case $c in filter|milter) B+=("$c-b") ;; esac; done
+  [ ${#B[@]} -gt ${#CONF[@]} ] || die "--authgate-b needs milter or filter in --configs"
+  CONF=("${B[@]}")
+fi
 [ -z "${WANT[filter]:-}" ] || [ -n "$FILTER_CMD" ] || die "--configs has filter: --filter-cmd is needed"
 [ -z "${WANT[milter]:-}" ] || [ -n "$MILTER_CMD" ] || die "--configs has milter: --milter-cmd is needed"
 [ -z "$FILTER_CMD" ] || [ -n "${WANT[filter]:-}" ] || echo "note: --filter-cmd given, but 'filter' is not in --configs"
@@ -217,7 +233,7 @@ subst() { # CMD: the tokens replaced
   s=${s//'{zone}'/$(printf %q "$W/dns/bench.zone")}
   s=${s//'{dns}'/$DNS_ADDR:53}
   s=${s//'{work}'/$(printf %q "$W")}
-  s=${s//'{authgate}'/$(printf %q "$AUTHGATE")}
+  s=${s//'{authgate}'/$(printf %q "${2:-$AUTHGATE}")}
   s=${s//'{conf}'/$(printf %q "$AG_DIR/authgate.toml")}
   s=${s//'{filter_port}'/$FILTER_PORT}
   s=${s//'{reinject_port}'/$REINJECT_PORT}
@@ -225,6 +241,7 @@ subst() { # CMD: the tokens replaced
   printf %s "$s"
 }
 RESOLV=""; [ $PRIVATE_RESOLV = 1 ] && RESOLV=$W/dns/resolv.conf
+FILTER_CMD_B=$(subst "$FILTER_CMD" "$AUTHGATE_B"); MILTER_CMD_B=$(subst "$MILTER_CMD" "$AUTHGATE_B")
 FILTER_CMD=$(subst "$FILTER_CMD"); MILTER_CMD=$(subst "$MILTER_CMD")
 if [ -n "${WANT[filter]:-}" ] && listening 127.0.0.1 $FILTER_PORT; then
   die "127.0.0.1:$FILTER_PORT is in use before the filter starts: $(ss -Hltnp "sport = :$FILTER_PORT" 2>/dev/null)"
@@ -241,21 +258,28 @@ fi
 
 # The milters and the filter run for the whole run (started once, as on a mail server; idle while another
 # configuration is measured); each round checks that its component is still up and restarts it if it is not.
-RESTARTS=0
+RESTARTS=0 FILTER_VAR="" MILTER_VAR=""
 ensure() { # CONFIG
-  local v
+  local v cmd
   case $1 in
     milters-*) v=${1#milters-}
       milters_alive "$v" && return 0
       [ -z "$(milter_pids "$v" | tr -d ' ')" ] || { RESTARTS=$((RESTARTS + 1)); echo "  (a $v milter had exited: restarting the pair; logs in $W/milters/$v)"; milters_down "$v"; }
       milters_up "$v" "$W/dns/resolv.conf" || { milters_down "$v"; return 1; } ;;
-    filter) [ -n "$FILTER_PID" ] && kill -0 "$FILTER_PID" 2>/dev/null && return 0
-      [ -z "$FILTER_PID" ] || { RESTARTS=$((RESTARTS + 1)); echo "  (the filter had exited: restarting it; see $W/filter.log)"; cand_stop FILTER_PID; }
-      cand_start FILTER_PID "$FILTER_CMD" "$W/filter.log" "$RESOLV"
+    filter|filter-b) cmd=$FILTER_CMD; [ "$1" = filter ] || cmd=$FILTER_CMD_B
+      if [ -n "$FILTER_PID" ] && [ "$FILTER_VAR" != "$1" ]; then cand_stop FILTER_PID    # A/B: the other binary's turn
+      elif [ -n "$FILTER_PID" ] && kill -0 "$FILTER_PID" 2>/dev/null; then return 0
+      elif [ -n "$FILTER_PID" ]; then RESTARTS=$((RESTARTS + 1)); echo "  (the filter had exited: restarting it; see $W/filter.log)"; cand_stop FILTER_PID; fi
+      FILTER_VAR=$1
+      cand_start FILTER_PID "$cmd" "$W/filter.log" "$RESOLV"
       wait_ready "$FILTER_PID" "$W/filter.log" "the filter (--filter-cmd)" 30 listening 127.0.0.1 $FILTER_PORT ;;
-    milter) [ -n "$MILTER_PID" ] && kill -0 "$MILTER_PID" 2>/dev/null && return 0
-      [ -z "$MILTER_PID" ] || { RESTARTS=$((RESTARTS + 1)); echo "  (the milter had exited: restarting it; see $W/milter.log)"; cand_stop MILTER_PID; }
-      cand_start MILTER_PID "$MILTER_CMD" "$W/milter.log" "$RESOLV"
+    milter|milter-b) cmd=$MILTER_CMD; [ "$1" = milter ] || cmd=$MILTER_CMD_B
+      if [ -n "$MILTER_PID" ] && [ "$MILTER_VAR" != "$1" ]; then cand_stop MILTER_PID
+      elif [ -n "$MILTER_PID" ] && kill -0 "$MILTER_PID" 2>/dev/null; then return 0
+      elif [ -n "$MILTER_PID" ]; then RESTARTS=$((RESTARTS + 1)); echo "  (the milter had exited: restarting it; see $W/milter.log)"; cand_stop MILTER_PID; fi
+      MILTER_VAR=$1
+      [ "${MILTER_WAIT[0]}" != test ] || rm -f "${MILTER_WAIT[2]}"
+      cand_start MILTER_PID "$cmd" "$W/milter.log" "$RESOLV"
       wait_ready "$MILTER_PID" "$W/milter.log" "the milter (--milter-cmd)" 30 "${MILTER_WAIT[@]}" ;;
   esac
 }
@@ -264,13 +288,13 @@ ensure() { # CONFIG
 run_one() {
   local r=$1 c=$2 n=$3 out=$4 fp="" ar=none rc left
   ensure "$c" || { echo "round $r $c: it did not start (logs in $W)"; return 2; }
-  postfix_mode "$c" || { echo "postfix reload for $c failed"; return 2; }
+  postfix_mode "${c%-b}" || { echo "postfix reload for $c failed"; return 2; }
   pfc postsuper -d ALL >/dev/null 2>&1
   rm -rf "$MAILDIR"
   case $c in
     milters-*) fp=$(milter_pids "${c#milters-}" | tr ' ' ,); ar=all ;;
-    filter) fp=$FILTER_PID; ar=$AR_CHECK ;;
-    milter) fp=$MILTER_PID; ar=$AR_CHECK ;;
+    filter|filter-b) fp=$FILTER_PID; ar=$AR_CHECK ;;
+    milter|milter-b) fp=$MILTER_PID; ar=$AR_CHECK ;;
   esac
   "${PY[@]}" load --corpus "$C" --n "$n" --conc "$CONC" --maildir "$MAILDIR" --port "$SMTP_PORT" --config "$c" --round "$r" \
     --tag "r$r-$c" --ar-check "$ar" --postfix-pid "$(postfix_master)" --filter-pids "$fp" --dns-pid "$DNS_PID" \
@@ -285,6 +309,7 @@ T0=$SECONDS
 echo "postfix-milters: $(pfc postconf -h mail_version | sed 's/^/Postfix /'), $(opendkim -V | head -1 | sed 's/.*Filter //;s/^/OpenDKIM /'), $(opendmarc -V | head -1 | sed 's/.*Filter //;s/^/OpenDMARC /'), $(nproc) CPUs; configurations: ${CONF[*]}; DNS: unbound $DNS_ADDR:53 and $W/dns/bench.zone; work: $WORK"
 [ -z "$FILTER_CMD" ] || echo "filter: $FILTER_CMD${RESOLV:+ (private resolv.conf)}"
 [ -z "$MILTER_CMD" ] || echo "milter: $MILTER_CMD on $MILTER_SOCKET (Postfix: $MILTER_PF_SOCKET)${RESOLV:+ (private resolv.conf)}"
+[ -z "$AUTHGATE_B" ] || echo "A/B: milter-b and filter-b run $AUTHGATE_B"
 # ---- warm-up and smoke test: a short push through each configuration (not counted)
 WN=$((N < 100 ? N : 100))
 for c in "${CONF[@]}"; do

@@ -45,6 +45,10 @@ pub enum ConnError {
 
 type MeteredResolver = Metered<Arc<SystemResolver>>;
 
+/// Room made for a socket read, and the least room worth a read.
+const READ_SIZE: usize = 64 * 1024;
+const READ_MIN: usize = 16 * 1024;
+
 /// One message in flight: its pipeline job and DNS meter.
 struct Job {
     job: MessageJob<MeteredResolver>,
@@ -96,7 +100,7 @@ where
 {
     let idle = snap.config.server.command_timeout_secs.max(1);
     let mut session = Session::new(settings);
-    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     let mut job: Option<Job> = None;
     // Start of the undecoded bytes: packets are consumed by moving it, and
@@ -139,13 +143,17 @@ where
 }
 
 /// Reads more bytes; the buffer stays under one maximum packet plus one read
-/// because [`codec::decode`] refuses oversized lengths up front.
+/// because [`codec::decode`] refuses oversized lengths up front. It grows
+/// only when little room is left (a body chunk is at most 64 KiB), so a
+/// connection allocates its buffer once instead of once per read.
 async fn read_more<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut Vec<u8>,
     idle_secs: u64,
 ) -> Result<(), ConnError> {
-    buf.reserve(64 * 1024);
+    if buf.capacity() - buf.len() < READ_MIN {
+        buf.reserve(READ_SIZE);
+    }
     let read = tokio::time::timeout(Duration::from_secs(idle_secs), io.read_buf(buf))
         .await
         .map_err(|_| ConnError::Timeout(idle_secs))??;
@@ -188,21 +196,25 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Finishes the job in its own task (a panic in it costs this message a
-/// 451, not the connection), logs the message, and returns the replies.
+/// Finishes the job (a panic in it costs this message a 451, not the
+/// connection), logs the message, and returns the replies. The job runs in
+/// this task: a task of its own per message cost a spawn and a wake-up.
 async fn finish(job: Option<Job>, info: &Finish, session: &mut Session) -> Vec<Response> {
     let Some(Job { job, dns }) = job else {
         tracing::warn!("end of message without a message");
         return session.end_of_message(Outcome::Failed);
     };
-    let finished = match tokio::spawn(job.finish()).await {
+    let finished = match (CatchUnwind(std::pin::pin!(job.finish()))).await {
         Ok(Ok(f)) => Some(f),
         Ok(Err(e)) => {
             tracing::warn!(queue_id = info.queue_id.as_deref().unwrap_or("-"), error = %e, "pipeline failed");
             None
         }
-        Err(e) => {
-            tracing::error!(queue_id = info.queue_id.as_deref().unwrap_or("-"), error = %e, "pipeline task died");
+        Err(_) => {
+            tracing::error!(
+                queue_id = info.queue_id.as_deref().unwrap_or("-"),
+                "pipeline panicked"
+            );
             None
         }
     };
@@ -225,6 +237,26 @@ async fn finish(job: Option<Job>, info: &Finish, session: &mut Session) -> Vec<R
     };
     log_message(&mi, &verdict, &dns.stats());
     replies
+}
+
+/// Polls a future and turns a panic inside it into `Err`, as a spawned
+/// task's `JoinHandle` would, without the task.
+struct CatchUnwind<'a, F>(std::pin::Pin<&'a mut F>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<'_, F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    }
 }
 
 /// The log line's `outcome`: what the MTA was told.

@@ -57,6 +57,8 @@ struct Hop {
     w: WriteHalf<Stream>,
     buf: Vec<u8>,
     timeout: Duration,
+    /// The next hop offered PIPELINING.
+    pipelining: bool,
 }
 
 impl Hop {
@@ -71,6 +73,7 @@ impl Hop {
             w,
             buf: Vec::new(),
             timeout: Duration::from_secs(secs),
+            pipelining: false,
         })
     }
 
@@ -299,6 +302,7 @@ async fn open_hop(cx: &ConnContext, hostname: &str) -> Result<(Hop, HopCaps), St
         return Err(format!("{hello}: {ehlo}"));
     }
     let caps = HopCaps::from_ehlo(&ehlo);
+    hop.pipelining = caps.pipelining;
     Ok((hop, caps))
 }
 
@@ -344,13 +348,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                     return Ok(());
                 }
                 Step::Forward { prelude, command } => {
-                    for p in prelude {
-                        let r = hop.command(&p).await?;
-                        if !r.is_positive() {
-                            tracing::warn!("next hop refused XFORWARD: {r}");
-                        }
-                    }
-                    let r = hop.command(&command).await?;
+                    let r = forward(hop, &prelude, &command).await?;
                     let mail = is_verb(&command, b"MAIL ");
                     let mail_accepted = mail && r.is_positive();
                     let r = self.session.forwarded(r);
@@ -366,7 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                     self.client.queue(&r);
                 }
                 Step::ResetThenReply(r) => {
-                    hop.command(b"RSET\r\n").await?;
+                    self.reset_hop(hop).await?;
                     incoming = None;
                     prepared = None;
                     self.client.queue(&r);
@@ -561,7 +559,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             None
         };
         if let Some(r) = refusal {
-            hop.command(b"RSET\r\n").await?;
+            self.reset_hop(hop).await?;
             self.finish_with(&r, queue_id.as_deref(), rcpts, msg.size);
             return Ok(());
         }
@@ -570,7 +568,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!("pipeline failed: {e}");
-                hop.command(b"RSET\r\n").await?;
+                self.reset_hop(hop).await?;
                 let r = Reply::new(451, "4.3.0", "Error: internal error, try again later");
                 self.finish_with(&r, queue_id.as_deref(), rcpts, msg.size);
                 return Ok(());
@@ -604,7 +602,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                 .map(|why| Reply::new(550, "5.7.1", format!("Message refused: {why}")))
         };
         if let Some(r) = local {
-            hop.command(b"RSET\r\n").await?;
+            self.reset_hop(hop).await?;
             log(&format!("{} {r}", outcome_word(&r)), &msg.metered.stats());
             for reply in self.session.data_failed(r) {
                 self.client.queue(&reply);
@@ -621,6 +619,13 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         for reply in replies {
             self.client.queue(&reply);
         }
+        Ok(())
+    }
+
+    /// `RSET` to the next hop: whatever it had open is gone.
+    async fn reset_hop(&mut self, hop: &mut Hop) -> Result<(), ProxyError> {
+        hop.command(b"RSET\r\n").await?;
+        self.session.hop_reset();
         Ok(())
     }
 
@@ -649,10 +654,12 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         if go.code != 354 {
             return Ok(self.session.data_replies(vec![go]));
         }
+        // Header block, body and the final dot go out in as few writes as
+        // READ_CHUNK allows: a small message is one write, not three (each
+        // write wakes the next hop).
         let mut enc = DotEncoder::default();
-        let mut out = Vec::with_capacity(READ_CHUNK + 1024);
+        let mut out = Vec::with_capacity(2 * READ_CHUNK + head.len());
         enc.push(head, &mut out);
-        hop.send(&out).await?;
         let mut reader = spool
             .reader()
             .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
@@ -664,11 +671,12 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             if n == 0 {
                 break;
             }
-            out.clear();
             enc.push(&buf[..n], &mut out);
-            hop.send(&out).await?;
+            if out.len() >= READ_CHUNK {
+                hop.send(&out).await?;
+                out.clear();
+            }
         }
-        out.clear();
         enc.finish(&mut out);
         hop.send(&out).await?;
         let limit = Duration::from_secs(self.cx.snap.config.server.next_hop_data_timeout_secs);
@@ -680,7 +688,37 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         for _ in 0..n {
             replies.push(hop.reply_within(limit).await?);
         }
+        self.session.hop_reset();
         Ok(self.session.data_replies(replies))
+    }
+}
+
+/// Sends the XFORWARD `prelude` and `command` to the next hop and returns
+/// the command's reply. With PIPELINING (RFC 2920) they go out in one write
+/// and the replies are read in order afterwards: one round trip, not one per
+/// line.
+async fn forward(hop: &mut Hop, prelude: &[Vec<u8>], command: &[u8]) -> Result<Reply, ProxyError> {
+    if hop.pipelining && !prelude.is_empty() {
+        let mut batch = prelude.concat();
+        batch.extend_from_slice(command);
+        hop.send(&batch).await?;
+    } else {
+        for p in prelude {
+            hop.send(p).await?;
+            refused_xforward(&hop.reply().await?);
+        }
+        hop.send(command).await?;
+        return hop.reply().await;
+    }
+    for _ in prelude {
+        refused_xforward(&hop.reply().await?);
+    }
+    hop.reply().await
+}
+
+fn refused_xforward(r: &Reply) {
+    if !r.is_positive() {
+        tracing::warn!("next hop refused XFORWARD: {r}");
     }
 }
 

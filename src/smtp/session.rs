@@ -141,6 +141,10 @@ pub struct Session {
     /// Per-session XCLIENT attributes.
     xclient: Attrs,
     tx: Transaction,
+    /// The next hop has no transaction open: nothing since its EHLO, its
+    /// last `RSET` or its last end-of-data reply started one. An `RSET`
+    /// then changes nothing there and is answered here.
+    hop_idle: bool,
 }
 
 fn reply(code: u16, status: &str, text: &str) -> Step {
@@ -158,7 +162,14 @@ impl Session {
             xforward: Attrs::default(),
             xclient: Attrs::default(),
             tx: Transaction::default(),
+            hop_idle: true,
         }
+    }
+
+    /// The I/O layer reset the next hop (`RSET` sent) or the hop finished
+    /// a transaction (its end-of-data reply): it has none open now.
+    pub fn hop_reset(&mut self) {
+        self.hop_idle = true;
     }
 
     /// The 220 banner.
@@ -260,6 +271,12 @@ impl Session {
                 if self.state == State::Mail {
                     self.state = State::Ready;
                 }
+                if self.hop_idle {
+                    // Postfix's SMTP client sends RSET before it reuses a
+                    // connection: one round trip to the hop saved per message.
+                    return reply(250, "2.0.0", "Ok");
+                }
+                self.hop_idle = true;
                 self.pending = Some(Pending::Rset);
                 Step::Forward {
                     prelude: Vec::new(),
@@ -341,6 +358,7 @@ impl Session {
             from: from.to_string(),
             size,
         });
+        self.hop_idle = false;
         let prelude = match &self.cfg.hop.xforward {
             Some(supported) => {
                 let mut attrs = self.xclient.clone();
@@ -619,6 +637,48 @@ mod tests {
         assert!(s.transaction().rcpts.is_empty());
         // A second transaction on the same connection.
         assert_eq!(run(&mut s, &[("MAIL FROM:<>", Some(ok()))]), [250]);
+    }
+
+    #[test]
+    fn rset_reaches_the_next_hop_only_when_it_has_a_transaction_open() {
+        let forwards = |step: Step| matches!(step, Step::Forward { ref command, .. } if command == b"RSET\r\n");
+        let mut s = Session::new(cfg(false));
+        run(&mut s, &[("EHLO x", None)]);
+        // Nothing open at the hop (Postfix's RSET before reusing a connection).
+        assert_eq!(code(&s.command(b"RSET\r\n")), 250);
+        // MAIL accepted: the hop has a transaction, RSET goes there.
+        run(&mut s, &[("MAIL FROM:<a@example.org>", Some(ok()))]);
+        assert!(forwards(s.command(b"RSET\r\n")));
+        s.forwarded(ok());
+        assert_eq!(code(&s.command(b"RSET\r\n")), 250);
+        // MAIL refused by the hop: we cannot know what it kept, so RSET goes there.
+        let refused = Reply::new(451, "4.3.0", "try later");
+        run(&mut s, &[("MAIL FROM:<a@example.org>", Some(refused))]);
+        assert!(forwards(s.command(b"RSET\r\n")));
+        s.forwarded(ok());
+        // A relayed message: the hop's end-of-data reply closed it.
+        run(
+            &mut s,
+            &[
+                ("MAIL FROM:<a@example.org>", Some(ok())),
+                ("RCPT TO:<b@example.test>", Some(ok())),
+                ("DATA", None),
+            ],
+        );
+        s.hop_reset();
+        s.data_replies(vec![ok()]);
+        assert_eq!(code(&s.command(b"RSET\r\n")), 250);
+        // DATA refused by the hop (no hop_reset): its MAIL transaction is still open.
+        run(
+            &mut s,
+            &[
+                ("MAIL FROM:<a@example.org>", Some(ok())),
+                ("RCPT TO:<b@example.test>", Some(ok())),
+                ("DATA", None),
+            ],
+        );
+        s.data_replies(vec![Reply::new(554, "5.5.1", "no valid recipients")]);
+        assert!(forwards(s.command(b"RSET\r\n")));
     }
 
     #[test]
