@@ -29,6 +29,8 @@ pub mod actions {
     pub const CHGHDRS: u32 = 0x10;
     /// Quarantine the message (`SMFIR_QUARANTINE`; Postfix: HOLD queue).
     pub const QUARANTINE: u32 = 0x20;
+    /// Name the macros we want per stage in the negotiation (version 6).
+    pub const SETSYMLIST: u32 = 0x100;
 }
 
 /// `SMFIP_*`: events the MTA should not send (`NO*`), events the filter
@@ -163,6 +165,9 @@ pub enum Response {
         actions: u32,
         /// `SMFIP_*` steps to leave out / not reply to.
         protocol: u32,
+        /// With [`actions::SETSYMLIST`]: the macro names wanted per stage
+        /// (`SMFIM_*` number, space-separated names).
+        macros: &'static [(u32, &'static str)],
     },
     /// `c`: go on.
     Continue,
@@ -382,9 +387,14 @@ pub fn encode(response: &Response, out: &mut Vec<u8>) {
             version,
             actions,
             protocol,
+            macros,
         } => {
             for v in [version, actions, protocol] {
                 data.extend_from_slice(&v.to_be_bytes());
+            }
+            for (stage, names) in *macros {
+                data.extend_from_slice(&stage.to_be_bytes());
+                push_str(&mut data, names);
             }
             b'O'
         }
@@ -467,6 +477,33 @@ mod tests {
             assert_eq!(used, bytes.len());
             c
         })
+    }
+
+    #[test]
+    fn negotiation_reply_carries_the_macro_lists() {
+        // Sendmail's libmilter layout: three 32-bit words, then per stage a
+        // 32-bit SMFIM_* number and a NUL-terminated list of names.
+        let mut out = Vec::new();
+        encode(
+            &Response::OptNeg {
+                version: 6,
+                actions: 0x131,
+                protocol: 0x8_0000,
+                macros: &[(0, "{daemon_name}"), (5, "i")],
+            },
+            &mut out,
+        );
+        let mut want = Vec::new();
+        for v in [6u32, 0x131, 0x8_0000, 0] {
+            want.extend_from_slice(&v.to_be_bytes());
+        }
+        want.extend_from_slice(b"{daemon_name}\0");
+        want.extend_from_slice(&5u32.to_be_bytes());
+        want.extend_from_slice(b"i\0");
+        let len = u32::try_from(want.len() + 1).unwrap();
+        assert_eq!(out[..4], len.to_be_bytes());
+        assert_eq!(out[4], b'O');
+        assert_eq!(out[5..], want[..]);
     }
 
     #[test]

@@ -16,8 +16,30 @@ use crate::config::{MilterQuarantine, Role};
 use crate::message::headers::Header;
 use crate::pipeline::{Envelope, Verdict};
 
-/// Modifications we may ask for.
-pub const WANT_ACTIONS: u32 = actions::ADDHDRS | actions::CHGHDRS | actions::QUARANTINE;
+/// Modifications we may ask for, and (version 6) naming our macros.
+pub const WANT_ACTIONS: u32 =
+    actions::ADDHDRS | actions::CHGHDRS | actions::QUARANTINE | actions::SETSYMLIST;
+
+/// A macro name no MTA defines. Postfix takes an empty list as "use
+/// main.cf's", so a stage where we want nothing asks for this one and gets
+/// an empty macro packet.
+const NO_MACROS: &str = "{authgate_none}";
+
+/// The macros we use, per `SMFIM_*` stage: `{daemon_name}` at connect
+/// (outbound daemons), `{auth_authen}` at MAIL FROM (signing for SASL
+/// clients), the queue id `i` at end of message (the log line). Postfix
+/// sends its end-of-header list with *every* header and its end-of-data
+/// list with every body chunk, so asking for less saves a parsed macro
+/// packet per header.
+pub const WANT_MACROS: &[(u32, &str)] = &[
+    (0, "{daemon_name}"),
+    (1, NO_MACROS),
+    (2, "{auth_authen}"),
+    (3, NO_MACROS),
+    (4, NO_MACROS),
+    (5, "i"),
+    (6, NO_MACROS),
+];
 
 /// Steps we leave out, events we do not answer, and exact header values.
 /// Every event before end of message is answered "continue", so none needs
@@ -285,11 +307,19 @@ impl Session {
         }
         self.negotiated = true;
         self.actions = WANT_ACTIONS & offered_actions;
+        if version < 6 {
+            self.actions &= !actions::SETSYMLIST;
+        }
         self.protocol = WANT_PROTOCOL & offered_protocol;
         Ok(Response::OptNeg {
             version: version.min(VERSION),
             actions: self.actions,
             protocol: self.protocol,
+            macros: if self.actions & actions::SETSYMLIST != 0 {
+                WANT_MACROS
+            } else {
+                &[]
+            },
         })
     }
 
@@ -602,6 +632,7 @@ mod tests {
                 version: 6,
                 actions: WANT_ACTIONS,
                 protocol: WANT_PROTOCOL,
+                macros: WANT_MACROS,
             })]
         );
         s
@@ -664,6 +695,7 @@ mod tests {
                 version: 2,
                 actions: actions::ADDHDRS | actions::CHGHDRS,
                 protocol: 0,
+                macros: &[],
             })]
         );
         // Without no-reply flags every event is answered.
