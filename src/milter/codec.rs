@@ -226,6 +226,19 @@ pub enum CodecError {
 /// `Ok(Some((command, used)))`: `used` bytes were consumed. A length field
 /// over [`MAX_PACKET`] fails as soon as the four length bytes are there.
 pub fn decode(buf: &[u8]) -> Result<Option<(Command, usize)>, CodecError> {
+    let Some((cmd, data, used)) = frame(buf)? else {
+        return Ok(None);
+    };
+    Ok(Some((parse(cmd, data)?, used)))
+}
+
+/// A packet framed but not parsed: command byte, data (borrowed from the
+/// read buffer), and the bytes it takes there.
+pub type Frame<'a> = (u8, &'a [u8], usize);
+
+/// One framed packet at the start of `buf`; `None` until it is complete.
+/// The same length checks as [`decode`].
+pub fn frame(buf: &[u8]) -> Result<Option<Frame<'_>>, CodecError> {
     let Some(len_bytes) = buf.get(..4) else {
         return Ok(None);
     };
@@ -242,11 +255,9 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Command, usize)>, CodecError> {
     if len > MAX_PACKET {
         return Err(CodecError::TooLarge(len));
     }
-    let Some(packet) = buf.get(4..4 + len) else {
-        return Ok(None);
-    };
-    let command = parse(packet[0], &packet[1..])?;
-    Ok(Some((command, 4 + len)))
+    Ok(buf
+        .get(4..4 + len)
+        .map(|packet| (packet[0], &packet[1..], 4 + len)))
 }
 
 /// Parses one packet's command byte and data.

@@ -106,23 +106,35 @@ where
     // the buffer is compacted once per read, not once per packet.
     let mut pos = 0usize;
     loop {
-        let Some((cmd, used)) = codec::decode(buf.get(pos..).unwrap_or_default())? else {
+        let Some((cmd, data, used)) = codec::frame(buf.get(pos..).unwrap_or_default())? else {
             buf.drain(..pos);
             pos = 0;
             read_more(&mut io, &mut buf, idle).await?;
             continue;
         };
         pos += used;
-        if !matches!(cmd, codec::Command::Body(_) | codec::Command::Header { .. }) {
-            tracing::trace!(?cmd, "from MTA");
-        }
-        for action in session.handle(cmd)? {
+        // Body chunks go to the job straight from the read buffer.
+        let actions = if cmd == b'B' {
+            session.body_chunk(data.len())?
+        } else {
+            let cmd = codec::parse(cmd, data)?;
+            if !matches!(cmd, codec::Command::Header { .. }) {
+                tracing::trace!(?cmd, "from MTA");
+            }
+            session.handle(cmd)?
+        };
+        for action in actions {
             match action {
                 Action::Reply(r) => codec::encode(&r, &mut out),
                 Action::Begin(b) => job = Some(start(&snap, b)),
                 Action::Feed(bytes) => {
                     if let Some(j) = &mut job {
                         j.job.push(&bytes);
+                    }
+                }
+                Action::FeedChunk => {
+                    if let Some(j) = &mut job {
+                        j.job.push(data);
                     }
                 }
                 Action::Finish(info) => {

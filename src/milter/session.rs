@@ -85,6 +85,9 @@ pub enum Action {
     Begin(Begin),
     /// Push these message bytes into the job.
     Feed(Vec<u8>),
+    /// Push the body chunk given to [`Session::body_chunk`] into the job
+    /// (the I/O layer still holds it in its read buffer).
+    FeedChunk,
     /// End of message: finish the job, then call [`Session::end_of_message`].
     Finish(Finish),
     /// Drop the job: the MTA aborted the message.
@@ -281,9 +284,13 @@ impl Session {
                 self.reply_unless(protocol::NR_EOH, &mut out);
             }
             Command::Body(chunk) => {
-                self.end_headers(&mut out)?;
-                self.feed(chunk, "body outside a message", &mut out)?;
-                self.reply_unless(protocol::NR_BODY, &mut out);
+                let mut chunk = Some(chunk);
+                for action in self.body_chunk(chunk.as_ref().map_or(0, Vec::len))? {
+                    out.push(match action {
+                        Action::FeedChunk => Action::Feed(chunk.take().unwrap_or_default()),
+                        other => other,
+                    });
+                }
             }
             Command::EndOfMessage(chunk) => self.end_of_body(chunk, &mut out)?,
             Command::Abort => self.abort(&mut out),
@@ -447,6 +454,24 @@ impl Session {
         }
         b.extend_from_slice(b"\r\n");
         b
+    }
+
+    /// A body chunk (`B`) of `len` bytes that the I/O layer feeds to the
+    /// job itself, from its read buffer, where [`Action::FeedChunk`] stands:
+    /// a milter's body is never copied (it can be most of what it reads).
+    pub fn body_chunk(&mut self, len: usize) -> Result<Vec<Action>, SessionError> {
+        let mut out = Vec::new();
+        self.end_headers(&mut out)?;
+        let msg = self
+            .msg
+            .as_mut()
+            .ok_or(SessionError::OutOfOrder("body outside a message"))?;
+        msg.size = msg.size.saturating_add(len as u64);
+        if len > 0 {
+            out.push(Action::FeedChunk);
+        }
+        self.reply_unless(protocol::NR_BODY, &mut out);
+        Ok(out)
     }
 
     fn feed(
@@ -760,15 +785,22 @@ mod tests {
             s.handle(C::Body(b"x\r\n".to_vec())).unwrap(),
             vec![Action::Feed(b"x\r\n".to_vec())]
         );
+        // The I/O layer's path: the chunk stays in its buffer, only counted here.
+        assert_eq!(s.body_chunk(5).unwrap(), vec![Action::FeedChunk]);
+        assert!(s.body_chunk(0).unwrap().is_empty());
         macro_(&mut s, b'E', &[("i", "4ABC")]);
         assert_eq!(
             s.handle(C::EndOfMessage(vec![])).unwrap(),
             vec![Action::Finish(Finish {
                 queue_id: Some("4ABC".into()),
                 recipients: 2,
-                size: 21 + 2 + 3,
+                size: 21 + 2 + 3 + 5,
             })]
         );
+        assert!(matches!(
+            Session::new(settings(Role::Auto)).body_chunk(3),
+            Err(SessionError::OutOfOrder(_))
+        ));
     }
 
     #[test]
