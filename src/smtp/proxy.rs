@@ -22,7 +22,7 @@ use super::reply::{Reply, complete_reply_len};
 use super::session::{HopCaps, Session, SessionConfig, Step};
 use crate::config::{HopProtocol, ListenProtocol, ListenerSettings, Role};
 use crate::dns::Metered;
-use crate::message::body::Spool;
+use crate::message::body::{Spool, SpoolReader};
 use crate::pipeline::{Envelope, MessageJob, Options, Pushed};
 use crate::server::Snapshot;
 use crate::server::listen::{Peer, Stream};
@@ -660,21 +660,35 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         let mut enc = DotEncoder::default();
         let mut out = Vec::with_capacity(2 * READ_CHUNK + head.len());
         enc.push(head, &mut out);
-        let mut reader = spool
+        let reader = spool
             .reader()
             .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
-        let mut buf = vec![0u8; READ_CHUNK];
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
-            if n == 0 {
-                break;
+        match reader {
+            // A body still in memory is encoded from where it lies.
+            SpoolReader::Mem(body) => {
+                for piece in body.chunks(READ_CHUNK) {
+                    enc.push(piece, &mut out);
+                    if out.len() >= READ_CHUNK {
+                        hop.send(&out).await?;
+                        out.clear();
+                    }
+                }
             }
-            enc.push(&buf[..n], &mut out);
-            if out.len() >= READ_CHUNK {
-                hop.send(&out).await?;
-                out.clear();
+            SpoolReader::File(file) => {
+                let mut buf = vec![0u8; READ_CHUNK];
+                loop {
+                    let n = file
+                        .read(&mut buf)
+                        .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    enc.push(&buf[..n], &mut out);
+                    if out.len() >= READ_CHUNK {
+                        hop.send(&out).await?;
+                        out.clear();
+                    }
+                }
             }
         }
         enc.finish(&mut out);
