@@ -9,6 +9,7 @@
 //! Never owning a message: the client gets a 2xx for a message only as the
 //! next hop's own 2xx; anything going wrong on our side becomes a 4xx.
 
+use std::collections::VecDeque;
 use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -332,36 +333,40 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         let mut incoming: Option<Incoming> = None;
         // The next message's job, started when the next hop accepts MAIL FROM.
         let mut prepared: Option<Incoming> = None;
+        // Commands sent to the next hop whose replies are not read yet: with
+        // PIPELINING, MAIL and the RCPTs the client pipelined behind it go
+        // out before the first reply is read (RFC 2920), one round trip for
+        // the envelope instead of one per command.
+        let mut waiting: VecDeque<Sent> = VecDeque::new();
         loop {
             let Some(line) = self.client.line(limit, &mut self.shutdown).await? else {
                 return Ok(());
             };
             if line.is_empty() {
+                self.replies(hop, &mut waiting, &mut incoming, &mut prepared)
+                    .await?;
                 self.client
                     .queue(&Reply::new(500, "5.5.2", "Error: line too long"));
                 continue;
             }
-            match self.session.command(&line) {
+            let step = self.session.command(&line);
+            if !matches!(step, Step::Forward { .. }) {
+                // Replies go to the client in command order.
+                self.replies(hop, &mut waiting, &mut incoming, &mut prepared)
+                    .await?;
+            }
+            match step {
                 Step::Reply(r) => self.client.queue(&r),
                 Step::Quit(r) => {
                     self.client.queue(&r);
                     return Ok(());
                 }
                 Step::Forward { prelude, command } => {
-                    let r = forward(hop, &prelude, &command).await?;
-                    let mail = is_verb(&command, b"MAIL ");
-                    let mail_accepted = mail && r.is_positive();
-                    let r = self.session.forwarded(r);
-                    if !self.session.transaction().bdat {
-                        incoming = None;
+                    waiting.push_back(send_forward(hop, &prelude, &command).await?);
+                    if !(hop.pipelining && next_is_rcpt(&self.client.inbuf)) {
+                        self.replies(hop, &mut waiting, &mut incoming, &mut prepared)
+                            .await?;
                     }
-                    // The client checks (iprev, SPF, DNSBL) need only the envelope,
-                    // complete once MAIL FROM is accepted: start them now, so their
-                    // DNS lookups overlap RCPT, DATA and the transfer.
-                    if mail || is_verb(&command, b"RSET") {
-                        prepared = mail_accepted.then(|| self.start_message());
-                    }
-                    self.client.queue(&r);
                 }
                 Step::ResetThenReply(r) => {
                     self.reset_hop(hop).await?;
@@ -396,6 +401,36 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                 }
             }
         }
+    }
+
+    /// Reads the next hop's replies to the commands in `waiting`, in order,
+    /// and queues the client's replies.
+    async fn replies(
+        &mut self,
+        hop: &mut Hop,
+        waiting: &mut VecDeque<Sent>,
+        incoming: &mut Option<Incoming>,
+        prepared: &mut Option<Incoming>,
+    ) -> Result<(), ProxyError> {
+        while let Some(sent) = waiting.pop_front() {
+            for _ in 0..sent.xforward {
+                refused_xforward(&hop.reply().await?);
+            }
+            let r = hop.reply().await?;
+            let mail_accepted = sent.mail && r.is_positive();
+            let r = self.session.forwarded(r);
+            if !self.session.transaction().bdat {
+                *incoming = None;
+            }
+            // The client checks (iprev, SPF, DNSBL) need only the envelope,
+            // complete once MAIL FROM is accepted: start them now, so their
+            // DNS lookups overlap RCPT, DATA and the transfer.
+            if sent.mail || sent.rset {
+                *prepared = mail_accepted.then(|| self.start_message());
+            }
+            self.client.queue(&r);
+        }
+        Ok(())
     }
 
     /// The pipeline options for this message from the listener's role.
@@ -707,27 +742,50 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
     }
 }
 
-/// Sends the XFORWARD `prelude` and `command` to the next hop and returns
-/// the command's reply. With PIPELINING (RFC 2920) they go out in one write
-/// and the replies are read in order afterwards: one round trip, not one per
-/// line.
-async fn forward(hop: &mut Hop, prelude: &[Vec<u8>], command: &[u8]) -> Result<Reply, ProxyError> {
-    if hop.pipelining && !prelude.is_empty() {
+/// A command sent to the next hop, its reply not read yet.
+struct Sent {
+    /// XFORWARD lines sent before it in the same write (their replies come
+    /// first and are only checked).
+    xforward: usize,
+    /// It was MAIL FROM.
+    mail: bool,
+    /// It was RSET.
+    rset: bool,
+}
+
+/// Sends the XFORWARD `prelude` and `command` to the next hop without
+/// reading the command's reply. With PIPELINING (RFC 2920) they go out in
+/// one write; without it each XFORWARD is answered before the next line.
+async fn send_forward(
+    hop: &mut Hop,
+    prelude: &[Vec<u8>],
+    command: &[u8],
+) -> Result<Sent, ProxyError> {
+    let mut sent = Sent {
+        xforward: 0,
+        mail: is_verb(command, b"MAIL "),
+        rset: is_verb(command, b"RSET"),
+    };
+    if hop.pipelining {
         let mut batch = prelude.concat();
         batch.extend_from_slice(command);
         hop.send(&batch).await?;
+        sent.xforward = prelude.len();
     } else {
         for p in prelude {
             hop.send(p).await?;
             refused_xforward(&hop.reply().await?);
         }
         hop.send(command).await?;
-        return hop.reply().await;
     }
-    for _ in prelude {
-        refused_xforward(&hop.reply().await?);
-    }
-    hop.reply().await
+    Ok(sent)
+}
+
+/// Is the next complete command line the client already sent a RCPT?
+/// Only then is a reply left unread: the client pipelined and is not
+/// waiting for it yet.
+fn next_is_rcpt(inbuf: &[u8]) -> bool {
+    memchr::memchr(b'\n', inbuf).is_some() && is_verb(inbuf, b"RCPT ")
 }
 
 fn refused_xforward(r: &Reply) {

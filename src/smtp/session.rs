@@ -8,6 +8,7 @@
 //! sockets, clocks or the message (the I/O layer moves bytes and runs the
 //! pipeline).
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use smtp_proto::Request;
@@ -134,7 +135,9 @@ pub struct Transaction {
 pub struct Session {
     cfg: SessionConfig,
     state: State,
-    pending: Option<Pending>,
+    /// Forwarded commands whose next-hop replies are still to come, in
+    /// order (MAIL and RCPT may be pipelined to a hop with PIPELINING).
+    pending: VecDeque<Pending>,
     helo: Option<String>,
     /// Per-transaction XFORWARD attributes (Postfix resends them before each MAIL).
     xforward: Attrs,
@@ -157,7 +160,7 @@ impl Session {
         Session {
             cfg,
             state: State::Greeted,
-            pending: None,
+            pending: VecDeque::new(),
             helo: None,
             xforward: Attrs::default(),
             xclient: Attrs::default(),
@@ -277,7 +280,7 @@ impl Session {
                     return reply(250, "2.0.0", "Ok");
                 }
                 self.hop_idle = true;
-                self.pending = Some(Pending::Rset);
+                self.pending.push_back(Pending::Rset);
                 Step::Forward {
                     prelude: Vec::new(),
                     command: b"RSET\r\n".to_vec(),
@@ -354,7 +357,7 @@ impl Session {
         if max > 0 && size > max {
             return reply(552, "5.3.4", "Message size exceeds fixed limit");
         }
-        self.pending = Some(Pending::Mail {
+        self.pending.push_back(Pending::Mail {
             from: from.to_string(),
             size,
         });
@@ -379,15 +382,27 @@ impl Session {
     }
 
     fn rcpt(&mut self, to: &str, line: &[u8]) -> Step {
-        if self.state != State::Mail {
+        // A MAIL still waiting for its reply counts: the client pipelined
+        // RCPT behind it, and the hop answers both in order (a refused MAIL
+        // makes the hop refuse the RCPT too).
+        let mail_pending = self
+            .pending
+            .iter()
+            .any(|p| matches!(p, Pending::Mail { .. }));
+        if self.state != State::Mail && !mail_pending {
             return reply(503, "5.5.1", "Error: need MAIL command");
         }
-        if self.tx.rcpts.len() >= self.cfg.max_recipients {
+        let rcpts_pending = self
+            .pending
+            .iter()
+            .filter(|p| matches!(p, Pending::Rcpt { .. }))
+            .count();
+        if self.tx.rcpts.len() + rcpts_pending >= self.cfg.max_recipients {
             return reply(452, "4.5.3", "Error: too many recipients");
         }
         // smtp-proto returns `<postmaster>` as an empty address.
         let to = if to.is_empty() { "postmaster" } else { to };
-        self.pending = Some(Pending::Rcpt { to: to.to_string() });
+        self.pending.push_back(Pending::Rcpt { to: to.to_string() });
         Step::Forward {
             prelude: Vec::new(),
             command: line.to_vec(),
@@ -471,7 +486,7 @@ impl Session {
     /// The next hop's reply to a [`Step::Forward`]; returns the reply for
     /// the client.
     pub fn forwarded(&mut self, hop: Reply) -> Reply {
-        match self.pending.take() {
+        match self.pending.pop_front() {
             Some(Pending::Mail { from, size }) if hop.is_positive() => {
                 self.state = State::Mail;
                 self.tx = Transaction {
@@ -637,6 +652,36 @@ mod tests {
         assert!(s.transaction().rcpts.is_empty());
         // A second transaction on the same connection.
         assert_eq!(run(&mut s, &[("MAIL FROM:<>", Some(ok()))]), [250]);
+    }
+
+    #[test]
+    fn rcpt_may_follow_a_mail_whose_reply_is_still_to_come() {
+        let mut s = Session::new(cfg(false));
+        run(&mut s, &[("EHLO x", None)]);
+        // Pipelined to the hop: MAIL, then two RCPTs, before any reply.
+        let fwd = |step: Step| matches!(step, Step::Forward { .. });
+        assert!(fwd(s.command(b"MAIL FROM:<a@example.org>\r\n")));
+        assert!(fwd(s.command(b"RCPT TO:<b@example.test>\r\n")));
+        assert!(fwd(s.command(b"RCPT TO:<c@example.test>\r\n")));
+        // max_recipients is 2: the pending ones count.
+        assert_eq!(code(&s.command(b"RCPT TO:<d@example.test>\r\n")), 452);
+        s.forwarded(ok());
+        s.forwarded(ok());
+        s.forwarded(Reply::new(550, "5.1.1", "unknown"));
+        assert_eq!(s.transaction().rcpts, ["b@example.test"]);
+        assert!(matches!(s.command(b"DATA\r\n"), Step::Data));
+        s.data_replies(vec![ok()]);
+
+        // The hop refuses MAIL: its 503 for the RCPT passes through and
+        // nothing is left open.
+        assert!(fwd(s.command(b"MAIL FROM:<a@example.org>\r\n")));
+        assert!(fwd(s.command(b"RCPT TO:<b@example.test>\r\n")));
+        assert_eq!(s.forwarded(Reply::new(451, "4.3.0", "later")).code, 451);
+        assert_eq!(s.forwarded(Reply::new(503, "5.5.1", "need MAIL")).code, 503);
+        assert!(s.transaction().rcpts.is_empty());
+        assert_eq!(code(&s.command(b"DATA\r\n")), 503);
+        // Without MAIL sent at all, RCPT is still refused here.
+        assert_eq!(code(&s.command(b"RCPT TO:<b@example.test>\r\n")), 503);
     }
 
     #[test]

@@ -89,10 +89,16 @@ where
             cur.xforward.push(line.trim_end().to_string());
             "250 2.0.0 Ok\r\n".into()
         } else if upper.starts_with("MAIL") {
-            cur.mail = line.trim_end().to_string();
-            "250 2.1.0 Ok\r\n".into()
+            if line.contains("refuse-mail") {
+                "451 4.3.0 sink refuses this sender\r\n".into()
+            } else {
+                cur.mail = line.trim_end().to_string();
+                "250 2.1.0 Ok\r\n".into()
+            }
         } else if upper.starts_with("RCPT") {
-            if line.contains("unknown") {
+            if cur.mail.is_empty() {
+                "503 5.5.1 Error: need MAIL command\r\n".into()
+            } else if line.contains("unknown") {
                 format!("550 5.1.1 {} User unknown\r\n", line.trim_end())
             } else {
                 cur.rcpts.push(line.trim_end().to_string());
@@ -365,6 +371,30 @@ async fn pipelined_commands_get_replies_in_order() {
         "{:?}",
         String::from_utf8_lossy(&t.data)
     );
+}
+
+/// MAIL and RCPT go to the next hop pipelined: when it refuses MAIL, the
+/// client sees that refusal and the hop's own 503 for the RCPT behind it,
+/// in order, and the connection goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_rcpt_behind_a_refused_mail_gets_the_hops_reply() {
+    let (sink, _p, mut c) = proxied("", "").await;
+    c.send("MAIL FROM:<refuse-mail@example.org>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\nDATA\r\n").await;
+    let t = c.expect(451).await;
+    assert!(t.contains("sink refuses"), "the next hop's reply: {t}");
+    c.expect(503).await;
+    c.expect(503).await;
+    c.expect(503).await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+    c.send("Subject: x\r\n\r\nbody\r\n.\r\n").await;
+    c.expect(250).await;
+    let seen = sink.transactions();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].rcpts, ["RCPT TO:<b@example.test>"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
