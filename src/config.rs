@@ -226,6 +226,9 @@ impl ListenerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
+    /// Threads that run the connections of `serve`/`milter`: 1 (default)
+    /// runs them all on one thread, 0 = one per CPU core.
+    pub threads: usize,
     /// Concurrent sessions over all listeners; more get 421.
     pub max_sessions: usize,
     /// Largest message accepted (SIZE, 552 past it); 0 = no limit.
@@ -263,6 +266,7 @@ pub struct ServerSettings {
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
+            threads: 1,
             max_sessions: 100,
             max_message_size: 50 << 20,
             max_line_length: 65536,

@@ -761,6 +761,27 @@ async fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
     assert!(status.unwrap().success(), "SIGTERM exits 0");
 }
 
+/// `server.threads`: one thread (the default, covered by every other
+/// daemon test), a fixed number, or one per core all serve the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_serves_with_any_number_of_threads() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    for threads in [0, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("authgate.toml");
+        let extra = format!("[server]\nthreads = {threads}");
+        write_config(&config, "mx.example", sink.addr, &extra);
+        let d = Daemon::start(&config, dir.path()).await;
+        // Several sessions at once.
+        let sends: Vec<_> = (0..4).map(|_| tokio::spawn(send_one(d.addr))).collect();
+        for s in sends {
+            s.await.unwrap();
+        }
+        d.signal("-TERM");
+    }
+    assert_eq!(sink.transactions().len(), 8);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_log_line_carries_queue_id_client_and_results() {
     let sink = Sink::start(false, SinkMode::Accept).await;
