@@ -562,6 +562,16 @@ fn without_param(line: &[u8], name: &str) -> Vec<u8> {
         .rposition(|&b| b != b'\r' && b != b'\n')
         .map_or(0, |i| i + 1);
     let (params, eol) = rest.split_at(body_len);
+    let is_param = |w: &&[u8]| {
+        w.split(|&b| b == b'=')
+            .next()
+            .unwrap_or_default()
+            .eq_ignore_ascii_case(name.as_bytes())
+    };
+    if !params.split(|&b| b == b' ').any(|w| is_param(&w)) {
+        // Nothing to drop: the line goes on exactly as the client wrote it.
+        return line.to_vec();
+    }
     let mut out = path.to_vec();
     for word in params.split(|&b| b == b' ').filter(|w| !w.is_empty()) {
         let key = word.split(|&b| b == b'=').next().unwrap_or_default();
@@ -741,6 +751,13 @@ mod tests {
             (
                 "MAIL FROM:<a@b> BODY=7BIT SIZEX=2\r\n",
                 "MAIL FROM:<a@b> BODY=7BIT SIZEX=2\r\n",
+            ),
+            // Without SIZE= the line is not rebuilt (found by the fuzzer:
+            // a space was added before an odd first word).
+            ("MAIL FROM:<>\x0c\n", "MAIL FROM:<>\x0c\n"),
+            (
+                "MAIL FROM:<a@b>BODY=7BIT\r\n",
+                "MAIL FROM:<a@b>BODY=7BIT\r\n",
             ),
         ] {
             assert_eq!(
