@@ -459,22 +459,9 @@ pub fn encode_command(cmd: u8, data: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes a reply (the MTA side): `(command byte, data)` and bytes used.
+/// Replies are framed like commands.
 pub fn decode_reply(buf: &[u8]) -> Result<Option<(u8, Vec<u8>, usize)>, CodecError> {
-    let Some(len_bytes) = buf.get(..4) else {
-        return Ok(None);
-    };
-    let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-    let len = usize::try_from(len).unwrap_or(usize::MAX);
-    if len == 0 {
-        return Err(CodecError::Empty);
-    }
-    if len > MAX_PACKET {
-        return Err(CodecError::TooLarge(len));
-    }
-    let Some(packet) = buf.get(4..4 + len) else {
-        return Ok(None);
-    };
-    Ok(Some((packet[0], packet[1..].to_vec(), 4 + len)))
+    Ok(frame(buf)?.map(|(cmd, data, used)| (cmd, data.to_vec(), used)))
 }
 
 #[cfg(test)]

@@ -702,11 +702,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             // A body still in memory is encoded from where it lies.
             SpoolReader::Mem(body) => {
                 for piece in body.chunks(READ_CHUNK) {
-                    enc.push(piece, &mut out);
-                    if out.len() >= READ_CHUNK {
-                        hop.send(&out).await?;
-                        out.clear();
-                    }
+                    encode_to(hop, &mut enc, &mut out, piece).await?;
                 }
             }
             SpoolReader::File(file) => {
@@ -718,11 +714,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                     if n == 0 {
                         break;
                     }
-                    enc.push(&buf[..n], &mut out);
-                    if out.len() >= READ_CHUNK {
-                        hop.send(&out).await?;
-                        out.clear();
-                    }
+                    encode_to(hop, &mut enc, &mut out, &buf[..n]).await?;
                 }
             }
         }
@@ -740,6 +732,21 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         self.session.hop_reset();
         Ok(self.session.data_replies(replies))
     }
+}
+
+/// Dot-stuffs `piece` onto `out`; sends `out` once it holds a chunk's worth.
+async fn encode_to(
+    hop: &mut Hop,
+    enc: &mut DotEncoder,
+    out: &mut Vec<u8>,
+    piece: &[u8],
+) -> Result<(), ProxyError> {
+    enc.push(piece, out);
+    if out.len() >= READ_CHUNK {
+        hop.send(out).await?;
+        out.clear();
+    }
+    Ok(())
 }
 
 /// A command sent to the next hop, its reply not read yet.
