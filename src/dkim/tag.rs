@@ -128,10 +128,12 @@ pub fn strip_fws(s: &str) -> Cow<'_, str> {
     if !s.bytes().any(is_fws) {
         return Cow::Borrowed(s);
     }
+    // FWS characters are ASCII, so dropping those bytes keeps UTF-8 intact.
+    let mut kept = Vec::with_capacity(s.len());
+    kept.extend(s.bytes().filter(|&b| !is_fws(b)));
     Cow::Owned(
-        s.chars()
-            .filter(|&c| !(c.is_ascii() && is_fws(c as u8)))
-            .collect(),
+        String::from_utf8(kept)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
     )
 }
 

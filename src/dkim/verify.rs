@@ -354,25 +354,56 @@ pub fn select_headers(
     names: &[String],
     canon: super::canon::Canon,
 ) -> Vec<u8> {
+    let mut data = Vec::with_capacity(1024);
+    for i in header_instances(headers, skip, names).into_iter().flatten() {
+        canon_header(&headers[i], canon, &mut data);
+    }
+    data
+}
+
+/// For each name of `names` in turn, the index of the bottom-most field of
+/// that name not taken yet (RFC 6376 §5.4.2), or `None`. A plain scan
+/// while that is small (the usual case: no map, no lowercased copies); a
+/// map by name when an `h=` list or header block is large, so a hostile
+/// `h=` with thousands of names stays linear.
+fn header_instances(
+    headers: &[Header],
+    skip: Option<usize>,
+    names: &[String],
+) -> Vec<Option<usize>> {
+    let usable = |i: usize, h: &Header| Some(i) != skip && h.is_well_formed();
+    if names.len().saturating_mul(headers.len()) <= 4096 {
+        let mut taken = vec![false; headers.len()];
+        return names
+            .iter()
+            .map(|name| {
+                let i = (0..headers.len()).rev().find(|&i| {
+                    !taken[i]
+                        && usable(i, &headers[i])
+                        && headers[i].name().eq_ignore_ascii_case(name.as_bytes())
+                })?;
+                taken[i] = true;
+                Some(i)
+            })
+            .collect();
+    }
     let mut by_name: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
     for (i, h) in headers.iter().enumerate() {
-        if Some(i) != skip && h.is_well_formed() {
+        if usable(i, h) {
             by_name
                 .entry(h.name().to_ascii_lowercase())
                 .or_default()
                 .push(i);
         }
     }
-    let mut data = Vec::with_capacity(1024);
-    for name in names {
-        if let Some(i) = by_name
-            .get_mut(name.as_bytes().to_ascii_lowercase().as_slice())
-            .and_then(Vec::pop)
-        {
-            canon_header(&headers[i], canon, &mut data);
-        }
-    }
-    data
+    names
+        .iter()
+        .map(|name| {
+            by_name
+                .get_mut(name.as_bytes().to_ascii_lowercase().as_slice())
+                .and_then(Vec::pop)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -386,6 +417,31 @@ mod tests {
     const RFC8463: &[u8] = include_bytes!("../../tests/fixtures/dkim/rfc8463.eml");
     const ED_KEY: &[u8] = b"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
     const RSA_KEY: &[u8] = b"v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWRiGs5V6NpP3idY6Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3Ip3G+2kryOTIKT+l/K4w3QIDAQAB";
+
+    #[test]
+    fn header_instances_scan_and_map_agree() {
+        let (headers, _) = split(
+            b"From: a@x\r\nTo: b@x\r\nsubject: one\r\nSUBJECT: two\r\nbroken\r\nSubject: three\r\n\r\n",
+        );
+        let names: Vec<String> = [
+            "subject", "from", "Subject", "x", "subject", "subject", "broken",
+        ]
+        .map(String::from)
+        .to_vec();
+        let small = header_instances(&headers, Some(1), &names);
+        // Bottom-up per name; To (index 1) skipped; a line without a colon never taken.
+        assert_eq!(
+            small,
+            vec![Some(5), Some(0), Some(3), None, Some(2), None, None]
+        );
+        // Past the scan limit the map gives the same picks for the same prefix.
+        let mut many = names.clone();
+        many.extend(std::iter::repeat_n("x-pad".to_string(), 5000));
+        let big = header_instances(&headers, Some(1), &many);
+        assert_eq!(big.len(), many.len());
+        assert_eq!(&big[..names.len()], small.as_slice());
+        assert!(big[names.len()..].iter().all(Option::is_none));
+    }
 
     fn split(msg: &[u8]) -> (Vec<Header>, &[u8]) {
         let pos = msg.windows(4).position(|w| w == b"\r\n\r\n").unwrap();

@@ -63,13 +63,19 @@ type Pending = watch::Receiver<Option<Answer>>;
 struct Entry {
     result: Result<Records, DnsError>,
     expires: Instant,
+    /// Last use.
     stamp: u64,
+    /// The stamp this entry is filed under in `State::order`: its last use
+    /// when it was filed. A hit only moves `stamp`; eviction refiles entries
+    /// whose `listed` is stale (lazy LRU: no map update, no key copy per hit).
+    listed: u64,
 }
 
 #[derive(Default)]
 struct State {
     entries: HashMap<Key, Entry>,
-    /// Use stamp to key, oldest first: the LRU order.
+    /// Filing stamp to key, oldest first: the LRU order, refreshed lazily
+    /// (see [`Entry::listed`]).
     order: BTreeMap<u64, Key>,
     inflight: HashMap<Key, Pending>,
     next_stamp: u64,
@@ -224,16 +230,33 @@ impl State {
     fn touch(&mut self, key: &Key) {
         let stamp = self.stamp();
         if let Some(entry) = self.entries.get_mut(key) {
-            self.order.remove(&entry.stamp);
             entry.stamp = stamp;
-            self.order.insert(stamp, key.clone());
         }
     }
 
     fn remove(&mut self, key: &Key) {
         if let Some(entry) = self.entries.remove(key) {
-            self.order.remove(&entry.stamp);
+            self.order.remove(&entry.listed);
         }
+    }
+
+    /// Removes the least recently used entry; entries used since they were
+    /// filed are refiled under their last use on the way.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((listed, key)) = self.order.pop_first() {
+            match self.entries.get_mut(&key) {
+                Some(entry) if entry.stamp != listed => {
+                    entry.listed = entry.stamp;
+                    self.order.insert(entry.stamp, key);
+                }
+                Some(_) => {
+                    self.entries.remove(&key);
+                    return true;
+                }
+                None => {}
+            }
+        }
+        false
     }
 
     fn insert(
@@ -245,10 +268,9 @@ impl State {
     ) {
         self.remove(&key);
         while self.entries.len() >= max {
-            let Some((_, oldest)) = self.order.pop_first() else {
+            if !self.evict_oldest() {
                 break;
-            };
-            self.entries.remove(&oldest);
+            }
         }
         let stamp = self.stamp();
         self.order.insert(stamp, key.clone());
@@ -258,6 +280,7 @@ impl State {
                 result,
                 expires,
                 stamp,
+                listed: stamp,
             },
         );
     }
@@ -430,6 +453,40 @@ mod tests {
         gate.add_permits(1);
         assert!(waiter.await.unwrap().result.is_ok());
         assert_eq!(calls(&cache), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lazy_lru_evicts_exactly_as_a_plain_lru_list() {
+        let cache = Cache::new(
+            fake(a_record),
+            CacheConfig {
+                max_entries: 4,
+                ..CONFIG
+            },
+        );
+        // Reference: most recent last.
+        let mut lru: Vec<String> = Vec::new();
+        let mut seed = 7u32;
+        for _ in 0..3000 {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let name = format!("n{}", (seed >> 16) % 9);
+            let known = lru.iter().position(|n| *n == name);
+            let got = cache.lookup(&name, RecordType::A).await.cached;
+            assert_eq!(got, known.is_some(), "{name} with {lru:?}");
+            match known {
+                Some(i) => {
+                    let n = lru.remove(i);
+                    lru.push(n);
+                }
+                None => {
+                    if lru.len() == 4 {
+                        lru.remove(0);
+                    }
+                    lru.push(name);
+                }
+            }
+            assert_eq!(cache.len(), lru.len());
+        }
     }
 
     #[tokio::test(start_paused = true)]

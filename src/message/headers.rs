@@ -110,24 +110,20 @@ fn trim_eol(b: &[u8]) -> &[u8] {
 /// fields. Continuation lines (starting with SP or HTAB) join the previous
 /// field; a continuation before any field starts a malformed field of its own.
 pub fn split_fields(block: &[u8]) -> Vec<Header> {
-    let mut fields: Vec<Header> = Vec::new();
-    let mut current: Vec<u8> = Vec::new();
-    let mut rest = block;
-    while !rest.is_empty() {
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(rest.len(), |p| p + 1);
-        let (line, tail) = rest.split_at(end);
-        rest = tail;
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if !continuation && !current.is_empty() {
-            fields.push(Header::from_raw(std::mem::take(&mut current)));
+    let mut fields: Vec<Header> = Vec::with_capacity(32);
+    // Start of the field being collected; each field is copied once, whole.
+    let mut start = 0;
+    let mut pos = 0;
+    while pos < block.len() {
+        let continuation = matches!(block[pos], b' ' | b'\t');
+        if !continuation && pos > start {
+            fields.push(Header::from_raw(block[start..pos].to_vec()));
+            start = pos;
         }
-        current.extend_from_slice(line);
+        pos = memchr::memchr(b'\n', &block[pos..]).map_or(block.len(), |p| pos + p + 1);
     }
-    if !current.is_empty() {
-        fields.push(Header::from_raw(current));
+    if pos > start {
+        fields.push(Header::from_raw(block[start..pos].to_vec()));
     }
     fields
 }
@@ -179,6 +175,9 @@ mod tests {
             assert_eq!(joined, block.to_vec());
         }
         assert!(!split_fields(b"no colon\n")[0].is_well_formed());
+        // A fold before any field is a field of its own; an empty block has none.
+        assert_eq!(split_fields(b" leading fold\n\tmore\nA: b\n").len(), 2);
+        assert!(split_fields(b"").is_empty());
     }
 
     #[test]

@@ -306,13 +306,13 @@ pub fn parse(cmd: u8, data: &[u8]) -> Result<Command, CodecError> {
                 Command::Rcpt(args)
             }
         }
-        b'L' => match nul_strings(data).as_deref() {
-            Some([name, value]) if !name.is_empty() => Command::Header {
+        b'L' => {
+            let (name, value) = header_parts(data)?;
+            Command::Header {
                 name: lossy(name),
                 value: value.to_vec(),
-            },
-            _ => return Err(bad("needs a name and a value")),
-        },
+            }
+        }
         b'T' => Command::Data,
         b'N' => Command::Eoh,
         b'B' => Command::Body(data.to_vec()),
@@ -323,6 +323,22 @@ pub fn parse(cmd: u8, data: &[u8]) -> Result<Command, CodecError> {
         b'U' => Command::Unknown(data.strip_suffix(b"\0").unwrap_or(data).to_vec()),
         other => return Err(CodecError::UnknownCommand(other)),
     })
+}
+
+/// The name and value of a header packet (`L`: `name\0value\0`), borrowed
+/// from the packet.
+pub fn header_parts(data: &[u8]) -> Result<(&[u8], &[u8]), CodecError> {
+    let bad = CodecError::Malformed {
+        command: 'L',
+        why: "needs a name and a value",
+    };
+    let body = data.strip_suffix(b"\0").ok_or(bad.clone())?;
+    let nul = memchr::memchr(0, body).ok_or(bad.clone())?;
+    let (name, value) = (&body[..nul], &body[nul + 1..]);
+    if name.is_empty() || memchr::memchr(0, value).is_some() {
+        return Err(bad);
+    }
+    Ok((name, value))
 }
 
 /// `hostname\0 family [port(u16) address\0]`.
@@ -390,9 +406,13 @@ pub fn client_ip(family: Family, address: &str) -> Option<IpAddr> {
     a.parse().ok()
 }
 
-/// Appends the encoded `response` to `out`.
+/// Appends the encoded `response` to `out` (straight into `out`: the length
+/// field is written once the data is there).
 pub fn encode(response: &Response, out: &mut Vec<u8>) {
-    let mut data = Vec::new();
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let data = out.len();
+    out.push(0);
     let cmd = match response {
         Response::OptNeg {
             version,
@@ -401,11 +421,11 @@ pub fn encode(response: &Response, out: &mut Vec<u8>) {
             macros,
         } => {
             for v in [version, actions, protocol] {
-                data.extend_from_slice(&v.to_be_bytes());
+                out.extend_from_slice(&v.to_be_bytes());
             }
             for (stage, names) in *macros {
-                data.extend_from_slice(&stage.to_be_bytes());
-                push_str(&mut data, names);
+                out.extend_from_slice(&stage.to_be_bytes());
+                push_str(out, names);
             }
             b'O'
         }
@@ -413,32 +433,31 @@ pub fn encode(response: &Response, out: &mut Vec<u8>) {
         Response::Accept => b'a',
         Response::TempFail => b't',
         Response::ReplyCode(text) => {
-            push_str(&mut data, text);
+            push_str(out, text);
             b'y'
         }
         Response::InsertHeader { index, name, value } => {
-            data.extend_from_slice(&index.to_be_bytes());
-            push_str(&mut data, name);
-            push_str(&mut data, value);
+            out.extend_from_slice(&index.to_be_bytes());
+            push_str(out, name);
+            push_str(out, value);
             b'i'
         }
         Response::ChangeHeader { index, name, value } => {
-            data.extend_from_slice(&index.to_be_bytes());
-            push_str(&mut data, name);
-            push_str(&mut data, value);
+            out.extend_from_slice(&index.to_be_bytes());
+            push_str(out, name);
+            push_str(out, value);
             b'm'
         }
         Response::Quarantine(reason) => {
-            push_str(&mut data, reason);
+            push_str(out, reason);
             b'q'
         }
     };
+    out[data] = cmd;
     // Our own replies are small (a header or a reply line); saturate rather
     // than wrap if a caller ever passes something absurd.
-    let len = u32::try_from(data.len() + 1).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.push(cmd);
-    out.extend_from_slice(&data);
+    let len = u32::try_from(out.len() - data).unwrap_or(u32::MAX);
+    out[start..data].copy_from_slice(&len.to_be_bytes());
 }
 
 /// A string with NULs removed (they would end it early), then a NUL.
@@ -660,6 +679,40 @@ mod tests {
             (cmd, data.as_slice(), used),
             (b'y', &b"550 5.7.1 nope\0"[..], 20)
         );
+    }
+
+    #[test]
+    fn replies_append_to_what_is_queued() {
+        let mut out = b"\0\0\0\x01c".to_vec();
+        encode(&Response::Quarantine("held".into()), &mut out);
+        encode(&Response::Accept, &mut out);
+        assert_eq!(out, b"\0\0\0\x01c\0\0\0\x06qheld\0\0\0\0\x01a");
+    }
+
+    #[test]
+    fn header_packets_split_without_copies() {
+        assert_eq!(
+            header_parts(b"Subject\0 hi\n\tthere\0"),
+            Ok((&b"Subject"[..], &b" hi\n\tthere"[..]))
+        );
+        assert_eq!(header_parts(b"X\0\0"), Ok((&b"X"[..], &b""[..])));
+        for bad in [
+            &b""[..],
+            b"\0",
+            b"\0value\0",
+            b"Subject\0",
+            b"Subject\0value",
+            b"Subject",
+            b"Subject\0va\0lue\0",
+        ] {
+            assert!(
+                matches!(
+                    header_parts(bad),
+                    Err(CodecError::Malformed { command: 'L', .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -102,6 +102,9 @@ where
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     let mut job: Option<Job> = None;
+    // Reused for every packet: the actions, and the header field being fed.
+    let mut actions: Vec<Action> = Vec::new();
+    let mut field: Vec<u8> = Vec::new();
     // Start of the undecoded bytes: packets are consumed by moving it, and
     // the buffer is compacted once per read, not once per packet.
     let mut pos = 0usize;
@@ -113,17 +116,21 @@ where
             continue;
         };
         pos += used;
-        // Body chunks go to the job straight from the read buffer.
-        let actions = if cmd == b'B' {
-            session.body_chunk(data.len())?
-        } else {
-            let cmd = codec::parse(cmd, data)?;
-            if !matches!(cmd, codec::Command::Header { .. }) {
-                tracing::trace!(?cmd, "from MTA");
+        // Body chunks go to the job straight from the read buffer, header
+        // fields through one reused buffer.
+        match cmd {
+            b'B' => actions.extend(session.body_chunk(data.len())?),
+            b'L' => {
+                let (name, value) = codec::header_parts(data)?;
+                session.header_into(name, value, &mut field, &mut actions)?;
             }
-            session.handle(cmd)?
-        };
-        for action in actions {
+            _ => {
+                let cmd = codec::parse(cmd, data)?;
+                tracing::trace!(?cmd, "from MTA");
+                session.handle_into(cmd, &mut actions)?;
+            }
+        }
+        for action in actions.drain(..) {
             match action {
                 Action::Reply(r) => codec::encode(&r, &mut out),
                 Action::Begin(b) => job = Some(start(&snap, b)),
@@ -135,6 +142,11 @@ where
                 Action::FeedChunk => {
                     if let Some(j) = &mut job {
                         j.job.push(data);
+                    }
+                }
+                Action::FeedHeader => {
+                    if let Some(j) = &mut job {
+                        j.job.push(&field);
                     }
                 }
                 Action::Finish(info) => {

@@ -88,6 +88,9 @@ pub enum Action {
     /// Push the body chunk given to [`Session::body_chunk`] into the job
     /// (the I/O layer still holds it in its read buffer).
     FeedChunk,
+    /// Push the header field [`Session::header`] wrote into the buffer it
+    /// was given (reused from field to field: no allocation per header).
+    FeedHeader,
     /// End of message: finish the job, then call [`Session::end_of_message`].
     Finish(Finish),
     /// Drop the job: the MTA aborted the message.
@@ -229,12 +232,19 @@ impl Session {
 
     /// Handles one command; the actions are to be carried out in order.
     pub fn handle(&mut self, cmd: Command) -> Result<Vec<Action>, SessionError> {
+        let mut out = Vec::new();
+        self.handle_into(cmd, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Session::handle`], appending the actions to `out` (the I/O layer
+    /// reuses one vector for the whole connection).
+    pub fn handle_into(&mut self, cmd: Command, out: &mut Vec<Action>) -> Result<(), SessionError> {
         if !self.negotiated && !matches!(cmd, Command::OptNeg { .. } | Command::Quit) {
             return Err(SessionError::OutOfOrder(
                 "command before option negotiation",
             ));
         }
-        let mut out = Vec::new();
         match cmd {
             Command::OptNeg {
                 version,
@@ -250,38 +260,43 @@ impl Session {
             } => {
                 // The connect macros came just before this command.
                 let macros = std::mem::take(&mut self.conn.macros);
-                self.reset_connection(&mut out);
+                self.reset_connection(out);
                 self.conn.macros = macros;
                 self.conn.client_ip = client_ip(family, &address);
                 self.conn.hostname = hostname;
                 self.conn.family = Some(family);
                 self.conn.port = port;
-                self.reply_unless(protocol::NR_CONN, &mut out);
+                self.reply_unless(protocol::NR_CONN, out);
             }
             Command::Helo(name) => {
                 self.conn.helo = Some(name);
-                self.reply_unless(protocol::NR_HELO, &mut out);
+                self.reply_unless(protocol::NR_HELO, out);
             }
             Command::Mail(args) => {
-                self.mail(&args, &mut out);
-                self.reply_unless(protocol::NR_MAIL, &mut out);
+                self.mail(&args, out);
+                self.reply_unless(protocol::NR_MAIL, out);
             }
             Command::Rcpt(_) => {
                 if let Some(m) = &mut self.msg {
                     m.recipients += 1;
                 }
-                self.reply_unless(protocol::NR_RCPT, &mut out);
+                self.reply_unless(protocol::NR_RCPT, out);
             }
-            Command::Data => self.reply_unless(protocol::NR_DATA, &mut out),
-            Command::Unknown(_) => self.reply_unless(protocol::NR_UNKN, &mut out),
+            Command::Data => self.reply_unless(protocol::NR_DATA, out),
+            Command::Unknown(_) => self.reply_unless(protocol::NR_UNKN, out),
             Command::Header { name, value } => {
-                let bytes = self.header_bytes(&name, &value);
-                self.feed(bytes, "header outside a message", &mut out)?;
-                self.reply_unless(protocol::NR_HDR, &mut out);
+                let (start, mut bytes) = (out.len(), Vec::new());
+                self.header_into(name.as_bytes(), &value, &mut bytes, out)?;
+                if let Some(feed) = out[start..]
+                    .iter_mut()
+                    .find(|a| matches!(a, Action::FeedHeader))
+                {
+                    *feed = Action::Feed(bytes);
+                }
             }
             Command::Eoh => {
-                self.end_headers(&mut out)?;
-                self.reply_unless(protocol::NR_EOH, &mut out);
+                self.end_headers(out)?;
+                self.reply_unless(protocol::NR_EOH, out);
             }
             Command::Body(chunk) => {
                 let mut chunk = Some(chunk);
@@ -292,15 +307,15 @@ impl Session {
                     });
                 }
             }
-            Command::EndOfMessage(chunk) => self.end_of_body(chunk, &mut out)?,
-            Command::Abort => self.abort(&mut out),
+            Command::EndOfMessage(chunk) => self.end_of_body(chunk, out)?,
+            Command::Abort => self.abort(out),
             Command::Quit => {
-                self.abort(&mut out);
+                self.abort(out);
                 out.push(Action::Close);
             }
-            Command::QuitNewConnection => self.reset_connection(&mut out),
+            Command::QuitNewConnection => self.reset_connection(out),
         }
-        Ok(out)
+        Ok(())
     }
 
     fn negotiate(
@@ -435,9 +450,31 @@ impl Session {
             && self.conn.hostname.eq_ignore_ascii_case("localhost")
     }
 
-    fn header_bytes(&self, name: &str, value: &[u8]) -> Vec<u8> {
-        let mut b = Vec::with_capacity(name.len() + value.len() + 4);
-        b.extend_from_slice(name.as_bytes());
+    /// A header packet (`L`), its name and value borrowed from the packet:
+    /// the field as it stood in the message is written into `bytes` and
+    /// [`Action::FeedHeader`] asks the I/O layer to push it into the job.
+    pub fn header_into(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        bytes: &mut Vec<u8>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), SessionError> {
+        bytes.clear();
+        self.header_bytes(name, value, bytes);
+        let msg = self
+            .msg
+            .as_mut()
+            .ok_or(SessionError::OutOfOrder("header outside a message"))?;
+        msg.size = msg.size.saturating_add(bytes.len() as u64);
+        out.push(Action::FeedHeader);
+        self.reply_unless(protocol::NR_HDR, out);
+        Ok(())
+    }
+
+    fn header_bytes(&self, name: &[u8], value: &[u8], b: &mut Vec<u8>) {
+        b.reserve(name.len() + value.len() + 4);
+        b.extend_from_slice(name);
         b.push(b':');
         if self.protocol & protocol::HDR_LEADSPC == 0 {
             // The MTA dropped the space after the colon; put the usual one back.
@@ -453,7 +490,6 @@ impl Session {
             prev = c;
         }
         b.extend_from_slice(b"\r\n");
-        b
     }
 
     /// A body chunk (`B`) of `len` bytes that the I/O layer feeds to the
@@ -801,6 +837,33 @@ mod tests {
             Session::new(settings(Role::Auto)).body_chunk(3),
             Err(SessionError::OutOfOrder(_))
         ));
+    }
+
+    #[test]
+    fn header_into_reuses_the_callers_buffer() {
+        let mut s = Session::new(settings(Role::Auto));
+        s.handle(C::OptNeg {
+            version: 6,
+            actions: 0x1ff,
+            protocol: 0x1f_ffff,
+        })
+        .unwrap();
+        connect(&mut s, "c", "192.0.2.1");
+        let (mut field, mut out) = (b"left over".to_vec(), Vec::new());
+        assert!(matches!(
+            s.header_into(b"To", b" b@x", &mut field, &mut out),
+            Err(SessionError::OutOfOrder(_))
+        ));
+        s.handle(C::Mail(vec!["<>".into()])).unwrap();
+        out.clear();
+        out.push(Action::Abort);
+        s.header_into(b"Subject", b" hi\n\tthere", &mut field, &mut out)
+            .unwrap();
+        assert_eq!(field, b"Subject: hi\r\n\tthere\r\n");
+        // Appended after what the caller had queued; no reply (NR_HDR).
+        assert_eq!(out, vec![Action::Abort, Action::FeedHeader]);
+        s.header_into(b"To", b" b@x", &mut field, &mut out).unwrap();
+        assert_eq!(field, b"To: b@x\r\n");
     }
 
     #[test]

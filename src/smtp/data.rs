@@ -38,7 +38,21 @@ impl DotDecoder {
     /// `.` line ends at `input[..n]` (bytes after it are the client's next
     /// commands), `None` when more data is needed.
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        self.push_with(input, |piece| out.extend_from_slice(piece))
+    }
+
+    /// [`DotDecoder::push`] without a copy: the decoded bytes are handed to
+    /// `emit` as slices of `input` (as few as the stuffed dots allow: runs
+    /// of lines go out as one slice).
+    pub fn push_with(&mut self, input: &[u8], mut emit: impl FnMut(&[u8])) -> Option<usize> {
+        // Start of the bytes decoded but not yet emitted.
+        let mut run = 0;
         let mut i = 0;
+        let flush = |emit: &mut dyn FnMut(&[u8]), from: usize, to: usize| {
+            if to > from {
+                emit(&input[from..to]);
+            }
+        };
         while i < input.len() {
             let b = input[i];
             match self.dot {
@@ -46,6 +60,7 @@ impl DotDecoder {
                     b'\r' => {
                         self.dot = Dot::SeenCr;
                         i += 1;
+                        run = i;
                         continue;
                     }
                     b'\n' => return Some(i + 1),
@@ -64,25 +79,26 @@ impl DotDecoder {
                     self.dot = Dot::None;
                     self.line_start = false;
                     self.line_len = 1;
-                    out.push(b'\r');
+                    // The CR after the dot may have come in an earlier chunk.
+                    emit(b"\r");
                     continue;
                 }
                 Dot::None => {}
             }
             if self.line_start && b == b'.' {
+                flush(&mut emit, run, i);
                 self.dot = Dot::Seen;
                 i += 1;
+                run = i;
                 continue;
             }
             let rest = &input[i..];
             match memchr::memchr(b'\n', rest) {
                 Some(nl) => {
-                    out.extend_from_slice(&rest[..=nl]);
                     self.end_line(self.line_len + nl);
                     i += nl + 1;
                 }
                 None => {
-                    out.extend_from_slice(rest);
                     self.line_start = false;
                     self.line_len += rest.len();
                     self.longest = self.longest.max(self.line_len);
@@ -90,6 +106,7 @@ impl DotDecoder {
                 }
             }
         }
+        flush(&mut emit, run, i);
         None
     }
 
@@ -201,7 +218,97 @@ mod tests {
         assert_eq!(out, b"..a\r\nb\r\n..c\r\n.\r\n");
     }
 
+    /// The byte-by-byte decoder `push_with` replaced (copying every line):
+    /// the reference the slicing decoder must match on any input.
+    #[derive(Default)]
+    struct Reference(DotDecoder);
+
+    impl Reference {
+        fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+            let mut i = 0;
+            while i < input.len() {
+                let b = input[i];
+                match self.0.dot {
+                    Dot::Seen => match b {
+                        b'\r' => {
+                            self.0.dot = Dot::SeenCr;
+                            i += 1;
+                            continue;
+                        }
+                        b'\n' => return Some(i + 1),
+                        _ => {
+                            // ".x": the stuffed dot goes, the line goes on.
+                            self.0.dot = Dot::None;
+                            self.0.line_start = false;
+                            self.0.line_len = 0;
+                            continue;
+                        }
+                    },
+                    Dot::SeenCr => {
+                        if b == b'\n' {
+                            return Some(i + 1);
+                        }
+                        self.0.dot = Dot::None;
+                        self.0.line_start = false;
+                        self.0.line_len = 1;
+                        out.push(b'\r');
+                        continue;
+                    }
+                    Dot::None => {}
+                }
+                if self.0.line_start && b == b'.' {
+                    self.0.dot = Dot::Seen;
+                    i += 1;
+                    continue;
+                }
+                let rest = &input[i..];
+                match memchr::memchr(b'\n', rest) {
+                    Some(nl) => {
+                        out.extend_from_slice(&rest[..=nl]);
+                        self.0.end_line(self.0.line_len + nl);
+                        i += nl + 1;
+                    }
+                    None => {
+                        out.extend_from_slice(rest);
+                        self.0.line_start = false;
+                        self.0.line_len += rest.len();
+                        self.0.longest = self.0.longest.max(self.0.line_len);
+                        i = input.len();
+                    }
+                }
+            }
+            None
+        }
+    }
+
     proptest! {
+        #[test]
+        fn slices_match_the_copying_decoder(
+            wire in proptest::collection::vec(
+                prop_oneof![Just(b'.'), Just(b'\r'), Just(b'\n'), Just(b'a')], 0..200),
+            cuts in proptest::collection::vec(0usize..200, 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= wire.len()).collect();
+            cuts.sort_unstable();
+            let (mut new, mut old) = (DotDecoder::default(), Reference::default());
+            let (mut got, mut want) = (Vec::new(), Vec::new());
+            let mut prev = 0;
+            for cut in cuts.into_iter().chain([wire.len()]) {
+                let piece = &wire[prev..cut.max(prev)];
+                let end = new.push_with(piece, |p| {
+                    assert!(!p.is_empty());
+                    got.extend_from_slice(p);
+                });
+                prop_assert_eq!(end, old.push(piece, &mut want));
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(new.longest_line(), old.0.longest_line());
+                if end.is_some() {
+                    break;
+                }
+                prev = cut.max(prev);
+            }
+        }
+
         #[test]
         fn any_split_decodes_what_was_encoded(
             msg in proptest::collection::vec(

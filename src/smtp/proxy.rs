@@ -520,14 +520,19 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
 
     async fn read_data(&mut self, msg: &mut Incoming) -> Result<(), ProxyError> {
         let mut dec = DotDecoder::default();
-        let mut out = Vec::with_capacity(READ_CHUNK);
         loop {
             if !self.client.inbuf.is_empty() {
-                let end = dec.push(&self.client.inbuf, &mut out);
+                // Decoded bytes go to the job and the spool as slices of the
+                // read buffer (no copy).
+                let mut failed = Ok(());
+                let end = dec.push_with(&self.client.inbuf, |piece| {
+                    if failed.is_ok() {
+                        failed = self.take(msg, piece);
+                    }
+                });
+                failed?;
                 let used = end.unwrap_or(self.client.inbuf.len());
                 self.client.inbuf.drain(..used);
-                self.take(msg, &out)?;
-                out.clear();
                 if end.is_some() {
                     msg.longest_line = dec.longest_line();
                     return Ok(());
