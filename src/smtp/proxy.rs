@@ -57,6 +57,9 @@ struct Hop {
     r: ReadHalf<Stream>,
     w: WriteHalf<Stream>,
     buf: Vec<u8>,
+    /// Pipelined commands not written yet: they go out together, in one
+    /// write, before the first reply is read (or with the next write).
+    out: Vec<u8>,
     timeout: Duration,
     /// The next hop offered PIPELINING.
     pipelining: bool,
@@ -73,12 +76,38 @@ impl Hop {
             r,
             w,
             buf: Vec::new(),
+            out: Vec::new(),
             timeout: Duration::from_secs(secs),
             pipelining: false,
         })
     }
 
+    /// Writes `bytes`, after whatever was queued.
     async fn send(&mut self, bytes: &[u8]) -> Result<(), ProxyError> {
+        if self.out.is_empty() {
+            return self.write(bytes).await;
+        }
+        self.out.extend_from_slice(bytes);
+        self.flush().await
+    }
+
+    /// Queues a pipelined command (see `out`).
+    fn queue(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    async fn flush(&mut self) -> Result<(), ProxyError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let written = self.write(&out).await;
+        self.out = out;
+        self.out.clear();
+        written
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ProxyError> {
         timeout(self.timeout, self.w.write_all(bytes))
             .await
             .map_err(|_| ProxyError::Hop("write timed out".into()))?
@@ -86,6 +115,8 @@ impl Hop {
     }
 
     async fn reply_within(&mut self, limit: Duration) -> Result<Reply, ProxyError> {
+        // Nothing is waited for while commands sit unwritten.
+        self.flush().await?;
         loop {
             if let Some(n) = complete_reply_len(&self.buf) {
                 let raw: Vec<u8> = self.buf.drain(..n).collect();
@@ -117,7 +148,7 @@ impl Hop {
 
     async fn quit(mut self) {
         let _ = timeout(Duration::from_secs(5), async {
-            let _ = self.w.write_all(b"QUIT\r\n").await;
+            let _ = self.send(b"QUIT\r\n").await;
             let _ = self.reply().await;
             let _ = self.w.shutdown().await;
         })
@@ -362,6 +393,8 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                     return Ok(());
                 }
                 Step::Forward { prelude, command } => {
+                    // With PIPELINING this only queues the command; reading
+                    // the first reply writes the whole group.
                     waiting.push_back(send_forward(hop, &prelude, &command).await?);
                     if !(hop.pipelining && next_is_rcpt(&self.client.inbuf)) {
                         self.replies(hop, &mut waiting, &mut incoming, &mut prepared)
@@ -779,9 +812,12 @@ async fn send_forward(
         rset: is_verb(command, b"RSET"),
     };
     if hop.pipelining {
-        let mut batch = prelude.concat();
-        batch.extend_from_slice(command);
-        hop.send(&batch).await?;
+        // Written with the RCPTs pipelined behind it, at the latest when
+        // the first reply is read.
+        for p in prelude {
+            hop.queue(p);
+        }
+        hop.queue(command);
         sent.xforward = prelude.len();
     } else {
         for p in prelude {
