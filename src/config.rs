@@ -251,6 +251,12 @@ pub struct ServerSettings {
     pub next_hop_data_timeout_secs: u64,
     /// Connecting to the next hop.
     pub connect_timeout_secs: u64,
+    /// How long a next-hop connection whose client has quit stays open for
+    /// the listener's next client (like Postfix's
+    /// `smtp_connection_cache_time_limit`): saves the connect, greeting and
+    /// EHLO per client. 0 = one next-hop connection per client, closed
+    /// with it.
+    pub next_hop_idle_secs: u64,
     /// On SIGTERM, how long sessions in flight may take to finish.
     pub shutdown_timeout_secs: u64,
     /// In after-queue mode, really reject (Postfix then bounces to the
@@ -278,6 +284,7 @@ impl Default for ServerSettings {
             next_hop_timeout_secs: 300,
             next_hop_data_timeout_secs: 600,
             connect_timeout_secs: 30,
+            next_hop_idle_secs: 5,
             shutdown_timeout_secs: 30,
             after_queue_reject: false,
             hostname: String::new(),

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::Snapshot;
 use super::listen::{Listener, Peer, SocketAddress, Stream};
 use crate::config::{ListenProtocol, ListenerSettings};
-use crate::smtp::proxy::{ConnContext, serve_connection};
+use crate::smtp::proxy::{ConnContext, HopPool, serve_connection};
 
 /// A listener bound to its socket.
 #[derive(Debug)]
@@ -57,6 +57,8 @@ pub struct Server {
     max_sessions: u32,
     loops: Vec<JoinHandle<()>>,
     addrs: Vec<SocketAddress>,
+    /// Each SMTP/LMTP listener's idle next-hop connections.
+    pools: Vec<Arc<HopPool>>,
 }
 
 impl Server {
@@ -69,15 +71,19 @@ impl Server {
         let sessions = Arc::new(Semaphore::new(max_sessions as usize));
         let mut addrs = Vec::new();
         let mut loops = Vec::new();
+        let mut pools = Vec::new();
         for b in bound {
             if let Ok(a) = b.listener.local_addr() {
                 addrs.push(a);
             }
+            let hops = Arc::new(HopPool::default());
+            pools.push(Arc::clone(&hops));
             loops.push(tokio::spawn(accept_loop(
                 b,
                 snap_tx.subscribe(),
                 shutdown_tx.subscribe(),
                 Arc::clone(&sessions),
+                hops,
             )));
         }
         Server {
@@ -87,6 +93,7 @@ impl Server {
             max_sessions,
             loops,
             addrs,
+            pools,
         }
     }
 
@@ -121,7 +128,16 @@ impl Server {
             let _ = l.await;
         }
         let all = self.sessions.acquire_many(self.max_sessions);
-        tokio::time::timeout(deadline, all).await.is_ok()
+        let finished = tokio::time::timeout(deadline, all).await.is_ok();
+        // Idle next-hop connections get their QUIT (each bounded by 5 s).
+        let mut quits = tokio::task::JoinSet::new();
+        for pool in &self.pools {
+            for quit in pool.expired(true) {
+                quits.spawn(quit);
+            }
+        }
+        while quits.join_next().await.is_some() {}
+        finished
     }
 }
 
@@ -130,10 +146,23 @@ async fn accept_loop(
     snap: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Receiver<bool>,
     sessions: Arc<Semaphore>,
+    hops: Arc<HopPool>,
 ) {
     let Bound { settings, listener } = bound;
+    // Idle next-hop connections past their time are closed (QUIT) here.
+    let mut reap = tokio::time::interval(Duration::from_secs(1));
+    reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = reap.tick() => {
+                for quit in hops.expired(false) {
+                    tokio::spawn(quit);
+                }
+                continue;
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -150,8 +179,9 @@ async fn accept_loop(
         let snapshot = Arc::clone(&snap.borrow());
         let listener_settings = Arc::clone(&settings);
         let shutdown = shutdown.clone();
+        let hops = Arc::clone(&hops);
         tokio::spawn(async move {
-            handle(stream, peer, listener_settings, snapshot, shutdown).await;
+            handle(stream, peer, listener_settings, snapshot, shutdown, hops).await;
             drop(permit);
         });
     }
@@ -163,6 +193,7 @@ async fn handle(
     settings: Arc<ListenerSettings>,
     snap: Arc<Snapshot>,
     shutdown: watch::Receiver<bool>,
+    hops: Arc<HopPool>,
 ) {
     match settings.protocol {
         ListenProtocol::Smtp | ListenProtocol::Lmtp => {
@@ -170,6 +201,7 @@ async fn handle(
                 listener: settings,
                 snap,
                 shutdown,
+                hops,
             };
             serve_connection(stream, peer, cx).await;
         }

@@ -146,6 +146,17 @@ impl Hop {
         self.reply().await
     }
 
+    /// Still open and silent: no close, no unsolicited reply waiting
+    /// (checked without blocking).
+    fn alive(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        let mut rb = tokio::io::ReadBuf::new(&mut byte);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::pin::Pin::new(&mut self.r)
+            .poll_read(&mut cx, &mut rb)
+            .is_pending()
+    }
+
     async fn quit(mut self) {
         let _ = timeout(Duration::from_secs(5), async {
             let _ = self.send(b"QUIT\r\n").await;
@@ -222,6 +233,95 @@ impl<S: AsyncRead + AsyncWrite> Client<S> {
     }
 }
 
+/// Most idle next-hop connections a listener keeps.
+const POOL_MAX: usize = 16;
+
+/// Next-hop connections of one listener whose clients have quit, kept
+/// (`server.next_hop_idle_secs`) for its next clients: a client then
+/// costs no connect, greeting or EHLO on the next hop. Only connections
+/// with no transaction open and nothing outstanding are kept; each is
+/// checked for a close or an unsolicited reply (an idle timeout's 421)
+/// before it is used again.
+#[derive(Default)]
+pub struct HopPool {
+    idle: std::sync::Mutex<Vec<IdleHop>>,
+}
+
+struct IdleHop {
+    hop: Hop,
+    caps: HopCaps,
+    /// The name we greeted the next hop with.
+    hostname: String,
+    until: tokio::time::Instant,
+}
+
+impl std::fmt::Debug for HopPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HopPool({} idle)", self.len())
+    }
+}
+
+impl HopPool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<IdleHop>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most recently parked connection that is still usable.
+    fn take(&self, hostname: &str) -> Option<(Hop, HopCaps)> {
+        let now = tokio::time::Instant::now();
+        let mut idle = self.lock();
+        while let Some(mut i) = idle.pop() {
+            if i.until > now && i.hostname == hostname && i.hop.alive() {
+                return Some((i.hop, i.caps));
+            }
+            // Expired or closed: dropped (a live one is QUIT by `reap`
+            // normally; this path only sees one in a race).
+        }
+        None
+    }
+
+    /// Keeps `hop` for `idle` unless the pool is full; returns it if not kept.
+    fn park(&self, hop: Hop, caps: HopCaps, hostname: String, idle: Duration) -> Option<Hop> {
+        if idle.is_zero() || !hop.out.is_empty() || !hop.buf.is_empty() {
+            return Some(hop);
+        }
+        let mut pool = self.lock();
+        if pool.len() >= POOL_MAX {
+            return Some(hop);
+        }
+        pool.push(IdleHop {
+            hop,
+            caps,
+            hostname,
+            until: tokio::time::Instant::now() + idle,
+        });
+        None
+    }
+
+    /// Takes out the connections idle for longer than they may be (all of
+    /// them with `all`, at shutdown): the QUITs to send.
+    pub fn expired(&self, all: bool) -> Vec<impl std::future::Future<Output = ()> + Send + use<>> {
+        let now = tokio::time::Instant::now();
+        let mut pool = self.lock();
+        let (old, keep): (Vec<IdleHop>, Vec<IdleHop>) =
+            pool.drain(..).partition(|i| all || i.until <= now);
+        *pool = keep;
+        old.into_iter().map(|i| i.hop.quit()).collect()
+    }
+
+    /// Idle connections kept now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What the connection handler needs besides the sockets.
 pub struct ConnContext {
     /// The listener's settings.
@@ -230,6 +330,8 @@ pub struct ConnContext {
     pub snap: Arc<Snapshot>,
     /// Flips to `true` on SIGTERM: idle sessions are closed with 421.
     pub shutdown: watch::Receiver<bool>,
+    /// The listener's idle next-hop connections.
+    pub hops: Arc<HopPool>,
 }
 
 /// Serves one SMTP/LMTP client until it quits or fails.
@@ -246,7 +348,13 @@ where
     };
     let settings = &cx.snap.config.server;
     let hostname = server_hostname(&cx.snap);
-    let mut hop = match open_hop(&cx, &hostname).await {
+    let pooled = cx.hops.take(&hostname);
+    let reused = pooled.is_some();
+    let opened = match pooled {
+        Some(h) => Ok(h),
+        None => open_hop(&cx, &hostname).await,
+    };
+    let mut hop = match opened {
         Ok(h) => h,
         Err(why) => {
             tracing::warn!(peer = %peer, "next hop {} unavailable: {why}", cx.listener.next_hop);
@@ -263,9 +371,10 @@ where
         Peer::Unix => true,
         Peer::Tcp(a) => crate::policy::is_internal(a.ip(), &settings.authorized_xforward_hosts),
     };
+    tracing::debug!(peer = %peer, reused, "next hop connection");
     let session = Session::new(SessionConfig {
         lmtp: cx.listener.protocol == ListenProtocol::Lmtp,
-        hostname,
+        hostname: hostname.clone(),
         max_message_size: settings.max_message_size,
         max_recipients: settings.max_recipients,
         hop: hop.1.clone(),
@@ -279,6 +388,7 @@ where
         shutdown: cx.shutdown.clone(),
     };
     let result = conn.run(&mut hop.0).await;
+    let reusable = result.is_ok() && conn.session.hop_reusable();
     match result {
         Ok(()) => {}
         Err(ProxyError::Hop(why)) => {
@@ -302,7 +412,16 @@ where
     }
     let _ = conn.client.flush().await;
     let _ = conn.client.w.shutdown().await;
-    hop.0.quit().await;
+    let idle = Duration::from_secs(settings.next_hop_idle_secs);
+    let (hop, caps) = hop;
+    let left = if reusable && !*cx.shutdown.borrow() {
+        cx.hops.park(hop, caps, hostname, idle)
+    } else {
+        Some(hop)
+    };
+    if let Some(hop) = left {
+        hop.quit().await;
+    }
 }
 
 fn server_hostname(snap: &Snapshot) -> String {

@@ -175,6 +175,12 @@ impl Session {
         self.hop_idle = true;
     }
 
+    /// The next hop has no transaction open and no reply outstanding: its
+    /// connection can serve another client.
+    pub fn hop_reusable(&self) -> bool {
+        self.hop_idle && self.pending.is_empty()
+    }
+
     /// The 220 banner.
     pub fn greeting(&self) -> Reply {
         let proto = if self.cfg.lmtp { "LMTP" } else { "ESMTP" };

@@ -3,6 +3,7 @@
 //! per-recipient replies, failures turning into 4xx, policy, limits.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ pub enum SinkMode {
     TempfailData,
     /// Close the connection when the final dot arrives.
     DieOnData,
+    /// Accept the message, then say 421 and close, as Postfix's smtpd does
+    /// at its idle timeout.
+    CloseAfterMessage,
 }
 
 /// One transaction as the next hop saw it.
@@ -43,6 +47,10 @@ pub struct Seen {
 pub struct Sink {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
+    /// Sessions ended by QUIT.
+    pub quits: Arc<AtomicUsize>,
 }
 
 impl Sink {
@@ -50,13 +58,29 @@ impl Sink {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = Arc::clone(&seen);
+        let (connections, quits) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (s, c, q) = (
+            Arc::clone(&seen),
+            Arc::clone(&connections),
+            Arc::clone(&quits),
+        );
         tokio::spawn(async move {
             while let Ok((conn, _)) = l.accept().await {
-                tokio::spawn(sink_session(conn, lmtp, mode, Arc::clone(&s)));
+                c.fetch_add(1, Ordering::SeqCst);
+                let (s, q) = (Arc::clone(&s), Arc::clone(&q));
+                tokio::spawn(async move {
+                    if sink_over(conn, lmtp, mode, s).await {
+                        q.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
             }
         });
-        Sink { addr, seen }
+        Sink {
+            addr,
+            seen,
+            connections,
+            quits,
+        }
     }
 
     pub fn transactions(&self) -> Vec<Seen> {
@@ -64,11 +88,8 @@ impl Sink {
     }
 }
 
-async fn sink_session(conn: TcpStream, lmtp: bool, mode: SinkMode, seen: Arc<Mutex<Vec<Seen>>>) {
-    sink_over(conn, lmtp, mode, seen).await;
-}
-
-async fn sink_over<S>(conn: S, lmtp: bool, mode: SinkMode, seen: Arc<Mutex<Vec<Seen>>>)
+/// One next-hop session; true when the client ended it with QUIT.
+async fn sink_over<S>(conn: S, lmtp: bool, mode: SinkMode, seen: Arc<Mutex<Vec<Seen>>>) -> bool
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
 {
@@ -80,7 +101,7 @@ where
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
+            return false;
         }
         let upper = line.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
@@ -131,7 +152,15 @@ where
             seen.lock().unwrap().push(std::mem::take(&mut cur));
             n += 1;
             match mode {
-                SinkMode::DieOnData => return,
+                SinkMode::DieOnData => return false,
+                SinkMode::CloseAfterMessage => {
+                    let _ = w.write_all(b"250 2.0.0 Ok\r\n").await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let _ = w
+                        .write_all(b"421 4.4.2 sink.test Error: timeout exceeded\r\n")
+                        .await;
+                    return false;
+                }
                 SinkMode::TempfailData => "451 4.3.0 sink says later\r\n".into(),
                 SinkMode::Accept if lmtp => rcpts
                     .iter()
@@ -147,12 +176,12 @@ where
             }
         } else if upper.starts_with("QUIT") {
             let _ = w.write_all(b"221 2.0.0 Bye\r\n").await;
-            return;
+            return true;
         } else {
             "502 5.5.2 what\r\n".into()
         };
         if w.write_all(reply.as_bytes()).await.is_err() {
-            return;
+            return false;
         }
     }
 }
@@ -1067,4 +1096,116 @@ async fn log_format_json_writes_one_object_per_message() {
         v["outcome"].as_str().unwrap().starts_with("relayed 250"),
         "{v}"
     );
+}
+
+/// One client: EHLO, XFORWARD with its own address, a message, QUIT; waits
+/// until the proxy has closed the client side (the next hop is parked or
+/// closed by then, a moment later).
+async fn one_message_session(addr: SocketAddr, n: usize) {
+    let mut c = hello(addr, "EHLO").await;
+    c.send(&format!("XFORWARD ADDR=192.0.2.{n}\r\n")).await;
+    c.expect(250).await;
+    start_data(&mut c, "a@example.org").await;
+    c.send_bytes(&dotted(b"Subject: pool\r\n\r\nbody\r\n"))
+        .await;
+    c.expect(250).await;
+    c.send("QUIT\r\n").await;
+    c.expect(221).await;
+    assert!(c.closed().await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn next_hop_connections_are_reused_by_the_next_clients() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "").await;
+    for n in 1..=3 {
+        one_message_session(p.addr, n).await;
+    }
+    let seen = sink.transactions();
+    assert_eq!(seen.len(), 3);
+    // Each client's own XFORWARD went before its own MAIL.
+    for (n, t) in seen.iter().enumerate() {
+        let want = format!("ADDR=192.0.2.{}", n + 1);
+        assert!(t.xforward.join(" ").contains(&want), "{t:?}");
+        assert_eq!(t.xforward.len(), 1, "{t:?}");
+    }
+    assert_eq!(sink.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(sink.quits.load(Ordering::SeqCst), 0, "kept, not closed");
+    // Shutdown sends the kept connection its QUIT.
+    assert!(p.server.shutdown(Duration::from_secs(5)).await);
+    wait_for("the QUIT at shutdown", || {
+        sink.quits.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn next_hop_idle_secs_zero_closes_each_connection_with_its_client() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "[server]\nnext_hop_idle_secs = 0").await;
+    for n in 1..=3 {
+        one_message_session(p.addr, n).await;
+    }
+    assert_eq!(sink.transactions().len(), 3);
+    assert_eq!(sink.connections.load(Ordering::SeqCst), 3);
+    wait_for("three QUITs", || sink.quits.load(Ordering::SeqCst) == 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_next_hop_connection_is_quit_when_its_time_is_up() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "[server]\nnext_hop_idle_secs = 1").await;
+    one_message_session(p.addr, 1).await;
+    assert_eq!(sink.quits.load(Ordering::SeqCst), 0);
+    wait_for("the idle connection's QUIT", || {
+        sink.quits.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The next client gets a fresh connection and is relayed as usual.
+    one_message_session(p.addr, 2).await;
+    assert_eq!(sink.transactions().len(), 2);
+    assert_eq!(sink.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_hop_that_closed_the_idle_connection_is_not_reused() {
+    let sink = Sink::start(false, SinkMode::CloseAfterMessage).await;
+    let p = start_proxy(sink.addr, "", "").await;
+    one_message_session(p.addr, 1).await;
+    // The connection is parked, then the next hop says 421 and closes it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    one_message_session(p.addr, 2).await;
+    assert_eq!(sink.transactions().len(), 2);
+    assert_eq!(sink.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_hop_with_a_transaction_open_is_not_kept() {
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let p = start_proxy(sink.addr, "", "").await;
+    // MAIL and RCPT accepted, then the client leaves without DATA.
+    let mut c = hello(p.addr, "EHLO").await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.send("QUIT\r\n").await;
+    c.expect(221).await;
+    wait_for("the QUIT of the busy connection", || {
+        sink.quits.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    one_message_session(p.addr, 2).await;
+    assert_eq!(sink.connections.load(Ordering::SeqCst), 2);
 }
