@@ -128,13 +128,12 @@ pub fn strip_fws(s: &str) -> Cow<'_, str> {
     if !s.bytes().any(is_fws) {
         return Cow::Borrowed(s);
     }
-    // FWS characters are ASCII, so dropping those bytes keeps UTF-8 intact.
-    let mut kept = Vec::with_capacity(s.len());
-    kept.extend(s.bytes().filter(|&b| !is_fws(b)));
-    Cow::Owned(
-        String::from_utf8(kept)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    )
+    // Whole runs between FWS characters, copied as they are.
+    let mut kept = String::with_capacity(s.len());
+    for run in s.split([' ', '\t', '\r', '\n']) {
+        kept.push_str(run);
+    }
+    Cow::Owned(kept)
 }
 
 /// Returns `raw` (a whole DKIM-Signature field, name included) with the value
