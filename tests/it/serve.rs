@@ -1115,6 +1115,14 @@ async fn one_message_session(addr: SocketAddr, n: usize) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// Messages the next hop received, and connections it accepted.
+fn relayed(sink: &Sink) -> (usize, usize) {
+    (
+        sink.transactions().len(),
+        sink.connections.load(Ordering::SeqCst),
+    )
+}
+
 async fn wait_for(what: &str, cond: impl Fn() -> bool) {
     for _ in 0..200 {
         if cond() {
@@ -1132,15 +1140,13 @@ async fn next_hop_connections_are_reused_by_the_next_clients() {
     for n in 1..=3 {
         one_message_session(p.addr, n).await;
     }
-    let seen = sink.transactions();
-    assert_eq!(seen.len(), 3);
+    assert_eq!(relayed(&sink), (3, 1), "(messages, next-hop connections)");
     // Each client's own XFORWARD went before its own MAIL.
-    for (n, t) in seen.iter().enumerate() {
+    for (n, t) in sink.transactions().iter().enumerate() {
         let want = format!("ADDR=192.0.2.{}", n + 1);
         assert!(t.xforward.join(" ").contains(&want), "{t:?}");
         assert_eq!(t.xforward.len(), 1, "{t:?}");
     }
-    assert_eq!(sink.connections.load(Ordering::SeqCst), 1);
     assert_eq!(sink.quits.load(Ordering::SeqCst), 0, "kept, not closed");
     // Shutdown sends the kept connection its QUIT.
     assert!(p.server.shutdown(Duration::from_secs(5)).await);
@@ -1157,8 +1163,7 @@ async fn next_hop_idle_secs_zero_closes_each_connection_with_its_client() {
     for n in 1..=3 {
         one_message_session(p.addr, n).await;
     }
-    assert_eq!(sink.transactions().len(), 3);
-    assert_eq!(sink.connections.load(Ordering::SeqCst), 3);
+    assert_eq!(relayed(&sink), (3, 3), "(messages, next-hop connections)");
     wait_for("three QUITs", || sink.quits.load(Ordering::SeqCst) == 3).await;
 }
 
@@ -1174,8 +1179,7 @@ async fn an_idle_next_hop_connection_is_quit_when_its_time_is_up() {
     .await;
     // The next client gets a fresh connection and is relayed as usual.
     one_message_session(p.addr, 2).await;
-    assert_eq!(sink.transactions().len(), 2);
-    assert_eq!(sink.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(relayed(&sink), (2, 2), "(messages, next-hop connections)");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1186,8 +1190,7 @@ async fn a_next_hop_that_closed_the_idle_connection_is_not_reused() {
     // The connection is parked, then the next hop says 421 and closes it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     one_message_session(p.addr, 2).await;
-    assert_eq!(sink.transactions().len(), 2);
-    assert_eq!(sink.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(relayed(&sink), (2, 2), "(messages, next-hop connections)");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1207,5 +1210,5 @@ async fn a_next_hop_with_a_transaction_open_is_not_kept() {
     })
     .await;
     one_message_session(p.addr, 2).await;
-    assert_eq!(sink.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(relayed(&sink), (1, 2), "(messages, next-hop connections)");
 }
