@@ -150,12 +150,13 @@ async fn accept_loop(
 ) {
     let Bound { settings, listener } = bound;
     // Idle next-hop connections past their time are closed (QUIT) here.
+    let sweep = settings.protocol != ListenProtocol::Milter;
     let mut reap = tokio::time::interval(Duration::from_secs(1));
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = reap.tick() => {
+            _ = reap.tick(), if sweep => {
                 for quit in hops.expired(false) {
                     tokio::spawn(quit);
                 }

@@ -276,8 +276,8 @@ impl HopPool {
             if i.until > now && i.hostname == hostname && i.hop.alive() {
                 return Some((i.hop, i.caps));
             }
-            // Expired or closed: dropped (a live one is QUIT by `reap`
-            // normally; this path only sees one in a race).
+            // Expired or closed: dropped. (Expired ones normally get their
+            // QUIT from the accept loop's sweep first.)
         }
         None
     }
@@ -351,7 +351,12 @@ where
     let pooled = cx.hops.take(&hostname);
     let reused = pooled.is_some();
     let opened = match pooled {
-        Some(h) => Ok(h),
+        // The reply timeout of this session's configuration (a reload may
+        // have changed it since the connection was made).
+        Some((mut h, caps)) => {
+            h.timeout = Duration::from_secs(settings.next_hop_timeout_secs);
+            Ok((h, caps))
+        }
         None => open_hop(&cx, &hostname).await,
     };
     let mut hop = match opened {
