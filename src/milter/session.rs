@@ -88,7 +88,7 @@ pub enum Action {
     /// Push the body chunk given to [`Session::body_chunk`] into the job
     /// (the I/O layer still holds it in its read buffer).
     FeedChunk,
-    /// Push the header field [`Session::header`] wrote into the buffer it
+    /// Push the header field [`Session::header_into`] wrote into the buffer it
     /// was given (reused from field to field: no allocation per header).
     FeedHeader,
     /// End of message: finish the job, then call [`Session::end_of_message`].
@@ -462,11 +462,7 @@ impl Session {
     ) -> Result<(), SessionError> {
         bytes.clear();
         self.header_bytes(name, value, bytes);
-        let msg = self
-            .msg
-            .as_mut()
-            .ok_or(SessionError::OutOfOrder("header outside a message"))?;
-        msg.size = msg.size.saturating_add(bytes.len() as u64);
+        self.count(bytes.len(), "header outside a message")?;
         out.push(Action::FeedHeader);
         self.reply_unless(protocol::NR_HDR, out);
         Ok(())
@@ -498,11 +494,7 @@ impl Session {
     pub fn body_chunk(&mut self, len: usize) -> Result<Vec<Action>, SessionError> {
         let mut out = Vec::new();
         self.end_headers(&mut out)?;
-        let msg = self
-            .msg
-            .as_mut()
-            .ok_or(SessionError::OutOfOrder("body outside a message"))?;
-        msg.size = msg.size.saturating_add(len as u64);
+        self.count(len, "body outside a message")?;
         if len > 0 {
             out.push(Action::FeedChunk);
         }
@@ -516,11 +508,18 @@ impl Session {
         what: &'static str,
         out: &mut Vec<Action>,
     ) -> Result<(), SessionError> {
-        let msg = self.msg.as_mut().ok_or(SessionError::OutOfOrder(what))?;
-        msg.size = msg.size.saturating_add(bytes.len() as u64);
+        self.count(bytes.len(), what)?;
         if !bytes.is_empty() {
             out.push(Action::Feed(bytes));
         }
+        Ok(())
+    }
+
+    /// Adds `len` message bytes to the size; `what` names the error when
+    /// no message is open.
+    fn count(&mut self, len: usize, what: &'static str) -> Result<(), SessionError> {
+        let msg = self.msg.as_mut().ok_or(SessionError::OutOfOrder(what))?;
+        msg.size = msg.size.saturating_add(len as u64);
         Ok(())
     }
 
