@@ -14,11 +14,13 @@ use clap::{Args, Parser, Subcommand};
 use figment::Figment;
 use figment::providers::Serialized;
 
+use crate::config::Role;
 use crate::config::{Config, KeySettings, TableSettings, parse_canon};
 use crate::dkim::key::SigningKey;
-use crate::dns::{self, DnsError, DnsStats, Metered, Mx, Resolver};
+use crate::dns::{self, Lookup};
+use crate::outcome::{Disposition, Fate, Front, InFlight, Origin, plan};
 use crate::pipe::{self, EX_TEMPFAIL, SpoolSettings};
-use crate::pipeline::{Envelope, Options};
+use crate::pipeline::{Context, Envelope};
 
 const EXAMPLES_SIGN: &str = "Examples:
   authgate sign --domain example.com --selector s2026 --key /etc/authgate/keys/s2026.example.com.key < msg.eml > signed.eml
@@ -61,7 +63,7 @@ const EXAMPLES_KEYGEN: &str = "Examples:
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long = "log-format", value_enum, global = true, default_value = "text")]
-    log_format: crate::report::LogFormat,
+    log_format: crate::log::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -394,7 +396,7 @@ pub fn run() -> ExitCode {
         Command::Serve(_) | Command::Milter(_) => "warn,authgate=info",
         _ => "warn",
     };
-    crate::report::init_logging(cli.log_format, level);
+    crate::log::init_logging(cli.log_format, level);
     let pipe_mode = matches!(cli.command, Command::Pipe(_));
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -472,31 +474,9 @@ fn spool_settings(c: &Config) -> SpoolSettings {
 /// A resolver for commands that never look anything up (signing only).
 struct NoDns;
 
-impl Resolver for NoDns {
-    async fn txt(&self, _: &str) -> Result<Vec<Vec<u8>>, DnsError> {
-        Err(DnsError::Temporary(
-            "DNS is not used by this command".into(),
-        ))
-    }
-    async fn a(&self, _: &str) -> Result<Vec<std::net::Ipv4Addr>, DnsError> {
-        Err(DnsError::Temporary(
-            "DNS is not used by this command".into(),
-        ))
-    }
-    async fn aaaa(&self, _: &str) -> Result<Vec<std::net::Ipv6Addr>, DnsError> {
-        Err(DnsError::Temporary(
-            "DNS is not used by this command".into(),
-        ))
-    }
-    async fn mx(&self, _: &str) -> Result<Vec<Mx>, DnsError> {
-        Err(DnsError::Temporary(
-            "DNS is not used by this command".into(),
-        ))
-    }
-    async fn ptr(&self, _: std::net::IpAddr) -> Result<Vec<String>, DnsError> {
-        Err(DnsError::Temporary(
-            "DNS is not used by this command".into(),
-        ))
+impl Lookup for NoDns {
+    async fn lookup(&self, _: &str, _: dns::RecordType) -> dns::Answer {
+        dns::Answer::temporary("DNS is not used by this command")
     }
 }
 
@@ -541,25 +521,23 @@ fn sign(a: SignArgs) -> Result<ExitCode> {
         keys: vec!["cli".into()],
     });
     let ctx = Arc::new(config.context()?);
-    let opts = Options {
-        verify: false,
-        sign: true,
-        now: now_or_clock(a.now),
-        envelope: Envelope::default(),
-    };
     // The table's only row is "*", which matches any author, even none.
     let rt = runtime()?;
+    let plan = plan(Role::Outbound, &Origin::default());
+    let msg = InFlight::start(Front::Pipe, ctx, NoDns, plan, Envelope::default(), a.now);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    pipe::filter(
+    let fate = pipe::filter(
         &rt,
-        ctx,
-        Arc::new(NoDns),
-        opts,
+        msg,
         &spool_settings(&config),
         &mut std::io::stdin().lock(),
         &mut out,
     )?;
+    fate.emit();
+    if fate.answer.is_some() {
+        bail!("{}", fate.reason.as_deref().unwrap_or("signing failed"));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -568,12 +546,8 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let shared = Arc::new(dns::build(&config.dns)?);
     let ctx = Arc::new(config.context()?);
     let rt = runtime()?;
-    let opts = Options {
-        verify: true,
-        sign: false,
-        now: now_or_clock(a.now),
-        envelope: a.envelope.envelope(),
-    };
+    let plan = plan(Role::Inbound, &Origin::default());
+    let envelope = a.envelope.envelope();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let inputs: Vec<Option<&Path>> = if a.files.is_empty() {
@@ -582,37 +556,38 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
         a.files.iter().map(|f| Some(f.as_path())).collect()
     };
     for input in inputs {
-        let metered = Arc::new(Metered::new(Arc::clone(&shared)));
-        let resolver = Arc::clone(&metered);
-        let filtered = match input {
-            None => pipe::check(
-                &rt,
-                Arc::clone(&ctx),
-                resolver,
-                opts.clone(),
-                &mut std::io::stdin().lock(),
-            )?,
+        let msg = |ctx: &Arc<Context>| {
+            let (ctx, dns) = (Arc::clone(ctx), Arc::clone(&shared));
+            InFlight::start(Front::Verify, ctx, dns, plan, envelope.clone(), a.now)
+        };
+        let fate = match input {
+            None => pipe::check(&rt, msg(&ctx), &mut std::io::stdin().lock())?,
             Some(path) => {
                 let mut f = std::fs::File::open(path)
                     .with_context(|| format!("cannot open {}", path.display()))?;
-                pipe::check(&rt, Arc::clone(&ctx), resolver, opts.clone(), &mut f)?
+                pipe::check(&rt, msg(&ctx), &mut f)?
             }
         };
-        log_message(&filtered, &metered.stats());
-        let ar = filtered
-            .verdict
-            .add
-            .first()
+        fate.emit();
+        let Some(v) = fate.verdict() else {
+            bail!(
+                "{}",
+                fate.reason.as_deref().unwrap_or("verification failed")
+            );
+        };
+        let ar = fate
+            .edits()
+            .authentication_results()
             .map(|h| String::from_utf8_lossy(h.raw()).into_owned())
             .unwrap_or_default();
         if a.json {
             let mut obj = serde_json::json!({
-                "dkim": filtered.verdict.dkim,
-                "spf": filtered.verdict.spf_mailfrom.as_ref().map(spf_json),
-                "spf_helo": filtered.verdict.spf_helo.as_ref().map(spf_json),
-                "dmarc": filtered.verdict.dmarc.as_ref().map(|d| dmarc_json(d, &filtered.verdict.decision)),
-                "iprev": filtered.verdict.iprev,
-                "dnsbl": filtered.verdict.dnsbl,
+                "dkim": v.dkim,
+                "spf": v.spf_mailfrom.as_ref().map(spf_json),
+                "spf_helo": v.spf_helo.as_ref().map(spf_json),
+                "dmarc": v.dmarc.as_ref().map(|d| dmarc_json(d, &v.decision)),
+                "iprev": v.iprev,
+                "dnsbl": v.dnsbl,
                 "authentication_results": ar.trim_end(),
             });
             if let Some(p) = input {
@@ -651,24 +626,6 @@ fn dmarc_json(o: &crate::dmarc::DmarcOutcome, d: &crate::policy::Decision) -> se
     })
 }
 
-/// The per-message log line of the one-shot commands.
-fn log_message(filtered: &pipe::Filtered, stats: &DnsStats) {
-    let v = &filtered.verdict;
-    let outcome = if v.tempfail.is_some() {
-        "tempfail"
-    } else if v.reject.is_some() {
-        "rejected"
-    } else {
-        "passed"
-    };
-    let info = crate::report::MessageInfo {
-        size: filtered.size,
-        outcome,
-        ..Default::default()
-    };
-    crate::report::log_message(&info, v, stats);
-}
-
 fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
     let mut flags = Figment::new();
     if let Some(path) = &a.sendmail {
@@ -677,75 +634,63 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
     let config = a.common.load(flags)?;
     let reinject = a.reinject(&config)?;
     let verify = a.verify || !a.sign;
-    let opts = Options {
-        verify,
-        sign: a.sign,
-        now: now_or_clock(a.now),
-        envelope: a.envelope.envelope(),
+    let role = match (verify, a.sign) {
+        (true, true) => Role::Both,
+        (false, _) => Role::Outbound,
+        (true, false) => Role::Inbound,
     };
+    let plan = plan(role, &Origin::default());
+    let envelope = a.envelope.envelope();
     let ctx = Arc::new(config.context()?);
     let rt = runtime()?;
     let spool = spool_settings(&config);
     let mut input = std::io::stdin().lock();
-    let run = |out: &mut dyn Write| -> Result<(pipe::Filtered, DnsStats)> {
+    let run = |out: &mut dyn Write| -> Result<Fate> {
         let mut out = out;
         if !verify {
-            let f = pipe::filter(
-                &rt,
-                ctx,
-                Arc::new(NoDns),
-                opts,
-                &spool,
-                &mut input,
-                &mut out,
-            )?;
-            return Ok((f, DnsStats::default()));
+            let msg = InFlight::start(Front::Pipe, ctx, NoDns, plan, envelope, a.now);
+            return Ok(pipe::filter(&rt, msg, &spool, &mut input, &mut out)?);
         }
-        let metered = Arc::new(Metered::new(dns::build(&config.dns)?));
-        let f = pipe::filter(
-            &rt,
-            ctx,
-            Arc::clone(&metered),
-            opts,
-            &spool,
-            &mut input,
-            &mut out,
-        )?;
-        Ok((f, metered.stats()))
+        let dns = dns::build(&config.dns)?;
+        let msg = InFlight::start(Front::Pipe, ctx, dns, plan, envelope, a.now);
+        Ok(pipe::filter(&rt, msg, &spool, &mut input, &mut out)?)
     };
     // With --reinject the output goes to a temp file first: sendmail starts
     // only once the whole message is ready, so nothing half-filtered is sent.
-    let (filtered, stats, output) = match &reinject {
-        None => {
-            let (f, s) = run(&mut std::io::stdout().lock())?;
-            (f, s, None)
-        }
+    let (mut fate, output) = match &reinject {
+        None => (run(&mut std::io::stdout().lock())?, None),
         Some(_) => {
             let mut file = std::io::BufWriter::new(
                 pipe::output_file(&spool).context("cannot create the output spool file")?,
             );
-            let (f, s) = run(&mut file)?;
+            let fate = run(&mut file)?;
             let file = file.into_inner().map_err(|e| e.into_error())?;
-            (f, s, Some(file))
+            (fate, Some(file))
         }
     };
-    log_message(&filtered, &stats);
-    if let Some(reason) = &filtered.verdict.tempfail {
-        eprintln!("authgate: try again later: {reason}");
+    if let (Some(r), Some(file), true) = (&reinject, output, fate.delivers())
+        && let Err(e) = r.send(file)
+    {
+        fate.overrule(crate::outcome::Refusal::Abandoned(e.to_string()));
+        fate.told = Some(format!("tempfail: try again later: {e}"));
+        fate.emit();
+        eprintln!("authgate: try again later: {e}");
         return Ok(ExitCode::from(EX_TEMPFAIL));
     }
-    if let Some(reason) = &filtered.verdict.reject {
-        eprintln!("authgate: message refused: {reason}");
-        return Ok(ExitCode::from(config.pipe.reject_exit_code));
+    fate.emit();
+    if let Some(answer) = &fate.answer {
+        eprintln!("authgate: {answer}");
     }
-    if let (Some(r), Some(file)) = (&reinject, output) {
-        if let Err(e) = r.send(file) {
-            eprintln!("authgate: try again later: {e}");
-            return Ok(ExitCode::from(EX_TEMPFAIL));
+    Ok(match fate.disposition {
+        Disposition::Tempfail => ExitCode::from(EX_TEMPFAIL),
+        Disposition::Reject => ExitCode::from(config.pipe.reject_exit_code),
+        Disposition::Accept | Disposition::Quarantine => {
+            if let Some(r) = &reinject {
+                tracing::info!(sendmail = %r.sendmail.display(), recipients = r.recipients.len(), "message reinjected");
+            }
+            ExitCode::SUCCESS
         }
-        tracing::info!(sendmail = %r.sendmail.display(), recipients = r.recipients.len(), "message reinjected");
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {

@@ -7,11 +7,11 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use crate::dns::Resolver;
+use crate::dns::Lookup;
 use crate::message::body::Spool;
-use crate::pipeline::{Context, MessageJob, Options, PipelineError, Pushed, Verdict};
+use crate::outcome::{Fate, InFlight, Meta};
+use crate::pipeline::Pushed;
 
 /// Exit status asking the MTA to retry later (sysexits.h `EX_TEMPFAIL`).
 pub const EX_TEMPFAIL: u8 = 75;
@@ -33,31 +33,19 @@ pub struct SpoolSettings {
     pub dir: Option<PathBuf>,
 }
 
-/// Why the filter could not produce its output (all mean: exit 75).
+/// Why the filter could not produce its output (exit 75).
 #[derive(Debug, thiserror::Error)]
 pub enum PipeError {
     /// Reading input, spooling, or writing output failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// The pipeline failed.
-    #[error(transparent)]
-    Pipeline(#[from] PipelineError),
 }
 
-/// The result of filtering one message.
-#[derive(Debug)]
-pub struct Filtered {
-    /// What the pipeline decided.
-    pub verdict: Verdict,
-    /// Input size in bytes.
-    pub size: u64,
-}
-
-/// Feeds `input` through a job; body bytes go to `spool` when given.
-/// Runs on the calling thread; key lookups run on `rt` meanwhile.
-fn feed<R: Resolver + 'static>(
+/// Feeds `input` into the message; body bytes go to `spool` when given.
+/// Runs on the calling thread; lookups run on `rt` meanwhile.
+fn feed<R: Lookup + 'static>(
     rt: &tokio::runtime::Runtime,
-    job: &mut MessageJob<R>,
+    msg: &mut InFlight<R>,
     input: &mut impl Read,
     mut spool: Option<&mut Spool>,
 ) -> Result<u64, PipeError> {
@@ -72,54 +60,51 @@ fn feed<R: Resolver + 'static>(
             Err(e) => return Err(e.into()),
         };
         size += n as u64;
-        if let (Pushed::Body { from }, Some(s)) = (job.push(&buf[..n]), spool.as_deref_mut()) {
+        if let (Pushed::Body { from }, Some(s)) = (msg.push(&buf[..n]), spool.as_deref_mut()) {
             s.write(&buf[from..n])?;
         }
     }
 }
 
-/// Filters one message from `input` to `output`. Nothing is written unless
-/// the whole result is ready.
-pub fn filter<R: Resolver + 'static>(
+/// Filters one message from `input` to `output`: the message is written
+/// (with its header edits) only when its fate delivers it, and only once
+/// the whole result is ready, so the MTA never sees half a message.
+pub fn filter<R: Lookup + 'static>(
     rt: &tokio::runtime::Runtime,
-    ctx: Arc<Context>,
-    resolver: Arc<R>,
-    opts: Options,
+    mut msg: InFlight<R>,
     spool: &SpoolSettings,
     input: &mut impl Read,
     output: &mut impl Write,
-) -> Result<Filtered, PipeError> {
-    let mut job = MessageJob::new(ctx, resolver, opts);
+) -> Result<Fate, PipeError> {
     let mut body = Spool::new(spool.threshold, spool.dir.clone());
-    let size = feed(rt, &mut job, input, Some(&mut body))?;
-    let finished = rt.block_on(job.finish())?;
-    // A refused message is not written at all: the caller exits with the
-    // reject status and the MTA never sees half a message.
-    if finished.verdict.reject.is_none() && finished.verdict.tempfail.is_none() {
+    let size = feed(rt, &mut msg, input, Some(&mut body))?;
+    let meta = Meta {
+        size,
+        ..Meta::default()
+    };
+    let fate = rt.block_on(msg.finish(meta));
+    if let (true, Some(m)) = (fate.delivers(), &fate.message) {
         let mut head = Vec::with_capacity(4096);
-        finished.write_head(&mut head);
+        m.write_head(&mut head);
         output.write_all(&head)?;
         body.copy_to(output)?;
         output.flush()?;
     }
-    Ok(Filtered {
-        verdict: finished.verdict,
-        size,
-    })
+    Ok(fate)
 }
 
 /// Verifies one message without keeping its body.
-pub fn check<R: Resolver + 'static>(
+pub fn check<R: Lookup + 'static>(
     rt: &tokio::runtime::Runtime,
-    ctx: Arc<Context>,
-    resolver: Arc<R>,
-    opts: Options,
+    mut msg: InFlight<R>,
     input: &mut impl Read,
-) -> Result<Filtered, PipeError> {
-    let mut job = MessageJob::new(ctx, resolver, opts);
-    let size = feed(rt, &mut job, input, None)?;
-    let verdict = rt.block_on(job.finish())?.verdict;
-    Ok(Filtered { verdict, size })
+) -> Result<Fate, PipeError> {
+    let size = feed(rt, &mut msg, input, None)?;
+    let meta = Meta {
+        size,
+        ..Meta::default()
+    };
+    Ok(rt.block_on(msg.finish(meta)))
 }
 
 /// `pipe --reinject`: the filtered message goes back to the MTA through its

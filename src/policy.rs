@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::dmarc::{Disposition, DmarcOutcome, DmarcResult, FromProblem};
+use crate::dnsbl::{DnsblAction, DnsblOutcome};
 use crate::spf::{SpfOutcome, SpfResult};
 
 /// What a DMARC `p=reject` failure makes us do.
@@ -137,25 +138,40 @@ pub struct Decision {
     pub override_reason: Option<String>,
 }
 
-/// Applies the local actions to the DMARC and SPF results.
-pub fn decide(
-    actions: &Actions,
-    dmarc: Option<&DmarcOutcome>,
-    from_problems: &[FromProblem],
-    spf: Option<&SpfOutcome>,
-    exemption: Option<Exemption>,
-) -> Decision {
+/// What [`decide`] looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inputs<'a> {
+    /// The DMARC outcome, when evaluated.
+    pub dmarc: Option<&'a DmarcOutcome>,
+    /// Problems with the From header field.
+    pub from_problems: &'a [FromProblem],
+    /// SPF for MAIL FROM, when checked.
+    pub spf: Option<&'a SpfOutcome>,
+    /// The DNSBL outcomes.
+    pub dnsbl: &'a [DnsblOutcome],
+    /// Why the message is exempt from enforcement, if it is.
+    pub exemption: Option<Exemption>,
+}
+
+/// Applies the local actions to the results: the one place that says
+/// reject, quarantine or tempfail. In order: DMARC (with `t=y` and the
+/// configured reject/quarantine/temperror actions), an unusable From
+/// (`require_valid_from`), SPF `fail`; an exemption or `never_block` waives
+/// all of these. A DNSBL listing with action `reject` refuses before any of
+/// them; only our own clients (internal hosts, SMTP AUTH) and `never_block`
+/// waive it (a missing envelope does not: the client address is known).
+pub fn decide(actions: &Actions, i: &Inputs<'_>) -> Decision {
     let mut d = Decision::default();
-    if let Some(o) = dmarc {
+    if let Some(o) = i.dmarc {
         dmarc_decision(actions, o, &mut d);
     }
-    if actions.require_valid_from && !from_problems.is_empty() {
+    if actions.require_valid_from && !i.from_problems.is_empty() {
         d.reject.get_or_insert(format!(
             "unusable From header field ({})",
-            describe(from_problems)
+            describe(i.from_problems)
         ));
     }
-    if spf.is_some_and(|s| s.result == SpfResult::Fail) {
+    if i.spf.is_some_and(|s| s.result == SpfResult::Fail) {
         match actions.spf_fail {
             SpfFailAction::None => {}
             SpfFailAction::Quarantine => d.quarantine = true,
@@ -165,7 +181,7 @@ pub fn decide(
             }
         }
     }
-    let waived = if let Some(ex) = exemption {
+    let waived = if let Some(ex) = i.exemption {
         Some(ex.as_str().to_string())
     } else if actions.never_block {
         Some("local policy: never block".to_string())
@@ -180,6 +196,19 @@ pub fn decide(
         d.tempfail = None;
         d.quarantine = false;
         d.applied = Disposition::None;
+    }
+    let ours = matches!(
+        i.exemption,
+        Some(Exemption::TrustedHost | Exemption::AuthenticatedClient)
+    );
+    if let Some(hit) = i
+        .dnsbl
+        .iter()
+        .find(|o| o.listed() && o.action == DnsblAction::Reject)
+        && !ours
+        && !actions.never_block
+    {
+        d.reject = Some(format!("client listed in {}", hit.zone));
     }
     d
 }
@@ -234,33 +263,6 @@ fn describe(problems: &[FromProblem]) -> String {
     words.join("; ")
 }
 
-/// The DMARC A-R entry in OpenDMARC's style:
-/// `dmarc=fail (p=reject dis=quarantine) header.from=example.com`.
-pub fn dmarc_entry(o: &DmarcOutcome, d: &Decision) -> crate::authres::Entry {
-    let mut comment = Vec::new();
-    if let Some(p) = o.policy {
-        comment.push(format!("p={}", Disposition::from(p).as_str()));
-        comment.push(format!("dis={}", d.applied.as_str()));
-    }
-    if let Some(why) = &d.override_reason {
-        comment.push(why.clone());
-    }
-    if o.result != DmarcResult::Pass && !o.reason.is_empty() {
-        comment.push(o.reason.clone());
-    }
-    let mut props = Vec::new();
-    if !o.domain.is_empty() {
-        props.push(("header.from".to_string(), o.domain.clone()));
-    }
-    crate::authres::Entry {
-        method: "dmarc".into(),
-        result: o.result.as_str().into(),
-        comment: (!comment.is_empty()).then(|| comment.join(" ")),
-        props,
-        trailing: None,
-    }
-}
-
 /// The `method=result` pairs and properties of the A-R fields that claim
 /// one of `trusted` authserv-ids (OpenDMARC TrustedAuthservIDs); every other
 /// A-R field is ignored.
@@ -283,6 +285,127 @@ pub fn trusted_results(
 mod tests {
     use super::*;
     use crate::dmarc::record::Policy;
+    use crate::dnsbl::DnsblStatus;
+
+    /// [`decide`] without DNSBL results.
+    fn dec(
+        a: &Actions,
+        dmarc: Option<&DmarcOutcome>,
+        from_problems: &[FromProblem],
+        spf: Option<&SpfOutcome>,
+        exemption: Option<Exemption>,
+    ) -> Decision {
+        let i = Inputs {
+            dmarc,
+            from_problems,
+            spf,
+            dnsbl: &[],
+            exemption,
+        };
+        decide(a, &i)
+    }
+
+    #[test]
+    fn one_decision_from_every_result_in_a_fixed_order() {
+        let listed = |action| DnsblOutcome {
+            zone: "bl.example".into(),
+            action,
+            status: DnsblStatus::Listed {
+                codes: vec![std::net::Ipv4Addr::new(127, 0, 0, 2)],
+            },
+        };
+        let clean = DnsblOutcome {
+            status: DnsblStatus::NotListed,
+            ..listed(DnsblAction::Reject)
+        };
+        let reject = failing(Policy::Reject, false);
+        let quarantine = failing(Policy::Quarantine, false);
+        let mut temp = DmarcOutcome::bare(DmarcResult::TempError, "example.com", "SERVFAIL");
+        temp.policy = None;
+        let spf_fail = SpfOutcome {
+            result: SpfResult::Fail,
+            explanation: None,
+            reason: String::new(),
+            mechanism: None,
+        };
+        let strict = Actions {
+            dmarc_temperror: TempErrorAction::Tempfail,
+            spf_fail: SpfFailAction::Reject,
+            require_valid_from: true,
+            ..Actions::default()
+        };
+        let never = Actions {
+            never_block: true,
+            ..strict.clone()
+        };
+        let (trusted, auth, no_env) = (
+            Some(Exemption::TrustedHost),
+            Some(Exemption::AuthenticatedClient),
+            Some(Exemption::NoEnvelope),
+        );
+        let bl = [listed(DnsblAction::Reject)];
+        let bl_header = [listed(DnsblAction::Header)];
+        let bl_clean = [clean];
+        let missing = [FromProblem::Missing];
+        type Want<'a> = (Option<&'a str>, Option<&'a str>, bool, Disposition);
+        type Case<'a> = (
+            &'a Actions,
+            Option<&'a DmarcOutcome>,
+            &'a [FromProblem],
+            Option<&'a SpfOutcome>,
+            &'a [DnsblOutcome],
+            Option<Exemption>,
+            Want<'a>,
+        );
+        let none: Want = (None, None, false, Disposition::None);
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            (&strict, None, &[], None, &[], None, none),
+            (&strict, Some(&reject), &[], None, &[], None,
+                (Some("DMARC policy of example.com says reject"), None, false, Disposition::Reject)),
+            (&strict, Some(&quarantine), &[], None, &[], None, (None, None, true, Disposition::Quarantine)),
+            (&strict, Some(&temp), &[], None, &[], None,
+                (None, Some("DMARC temporary error for example.com"), false, Disposition::None)),
+            // DMARC's reason comes before From's and SPF's.
+            (&strict, Some(&reject), &missing, Some(&spf_fail), &[], None,
+                (Some("DMARC policy of example.com says reject"), None, false, Disposition::Reject)),
+            (&strict, None, &missing, Some(&spf_fail), &[], None,
+                (Some("unusable From header field (missing)"), None, false, Disposition::None)),
+            (&strict, None, &[], Some(&spf_fail), &[], None,
+                (Some("SPF fail for the envelope sender"), None, false, Disposition::None)),
+            // A DNSBL reject comes first; a listing with action header refuses nothing.
+            (&strict, Some(&reject), &[], None, &bl, None,
+                (Some("client listed in bl.example"), None, false, Disposition::Reject)),
+            (&strict, None, &[], None, &bl_header, None, none),
+            (&strict, None, &[], None, &bl_clean, None, none),
+            // Exemptions waive DMARC/From/SPF; only our own clients waive DNSBL.
+            (&strict, Some(&reject), &missing, Some(&spf_fail), &[], trusted, none),
+            (&strict, Some(&quarantine), &[], None, &bl, auth, none),
+            (&strict, Some(&reject), &[], None, &bl, no_env,
+                (Some("client listed in bl.example"), None, false, Disposition::None)),
+            (&never, Some(&reject), &missing, Some(&spf_fail), &bl, None, none),
+            (&never, Some(&temp), &[], None, &[], None, none),
+        ];
+        for (n, (a, dmarc, from_problems, spf, dnsbl, exemption, want)) in
+            cases.into_iter().enumerate()
+        {
+            let i = Inputs {
+                dmarc,
+                from_problems,
+                spf,
+                dnsbl,
+                exemption,
+            };
+            let d = decide(a, &i);
+            let got = (
+                d.reject.as_deref(),
+                d.tempfail.as_deref(),
+                d.quarantine,
+                d.applied,
+            );
+            assert_eq!(got, want, "case {n}: {d:?}");
+        }
+    }
 
     fn failing(policy: Policy, testing: bool) -> DmarcOutcome {
         let mut o = DmarcOutcome::bare(DmarcResult::Fail, "example.com", "no aligned identifier");
@@ -299,18 +422,18 @@ mod tests {
     #[test]
     fn reject_and_quarantine_follow_the_configured_actions() {
         let a = Actions::default();
-        let d = decide(&a, Some(&failing(Policy::Reject, false)), &[], None, None);
+        let d = dec(&a, Some(&failing(Policy::Reject, false)), &[], None, None);
         assert_eq!((d.applied, d.reject.is_some()), (Disposition::Reject, true));
         let a2 = Actions {
             dmarc_reject: RejectAction::Quarantine,
             ..Actions::default()
         };
-        let d = decide(&a2, Some(&failing(Policy::Reject, false)), &[], None, None);
+        let d = dec(&a2, Some(&failing(Policy::Reject, false)), &[], None, None);
         assert_eq!(
             (d.applied, d.reject, d.quarantine),
             (Disposition::Quarantine, None, true)
         );
-        let d = decide(
+        let d = dec(
             &a,
             Some(&failing(Policy::Quarantine, false)),
             &[],
@@ -318,7 +441,11 @@ mod tests {
             None,
         );
         assert!(d.quarantine && d.reject.is_none());
-        let e = dmarc_entry(&failing(Policy::Reject, false), &d);
+        let e = crate::dmarc::authres_entry(
+            &failing(Policy::Reject, false),
+            d.applied,
+            d.override_reason.as_deref(),
+        );
         assert_eq!(
             e.comment.as_deref(),
             Some("p=reject dis=quarantine no aligned identifier")
@@ -328,7 +455,7 @@ mod tests {
     #[test]
     fn exemptions_and_never_block_waive_enforcement() {
         let a = Actions::default();
-        let d = decide(
+        let d = dec(
             &a,
             Some(&failing(Policy::Reject, false)),
             &[],
@@ -344,7 +471,7 @@ mod tests {
             require_valid_from: true,
             ..Actions::default()
         };
-        let d = decide(
+        let d = dec(
             &nb,
             Some(&failing(Policy::Reject, false)),
             &[FromProblem::Missing],
@@ -361,7 +488,7 @@ mod tests {
             spf_fail: SpfFailAction::Reject,
             ..Actions::default()
         };
-        let d = decide(&a, None, &[FromProblem::MultipleFields(2)], None, None);
+        let d = dec(&a, None, &[FromProblem::MultipleFields(2)], None, None);
         assert_eq!(
             d.reject.as_deref(),
             Some("unusable From header field (2 From fields)")
@@ -372,10 +499,10 @@ mod tests {
             reason: String::new(),
             mechanism: None,
         };
-        let d = decide(&a, None, &[], Some(&spf), None);
+        let d = dec(&a, None, &[], Some(&spf), None);
         assert!(d.reject.is_some());
         assert!(
-            decide(&Actions::default(), None, &[], Some(&spf), None)
+            dec(&Actions::default(), None, &[], Some(&spf), None)
                 .reject
                 .is_none(),
             "SPF fail alone does nothing by default"

@@ -11,7 +11,8 @@
 //! use authgate::dmarc::{self, DmarcOptions, SpfVerdict};
 //! let v = dmarc::check(r, headers, Some((SpfVerdict::Pass, "example.com")),
 //!                      &["example.com".to_string()], &DmarcOptions::default()).await;
-//! println!("{}", dmarc::authres_string(&v.outcome));
+//! let entry = dmarc::authres_entry(&v.outcome, v.outcome.disposition, None);
+//! println!("{}", authgate::authres::build("mx.example.net", &[entry]));
 //! # }
 //! ```
 
@@ -159,55 +160,38 @@ fn strictest(outcomes: &[DmarcOutcome]) -> DmarcOutcome {
         .unwrap_or_else(|| DmarcOutcome::bare(DmarcResult::None, "", "no Author Domain"))
 }
 
-/// The parts of the A-R `dmarc=` entry: result keyword, comment
-/// (`p=reject dis=quarantine`, or the reason for errors) and properties
-/// (`header.from`, and `policy.dmarc` = requested disposition when a record
-/// applied; RFC 9989 §9.1).
-pub fn authres_parts(o: &DmarcOutcome) -> (&'static str, Option<String>, Vec<(String, String)>) {
-    let comment = match (o.result, o.policy) {
-        (DmarcResult::TempError | DmarcResult::PermError, _) => Some(o.reason.clone()),
-        (_, Some(p)) => {
-            let t = if o.testing { " t=y" } else { "" };
-            Some(format!("p={p} dis={}{t}", o.disposition.as_str()))
-        }
-        _ => None,
-    };
+/// The A-R `dmarc=` entry (RFC 8601 §2.7.1, RFC 9989 §9.1) in OpenDMARC's
+/// style: `dmarc=fail (p=reject dis=quarantine) header.from=example.com`.
+/// `applied` is the disposition local policy applied (`dis=`) and
+/// `override_reason` why it differs from the requested one; for errors
+/// and failures the comment ends with the reason.
+pub fn authres_entry(
+    o: &DmarcOutcome,
+    applied: Disposition,
+    override_reason: Option<&str>,
+) -> Entry {
+    let mut comment = Vec::new();
+    if let Some(p) = o.policy {
+        comment.push(format!("p={}", Disposition::from(p).as_str()));
+        comment.push(format!("dis={}", applied.as_str()));
+    }
+    if let Some(why) = override_reason {
+        comment.push(why.to_string());
+    }
+    if o.result != DmarcResult::Pass && !o.reason.is_empty() {
+        comment.push(o.reason.clone());
+    }
     let mut props = Vec::new();
     if !o.domain.is_empty() {
         props.push(("header.from".to_string(), o.domain.clone()));
     }
-    if o.policy.is_some() {
-        props.push((
-            "policy.dmarc".to_string(),
-            o.disposition.as_str().to_string(),
-        ));
-    }
-    (o.result.as_str(), comment.filter(|c| !c.is_empty()), props)
-}
-
-/// The A-R entry, ready for [`crate::authres::build`].
-pub fn authres_entry(o: &DmarcOutcome) -> Entry {
-    let (result, comment, props) = authres_parts(o);
     Entry {
         method: "dmarc".into(),
-        result: result.into(),
-        comment,
+        result: o.result.as_str().into(),
+        comment: (!comment.is_empty()).then(|| comment.join(" ")),
         props,
         trailing: None,
     }
-}
-
-/// The entry as text: `dmarc=fail (p=reject dis=quarantine) header.from=example.com policy.dmarc=quarantine`.
-pub fn authres_string(o: &DmarcOutcome) -> String {
-    let (result, comment, props) = authres_parts(o);
-    let mut s = format!("dmarc={result}");
-    if let Some(c) = comment {
-        s.push_str(&format!(" ({c})"));
-    }
-    for (k, v) in props {
-        s.push_str(&format!(" {k}={}", crate::authres::value(&v)));
-    }
-    s
 }
 
 #[cfg(test)]
@@ -246,20 +230,54 @@ mod tests {
     }
 
     #[test]
-    fn authres_entry_prints_policy_and_disposition() {
-        let mut o = DmarcOutcome::bare(DmarcResult::Fail, "example.com", "x");
+    fn authres_entry_prints_policy_applied_disposition_and_reason() {
+        let mut o = DmarcOutcome::bare(DmarcResult::Fail, "example.com", "no aligned identifier");
         o.policy = Some(Policy::Reject);
-        o.disposition = Disposition::Quarantine;
-        assert_eq!(
-            authres_string(&o),
-            "dmarc=fail (p=reject dis=quarantine) header.from=example.com policy.dmarc=quarantine"
-        );
-        let none = DmarcOutcome::bare(DmarcResult::None, "example.com", "no record");
-        assert_eq!(authres_string(&none), "dmarc=none header.from=example.com");
+        o.disposition = Disposition::Reject;
+        let none = DmarcOutcome::bare(DmarcResult::None, "example.com", "no policy record");
         let temp = DmarcOutcome::bare(DmarcResult::TempError, "example.com", "SERVFAIL");
-        assert_eq!(
-            authres_string(&temp),
-            "dmarc=temperror (SERVFAIL) header.from=example.com"
-        );
+        let mut pass = DmarcOutcome::bare(DmarcResult::Pass, "example.com", "aligned");
+        pass.policy = Some(Policy::None);
+        let q = Disposition::Quarantine;
+        let local = Some("local policy: quarantine instead of reject");
+        for (o, applied, why, want) in [
+            (
+                &o,
+                Disposition::Reject,
+                None,
+                "dmarc=fail (p=reject dis=reject no aligned identifier) header.from=example.com",
+            ),
+            (
+                &o,
+                q,
+                local,
+                "dmarc=fail (p=reject dis=quarantine local policy: quarantine instead of reject no aligned identifier) header.from=example.com",
+            ),
+            (
+                &none,
+                Disposition::None,
+                None,
+                "dmarc=none (no policy record) header.from=example.com",
+            ),
+            (
+                &temp,
+                Disposition::None,
+                None,
+                "dmarc=temperror (SERVFAIL) header.from=example.com",
+            ),
+            (
+                &pass,
+                Disposition::None,
+                None,
+                "dmarc=pass (p=none dis=none) header.from=example.com",
+            ),
+        ] {
+            let e = authres_entry(o, applied, why);
+            assert_eq!(
+                crate::authres::build("x", &[e]),
+                format!(" x;\r\n\t{want}"),
+                "{want}"
+            );
+        }
     }
 }

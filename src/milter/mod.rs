@@ -1,12 +1,13 @@
 //! Milter front: Postfix `smtpd_milters`/`non_smtpd_milters` and Sendmail
 //! `INPUT_MAIL_FILTER` talk to us over a Unix or TCP socket.
 //!
-//! Owns: moving bytes between the socket and [`session::Session`], running
-//! one pipeline job per message (started at MAIL FROM so SPF runs during the
-//! transfer, fed header and body events as they arrive, never keeping the
-//! body), the per-message log line, and the small accept loop of `authgate
-//! milter`. Must not: interpret the protocol (that is [`session`] and
-//! [`codec`]) or decide policy (that is the pipeline).
+//! Owns: moving bytes between the socket and [`session::Session`], and
+//! running one message per transaction through the outcome layer (started
+//! at MAIL FROM so SPF runs during the transfer, fed header and body events
+//! as they arrive, never keeping the body), then writing its record. The
+//! accept loop is the server's. Must not: interpret the protocol (that is
+//! [`session`] and [`codec`]) or decide a message's fate (that is
+//! [`crate::outcome`]).
 
 pub mod codec;
 pub mod session;
@@ -17,13 +18,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::{ListenerSettings, MilterSettings};
-use crate::dns::{Metered, SystemResolver};
-use crate::pipeline::{MessageJob, Options};
-use crate::report::{MessageInfo, log_message};
+use crate::dns::SystemResolver;
+use crate::outcome::{Fate, Front, InFlight, Meta, Refusal};
 use crate::server::Snapshot;
 use crate::server::listen::{Peer, Stream};
 use codec::{CodecError, Response};
-use session::{Action, Begin, Finish, Outcome, Session, SessionError};
+use session::{Action, Begin, Session, SessionError};
 
 /// Why a milter connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -42,17 +42,12 @@ pub enum ConnError {
     Timeout(u64),
 }
 
-type MeteredResolver = Metered<Arc<SystemResolver>>;
+/// One message in flight.
+type Job = InFlight<Arc<SystemResolver>>;
 
 /// Room made for a socket read, and the least room worth a read.
 const READ_SIZE: usize = 64 * 1024;
 const READ_MIN: usize = 16 * 1024;
-
-/// One message in flight: its pipeline job and DNS meter.
-struct Job {
-    job: MessageJob<MeteredResolver>,
-    dns: Arc<MeteredResolver>,
-}
 
 /// The session settings for `listener` under `snap`'s configuration.
 pub fn session_settings(listener: &ListenerSettings, snap: &Snapshot) -> session::Settings {
@@ -136,21 +131,21 @@ where
                 Action::Begin(b) => job = Some(start(&snap, b)),
                 Action::Feed(bytes) => {
                     if let Some(j) = &mut job {
-                        j.job.push(&bytes);
+                        j.push(&bytes);
                     }
                 }
                 Action::FeedChunk => {
                     if let Some(j) = &mut job {
-                        j.job.push(data);
+                        j.push(data);
                     }
                 }
                 Action::FeedHeader => {
                     if let Some(j) = &mut job {
-                        j.job.push(&field);
+                        j.push(&field);
                     }
                 }
-                Action::Finish(info) => {
-                    for r in finish(job.take(), &info, &mut session).await {
+                Action::Finish(meta) => {
+                    for r in finish(job.take(), meta, &mut session).await {
                         codec::encode(&r, &mut out);
                     }
                 }
@@ -196,101 +191,25 @@ async fn flush<S: AsyncWrite + Unpin>(io: &mut S, out: &mut Vec<u8>) -> std::io:
 }
 
 fn start(snap: &Snapshot, b: Begin) -> Job {
-    tracing::debug!(
-        verify = b.verify,
-        sign = b.sign,
-        reason = b.reason,
-        "message starts"
-    );
-    let dns = Arc::new(Metered::new(Arc::clone(&snap.resolver)));
-    let opts = Options {
-        verify: b.verify,
-        sign: b.sign,
-        now: now(),
-        envelope: b.envelope,
-    };
-    let job = MessageJob::new(Arc::clone(&snap.before_queue), Arc::clone(&dns), opts);
-    Job { job, dns }
+    let ctx = Arc::clone(&snap.before_queue);
+    let resolver = Arc::clone(&snap.resolver);
+    InFlight::start(Front::Milter, ctx, resolver, b.plan, b.envelope, None)
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Finishes the job (a panic in it costs this message a 451, not the
-/// connection), logs the message, and returns the replies. The job runs in
-/// this task: a task of its own per message cost a spawn and a wake-up.
-async fn finish(job: Option<Job>, info: &Finish, session: &mut Session) -> Vec<Response> {
-    let Some(Job { job, dns }) = job else {
-        tracing::warn!("end of message without a message");
-        return session.end_of_message(Outcome::Failed);
-    };
-    let finished = match (CatchUnwind(std::pin::pin!(job.finish()))).await {
-        Ok(Ok(f)) => Some(f),
-        Ok(Err(e)) => {
-            tracing::warn!(queue_id = info.queue_id.as_deref().unwrap_or("-"), error = %e, "pipeline failed");
-            None
-        }
-        Err(_) => {
-            tracing::error!(
-                queue_id = info.queue_id.as_deref().unwrap_or("-"),
-                "pipeline panicked"
-            );
-            None
+/// Finishes the message and returns the replies; writes its record.
+async fn finish(job: Option<Job>, meta: Meta, session: &mut Session) -> Vec<Response> {
+    let mut fate = match job {
+        Some(job) => job.finish(meta).await,
+        None => {
+            tracing::warn!("end of message without a message");
+            let why = Refusal::Failed("end of message without a message".into());
+            Fate::refused(Front::Milter, meta, Default::default(), why)
         }
     };
-    let (replies, verdict) = match &finished {
-        Some(f) => (
-            session.end_of_message(Outcome::Done {
-                verdict: &f.verdict,
-                headers: &f.headers,
-            }),
-            f.verdict.clone(),
-        ),
-        None => (session.end_of_message(Outcome::Failed), Default::default()),
-    };
-    let outcome = describe(&replies);
-    let mi = MessageInfo {
-        queue_id: info.queue_id.as_deref(),
-        recipients: info.recipients,
-        size: info.size,
-        outcome: &outcome,
-    };
-    log_message(&mi, &verdict, &dns.stats());
+    let replies = session.end_of_message(&fate);
+    if replies.iter().any(|r| matches!(r, Response::Quarantine(_))) {
+        fate.told = Some("accepted, held".into());
+    }
+    fate.emit();
     replies
-}
-
-/// Polls a future and turns a panic inside it into `Err`, as a spawned
-/// task's `JoinHandle` would, without the task.
-struct CatchUnwind<'a, F>(std::pin::Pin<&'a mut F>);
-
-impl<F: std::future::Future> std::future::Future for CatchUnwind<'_, F> {
-    type Output = std::thread::Result<F::Output>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let fut = self.0.as_mut();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
-            Err(panic) => std::task::Poll::Ready(Err(panic)),
-        }
-    }
-}
-
-/// The log line's `outcome`: what the MTA was told.
-fn describe(replies: &[Response]) -> String {
-    let held = replies.iter().any(|r| matches!(r, Response::Quarantine(_)));
-    match replies.last() {
-        Some(Response::ReplyCode(text)) if text.starts_with('5') => {
-            format!("rejected {}", text.get(..9).unwrap_or(text))
-        }
-        Some(Response::ReplyCode(text)) => format!("tempfail {}", text.get(..9).unwrap_or(text)),
-        _ if held => "accepted, held".into(),
-        _ => "accepted".into(),
-    }
 }

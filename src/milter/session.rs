@@ -4,8 +4,8 @@
 //! reply wherever the MTA allows it), macros, the sign/verify decision per
 //! message (OpenDKIM's rules: SASL-authenticated client, internal host,
 //! outbound listener or daemon, local submission), rebuilding the header
-//! block from header events, and turning a [`Verdict`] into replies with the
-//! MTA's header index arithmetic. Must not: touch sockets, run the pipeline
+//! block from header events, and turning a message's [`Fate`] into replies
+//! with the MTA's header index arithmetic. Must not: touch sockets, run the pipeline
 //! or read the clock ([`super`] does that, driven by [`Action`]s).
 
 use std::collections::HashMap;
@@ -14,7 +14,8 @@ use std::net::IpAddr;
 use super::codec::{Command, Family, Response, VERSION, actions, client_ip, protocol};
 use crate::config::{MilterQuarantine, Role};
 use crate::message::headers::Header;
-use crate::pipeline::{Envelope, Verdict};
+use crate::outcome::{Disposition, Fate, Meta, Origin, Plan};
+use crate::pipeline::Envelope;
 
 /// Modifications we may ask for, and (version 6) naming our macros.
 pub const WANT_ACTIONS: u32 =
@@ -92,7 +93,7 @@ pub enum Action {
     /// was given (reused from field to field: no allocation per header).
     FeedHeader,
     /// End of message: finish the job, then call [`Session::end_of_message`].
-    Finish(Finish),
+    Finish(Meta),
     /// Drop the job: the MTA aborted the message.
     Abort,
     /// Close the connection.
@@ -102,39 +103,10 @@ pub enum Action {
 /// How to run the pipeline for the message that starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Begin {
-    /// Verify and add Authentication-Results.
-    pub verify: bool,
-    /// Sign for authors in the signing table.
-    pub sign: bool,
+    /// Verify and/or sign, and why ([`crate::outcome::plan`]).
+    pub plan: Plan,
     /// What we know of the SMTP envelope.
     pub envelope: Envelope,
-    /// Why this role was chosen (for the debug log).
-    pub reason: &'static str,
-}
-
-/// What the per-message log line needs besides the verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finish {
-    /// Queue id (macro `i`).
-    pub queue_id: Option<String>,
-    /// Recipients seen.
-    pub recipients: usize,
-    /// Header and body bytes seen.
-    pub size: u64,
-}
-
-/// How the pipeline ended for the message.
-#[derive(Debug, Clone, Copy)]
-pub enum Outcome<'a> {
-    /// It produced a verdict.
-    Done {
-        /// Header edits and decisions.
-        verdict: &'a Verdict,
-        /// The original header fields (for header indices).
-        headers: &'a [Header],
-    },
-    /// It failed: the message gets a temporary failure.
-    Failed,
 }
 
 /// Protocol violations that end the connection (the MTA then applies its
@@ -386,11 +358,8 @@ impl Session {
             .trim_end_matches('>')
             .to_string();
         let authenticated = self.msg_macros.get("auth_authen").is_some();
-        let (verify, sign, reason) = self.role(authenticated);
         out.push(Action::Begin(Begin {
-            verify,
-            sign,
-            reason,
+            plan: crate::outcome::plan(self.settings.role, &self.origin(authenticated)),
             envelope: Envelope {
                 client_ip: self.conn.client_ip,
                 helo: self.conn.helo.clone(),
@@ -405,38 +374,24 @@ impl Session {
         });
     }
 
-    /// Verify and/or sign, and why (OpenDKIM `Mode sv` rules for `auto`).
-    fn role(&self, authenticated: bool) -> (bool, bool, &'static str) {
-        match self.settings.role {
-            Role::Inbound => return (true, false, "inbound listener"),
-            Role::Outbound => return (false, true, "outbound listener"),
-            Role::Both => return (true, true, "listener signs and verifies"),
-            Role::Auto => {}
-        }
-        let outbound = |why| (false, true, why);
-        if authenticated {
-            return outbound("SASL-authenticated client");
-        }
-        if self
+    /// What the connection tells about the client, for the role.
+    fn origin(&self, authenticated: bool) -> Origin {
+        let internal = self
             .conn
             .client_ip
-            .is_some_and(|ip| crate::policy::is_internal(ip, &self.settings.internal_hosts))
-        {
-            return outbound("client in internal_hosts");
-        }
-        if let Some(daemon) = self.conn.macros.get("daemon_name")
-            && self
-                .settings
+            .is_some_and(|ip| crate::policy::is_internal(ip, &self.settings.internal_hosts));
+        let outbound_daemon = self.conn.macros.get("daemon_name").is_some_and(|daemon| {
+            self.settings
                 .outbound_daemons
                 .iter()
                 .any(|d| d.eq_ignore_ascii_case(daemon))
-        {
-            return outbound("daemon_name in milter.outbound_daemons");
+        });
+        Origin {
+            authenticated,
+            internal,
+            outbound_daemon,
+            local_submission: self.settings.sign_local_submissions && self.local_submission(),
         }
-        if self.settings.sign_local_submissions && self.local_submission() {
-            return outbound("local submission");
-        }
-        (true, false, "inbound")
     }
 
     /// Mail from Postfix `sendmail`/pickup through `non_smtpd_milters`: the
@@ -540,7 +495,7 @@ impl Session {
         self.end_headers(out)?;
         self.feed(chunk, "end of message outside a message", out)?;
         let (recipients, size) = self.msg.as_ref().map_or((0, 0), |m| (m.recipients, m.size));
-        out.push(Action::Finish(Finish {
+        out.push(Action::Finish(Meta {
             queue_id: self.msg_macros.get("i").map(str::to_string),
             recipients,
             size,
@@ -550,38 +505,30 @@ impl Session {
 
     /// The replies that end the message; the session is then ready for the
     /// next message on this connection.
-    pub fn end_of_message(&mut self, outcome: Outcome<'_>) -> Vec<Response> {
+    pub fn end_of_message(&mut self, fate: &Fate) -> Vec<Response> {
         self.msg = None;
         self.msg_macros = Macros::default();
-        match outcome {
-            Outcome::Failed => vec![Response::ReplyCode(reply_text(
-                "451 4.7.0",
-                "temporary authentication failure, try again later",
-            ))],
-            Outcome::Done { verdict, headers } => self.verdict_replies(verdict, headers),
-        }
-    }
-
-    fn verdict_replies(&self, verdict: &Verdict, headers: &[Header]) -> Vec<Response> {
-        if let Some(why) = &verdict.tempfail {
-            return vec![Response::ReplyCode(reply_text("451 4.7.1", why))];
-        }
-        if let Some(why) = &verdict.reject {
-            return vec![Response::ReplyCode(reply_text("550 5.7.1", why))];
+        if let Some(a) = &fate.answer {
+            let code = format!("{} {}", a.code, a.enhanced);
+            return vec![Response::ReplyCode(reply_text(&code, &a.text))];
         }
         let leadspc = self.protocol & protocol::HDR_LEADSPC != 0;
+        let edits = fate.edits();
         let mut out = Vec::new();
         if self.actions & actions::CHGHDRS != 0 {
-            out.extend(removals(&verdict.remove, headers));
+            out.extend(removals(&edits.remove, fate.headers()));
         }
         if self.actions & actions::ADDHDRS != 0 {
-            out.extend(insertions(&verdict.add, leadspc));
+            out.extend(insertions(&edits.add, leadspc));
         }
-        if verdict.decision.quarantine
+        if fate.disposition == Disposition::Quarantine
             && self.settings.quarantine == MilterQuarantine::Hold
             && self.actions & actions::QUARANTINE != 0
         {
-            let domain = verdict.dmarc.as_ref().map_or("", |d| d.domain.as_str());
+            let domain = fate
+                .verdict()
+                .and_then(|v| v.dmarc.as_ref())
+                .map_or("", |d| d.domain.as_str());
             let why = format!("authgate: DMARC quarantine for {domain}");
             out.push(Response::Quarantine(clean_text(&why)));
         }
@@ -664,7 +611,10 @@ fn clean_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::HeaderSplitter;
     use crate::milter::codec::{self, Command as C};
+    use crate::outcome::{Answer, Front, Refusal};
+    use crate::pipeline::{Edits, Finished, Verdict};
 
     fn settings(role: Role) -> Settings {
         Settings {
@@ -790,7 +740,7 @@ mod tests {
         macro_(&mut s, b'M', &[("i", "4ABC"), ("{auth_authen}", "")]);
         let out = s.handle(C::Mail(vec!["<a@example.org>".into()])).unwrap();
         let b = begin_of(&out);
-        assert!(b.verify && !b.sign, "{b:?}");
+        assert!(b.plan.verify && !b.plan.sign, "{b:?}");
         assert_eq!(
             b.envelope,
             Envelope {
@@ -826,7 +776,7 @@ mod tests {
         macro_(&mut s, b'E', &[("i", "4ABC")]);
         assert_eq!(
             s.handle(C::EndOfMessage(vec![])).unwrap(),
-            vec![Action::Finish(Finish {
+            vec![Action::Finish(Meta {
                 queue_id: Some("4ABC".into()),
                 recipients: 2,
                 size: 21 + 2 + 3 + 5,
@@ -966,7 +916,7 @@ mod tests {
             let out = s.handle(C::Mail(vec!["<a@example.org>".into()])).unwrap();
             let b = begin_of(&out);
             assert_eq!(
-                (b.verify, b.sign),
+                (b.plan.verify, b.plan.sign),
                 want,
                 "{role:?} {host} {ip} {conn:?} {mail:?}"
             );
@@ -987,7 +937,7 @@ mod tests {
             h("Subject: x\r\n"),
             h("Authentication-Results: mx.example; spf=pass\r\n"),
         ];
-        let verdict = Verdict {
+        let edits = Edits {
             remove: vec![4, 2],
             add: vec![
                 Header::new(
@@ -997,15 +947,12 @@ mod tests {
                 ),
                 Header::new("Received-SPF", " pass", b"\r\n"),
             ],
-            ..Verdict::default()
         };
+        let done = Finished::new(Verdict::default(), edits, headers, HeaderSplitter::new(0));
         let mut s = negotiated(Role::Auto);
         connect(&mut s, "c", "192.0.2.1");
         s.handle(C::Mail(vec!["<>".into()])).unwrap();
-        let out = s.end_of_message(Outcome::Done {
-            verdict: &verdict,
-            headers: &headers,
-        });
+        let out = s.end_of_message(&fate(Disposition::Accept, None, Some(done)));
         let chg = |index, name: &str| Response::ChangeHeader {
             index,
             name: name.into(),
@@ -1029,56 +976,58 @@ mod tests {
         assert!(!s.in_message());
     }
 
+    /// A fate as the outcome layer makes it.
+    fn fate(disposition: Disposition, answer: Option<Answer>, message: Option<Finished>) -> Fate {
+        Fate {
+            disposition,
+            answer,
+            reason: None,
+            message,
+            front: Front::Milter,
+            meta: Meta::default(),
+            envelope: Envelope::default(),
+            elapsed: std::time::Duration::ZERO,
+            dns: Default::default(),
+            told: None,
+        }
+    }
+
     #[test]
     fn reject_tempfail_and_failure_are_reply_codes() {
         let mut s = negotiated(Role::Auto);
-        let reject = Verdict {
-            reject: Some("DMARC policy of example.org: reject 100%".into()),
-            ..Verdict::default()
-        };
-        let temp = Verdict {
-            tempfail: Some("DMARC temporary error for x\r\n".into()),
-            ..Verdict::default()
-        };
-        let done = |v| Outcome::Done {
-            verdict: v,
-            headers: &[],
-        };
+        let reject = Answer::refused("DMARC policy of example.org: reject 100%");
+        let temp = Answer::try_later("DMARC temporary error for x\r\n");
         assert_eq!(
-            s.end_of_message(done(&reject)),
+            s.end_of_message(&fate(Disposition::Reject, Some(reject), None)),
             vec![Response::ReplyCode(
-                "550 5.7.1 DMARC policy of example.org: reject 100%%".into()
+                "550 5.7.1 Message refused: DMARC policy of example.org: reject 100%%".into()
             )]
         );
         assert_eq!(
-            s.end_of_message(done(&temp)),
+            s.end_of_message(&fate(Disposition::Tempfail, Some(temp), None)),
             vec![Response::ReplyCode(
-                "451 4.7.1 DMARC temporary error for x??".into()
+                "451 4.7.1 Try again later: DMARC temporary error for x??".into()
             )]
         );
-        let Response::ReplyCode(t) = &s.end_of_message(Outcome::Failed)[0] else {
+        let failed = Fate::refused(
+            Front::Milter,
+            Meta::default(),
+            Envelope::default(),
+            Refusal::Failed("pipeline panicked".into()),
+        );
+        let Response::ReplyCode(t) = &s.end_of_message(&failed)[0] else {
             panic!()
         };
-        assert!(t.starts_with("451 4.7.0 "), "{t}");
+        assert!(t.starts_with("451 4.3.0 "), "{t}");
     }
 
     #[test]
     fn quarantine_hold_only_when_configured_and_allowed() {
-        let verdict = Verdict {
-            decision: crate::policy::Decision {
-                quarantine: true,
-                ..Default::default()
-            },
-            ..Verdict::default()
-        };
-        let done = Outcome::Done {
-            verdict: &verdict,
-            headers: &[],
-        };
+        let done = fate(Disposition::Quarantine, None, None);
         let mut s = negotiated(Role::Auto);
-        assert_eq!(s.end_of_message(done), vec![Response::Continue]);
+        assert_eq!(s.end_of_message(&done), vec![Response::Continue]);
         s.settings.quarantine = MilterQuarantine::Hold;
-        let out = s.end_of_message(done);
+        let out = s.end_of_message(&done);
         assert!(matches!(out[0], Response::Quarantine(_)), "{out:?}");
         assert_eq!(out[1], Response::Continue);
     }
@@ -1107,14 +1056,18 @@ mod tests {
             vec![
                 Action::Feed(b"\r\n".to_vec()),
                 Action::Feed(b"tail\r\n".to_vec()),
-                Action::Finish(Finish {
+                Action::Finish(Meta {
                     queue_id: Some("Q2".into()),
                     recipients: 0,
                     size: 8,
                 }),
             ]
         );
-        s.end_of_message(Outcome::Failed);
+        s.end_of_message(&fate(
+            Disposition::Tempfail,
+            Some(Answer::internal_error()),
+            None,
+        ));
         // A second MAIL without end of message aborts the first.
         s.handle(C::Mail(vec!["<c@x>".into()])).unwrap();
         let out = s.handle(C::Mail(vec!["<d@x>".into()])).unwrap();

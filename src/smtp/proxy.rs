@@ -4,7 +4,8 @@
 //! Owns: timeouts per phase, reading commands and DATA/BDAT, spooling the
 //! body while the pipeline hashes it, relaying the filtered message and
 //! handing the next hop's own replies back. Must not: decide what a command
-//! means (the session does) or what a result means (the pipeline does).
+//! means (the session does) or what a message's results mean for it (the
+//! outcome layer does: [`crate::outcome::Fate`]).
 //!
 //! Never owning a message: the client gets a 2xx for a message only as the
 //! next hop's own 2xx; anything going wrong on our side becomes a 4xx.
@@ -21,10 +22,10 @@ use tokio::time::timeout;
 use super::data::{DotDecoder, DotEncoder};
 use super::reply::{Reply, complete_reply_len};
 use super::session::{HopCaps, Session, SessionConfig, Step};
-use crate::config::{HopProtocol, ListenProtocol, ListenerSettings, Role};
-use crate::dns::Metered;
+use crate::config::{HopProtocol, ListenProtocol, ListenerSettings};
 use crate::message::body::{Spool, SpoolReader};
-use crate::pipeline::{Envelope, MessageJob, Options, Pushed};
+use crate::outcome::{Front, InFlight, Meta, Origin, Refusal};
+use crate::pipeline::{Envelope, Pushed};
 use crate::server::Snapshot;
 use crate::server::listen::{Peer, Stream};
 
@@ -471,8 +472,7 @@ struct Conn<'a, S> {
 
 /// A message as it arrives.
 struct Incoming {
-    job: MessageJob<Metered<Arc<crate::dns::SystemResolver>>>,
-    metered: Arc<Metered<Arc<crate::dns::SystemResolver>>>,
+    job: InFlight<Arc<crate::dns::SystemResolver>>,
     spool: Spool,
     size: u64,
     longest_line: usize,
@@ -535,7 +535,10 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                     self.client
                         .queue(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
                     let mut msg = self.data_phase(prepared.take());
-                    self.read_data(&mut msg).await?;
+                    if let Err(e) = self.read_data(&mut msg).await {
+                        self.abandon(msg, &e);
+                        return Err(e);
+                    }
                     self.deliver(hop, msg).await?;
                 }
                 Step::Chunk { size, last, refuse } => {
@@ -548,7 +551,10 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                         Some(m) => m,
                         None => self.data_phase(prepared.take()),
                     };
-                    self.read_chunk(size, Some(&mut msg)).await?;
+                    if let Err(e) = self.read_chunk(size, Some(&mut msg)).await {
+                        self.abandon(msg, &e);
+                        return Err(e);
+                    }
                     if last {
                         self.deliver(hop, msg).await?;
                     } else {
@@ -590,43 +596,29 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         Ok(())
     }
 
-    /// The pipeline options for this message from the listener's role.
-    fn options(&self) -> Options {
-        let s = &self.session;
-        let ctx = self.cx.snap.context(self.cx.listener.mode);
+    fn start_message(&self) -> Incoming {
+        let (snap, s) = (&self.cx.snap, &self.session);
+        let ctx = Arc::clone(snap.context(self.cx.listener.mode));
         let client_ip = s.client_ip();
         let authenticated = s.login().is_some();
-        let internal =
-            client_ip.is_some_and(|ip| crate::policy::is_internal(ip, &ctx.internal_hosts));
-        let (verify, sign) = match self.cx.listener.role {
-            Role::Inbound => (true, false),
-            Role::Outbound => (false, true),
-            Role::Both => (true, true),
-            Role::Auto if internal || authenticated => (false, true),
-            Role::Auto => (true, false),
+        let origin = Origin {
+            authenticated,
+            internal: client_ip
+                .is_some_and(|ip| crate::policy::is_internal(ip, &ctx.internal_hosts)),
+            ..Origin::default()
         };
-        Options {
-            verify,
-            sign,
-            now: now(),
-            envelope: Envelope {
-                client_ip,
-                helo: s.client_helo(),
-                mail_from: Some(s.transaction().mail_from.clone()),
-                authenticated,
-            },
-        }
-    }
-
-    fn start_message(&self) -> Incoming {
-        let snap = &self.cx.snap;
-        let ctx = Arc::clone(snap.context(self.cx.listener.mode));
-        let metered = Arc::new(Metered::new(Arc::clone(&snap.resolver)));
-        let job = MessageJob::new(ctx, Arc::clone(&metered), self.options());
+        let envelope = Envelope {
+            client_ip,
+            helo: s.client_helo(),
+            mail_from: Some(s.transaction().mail_from.clone()),
+            authenticated,
+        };
+        let plan = crate::outcome::plan(self.cx.listener.role, &origin);
+        let resolver = Arc::clone(&snap.resolver);
+        let job = InFlight::start(Front::Proxy, ctx, resolver, plan, envelope, None);
         let m = &snap.config.message;
         Incoming {
             job,
-            metered,
             spool: Spool::new(m.spool_threshold, m.spool_dir.clone()),
             size: 0,
             longest_line: 0,
@@ -736,83 +728,59 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         }
     }
 
+    /// What the log line and the records need to know of the message.
+    fn meta(&self, msg: &Incoming) -> Meta {
+        Meta {
+            queue_id: self.session.queue_id().map(str::to_string),
+            recipients: self.session.transaction().rcpts.len(),
+            size: msg.size,
+        }
+    }
+
     /// Runs the pipeline and relays the message; queues the client's replies.
     async fn deliver(&mut self, hop: &mut Hop, mut msg: Incoming) -> Result<(), ProxyError> {
         let settings = &self.cx.snap.config.server;
-        let rcpts = self.session.transaction().rcpts.len();
-        let queue_id = self.session.queue_id().map(str::to_string);
+        let meta = self.meta(&msg);
+        let rcpts = meta.recipients;
         let refusal = if settings.max_message_size > 0 && msg.size > settings.max_message_size {
-            Some(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"))
+            Some(Refusal::TooBig)
         } else if msg.longest_line > settings.max_line_length {
-            Some(Reply::new(
-                554,
-                "5.6.0",
-                format!(
-                    "Message has a line longer than {} bytes",
-                    settings.max_line_length
-                ),
-            ))
+            Some(Refusal::LineTooLong(settings.max_line_length))
         } else {
             None
         };
-        if let Some(r) = refusal {
-            self.reset_hop(hop).await?;
-            self.finish_with(&r, queue_id.as_deref(), rcpts, msg.size);
-            return Ok(());
-        }
         let headers_count = msg.job.headers().len();
-        let finished = match msg.job.finish().await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!("pipeline failed: {e}");
-                self.reset_hop(hop).await?;
-                let r = Reply::new(451, "4.3.0", "Error: internal error, try again later");
-                self.finish_with(&r, queue_id.as_deref(), rcpts, msg.size);
-                return Ok(());
-            }
+        let mut fate = match refusal {
+            Some(r) => msg.job.refuse(meta, r),
+            None => msg.job.finish(meta).await,
         };
-        let v = &finished.verdict;
-        let size = msg.size;
-        let log = |outcome: &str, stats: &crate::dns::DnsStats| {
-            let info = crate::report::MessageInfo {
-                queue_id: queue_id.as_deref(),
-                recipients: rcpts,
-                size,
-                outcome,
-            };
-            crate::report::log_message(&info, v, stats);
-        };
-        let local = if headers_count.max(finished.headers.len()) > settings.max_header_fields {
-            Some(Reply::new(
-                554,
-                "5.6.0",
-                format!(
-                    "Message has more than {} header fields",
-                    settings.max_header_fields
-                ),
-            ))
-        } else if let Some(why) = &v.tempfail {
-            Some(Reply::new(451, "4.7.1", format!("Try again later: {why}")))
-        } else {
-            v.reject
-                .as_ref()
-                .map(|why| Reply::new(550, "5.7.1", format!("Message refused: {why}")))
-        };
-        if let Some(r) = local {
-            self.reset_hop(hop).await?;
-            log(&format!("{} {r}", outcome_word(&r)), &msg.metered.stats());
+        if headers_count.max(fate.headers().len()) > settings.max_header_fields {
+            fate.overrule(Refusal::TooManyHeaders(settings.max_header_fields));
+        }
+        if let Some(answer) = &fate.answer {
+            let r = Reply::from(answer);
+            let reset = self.reset_hop(hop).await;
+            fate.emit();
+            reset?;
             for reply in self.session.data_failed(r) {
                 self.client.queue(&reply);
             }
             return Ok(());
         }
         let mut head = Vec::with_capacity(4096);
-        finished.write_head(&mut head);
-        let replies = self.relay(hop, &head, &mut msg.spool, rcpts).await?;
-        let summary = replies
-            .first()
-            .map_or(String::new(), |r| format!("{} {r}", outcome_word(r)));
-        log(&summary, &msg.metered.stats());
+        if let Some(m) = &fate.message {
+            m.write_head(&mut head);
+        }
+        let replies = match self.relay(hop, &head, &mut msg.spool, rcpts).await {
+            Ok(r) => r,
+            Err(e) => {
+                fate.overrule(Refusal::Abandoned(e.to_string()));
+                fate.emit();
+                return Err(e);
+            }
+        };
+        fate.told = replies.first().map(|r| format!("{} {r}", outcome_word(r)));
+        fate.emit();
         for reply in replies {
             self.client.queue(&reply);
         }
@@ -826,17 +794,12 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         Ok(())
     }
 
-    fn finish_with(&mut self, r: &Reply, queue_id: Option<&str>, rcpts: usize, size: u64) {
-        tracing::info!(
-            queue_id = queue_id.unwrap_or("-"),
-            rcpts,
-            size,
-            outcome = %r,
-            "message not relayed"
-        );
-        for reply in self.session.data_failed(r.clone()) {
-            self.client.queue(&reply);
-        }
+    /// The connection ends inside a message: its record says why.
+    fn abandon(&self, msg: Incoming, e: &ProxyError) {
+        let meta = self.meta(&msg);
+        msg.job
+            .refuse(meta, Refusal::Abandoned(e.to_string()))
+            .emit();
     }
 
     /// DATA to the next hop: the new header block, the spooled body.
@@ -979,10 +942,4 @@ fn outcome_word(r: &Reply) -> &'static str {
         400..=499 => "tempfail",
         _ => "rejected",
     }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -22,6 +22,12 @@ pub struct Reply {
 #[error("malformed reply from next hop: {0}")]
 pub struct ReplyError(String);
 
+impl From<&crate::outcome::Answer> for Reply {
+    fn from(a: &crate::outcome::Answer) -> Reply {
+        Reply::new(a.code, a.enhanced, a.text.clone())
+    }
+}
+
 impl Reply {
     /// A one-line reply; `status` like `"2.0.0"` or `""` for none.
     pub fn new(code: u16, status: &str, text: impl Into<String>) -> Reply {

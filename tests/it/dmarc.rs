@@ -792,10 +792,19 @@ async fn walks_share_answers_within_a_message() {
 async fn testing_flag_and_ar_entry() {
     let o = eval("testing.example", &[]).await;
     assert!(o.testing);
-    assert_eq!(
-        dmarc::authres_string(&o),
-        "dmarc=fail (p=reject dis=quarantine t=y) header.from=testing.example policy.dmarc=quarantine"
+    // What production writes: local policy applies the lowered disposition.
+    let inputs = authgate::policy::Inputs {
+        dmarc: Some(&o),
+        ..Default::default()
+    };
+    let d = authgate::policy::decide(&authgate::policy::Actions::default(), &inputs);
+    let entry = dmarc::authres_entry(&o, d.applied, d.override_reason.as_deref());
+    let ar = authgate::authres::build("mx", &[entry]);
+    assert!(
+        ar.starts_with(" mx;\r\n\tdmarc=fail (p=reject dis=quarantine testing mode t=y "),
+        "{ar}"
     );
+    assert!(ar.ends_with(") header.from=testing.example"), "{ar}");
 }
 
 #[tokio::test]
