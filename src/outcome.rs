@@ -511,7 +511,7 @@ impl Record<'_> {
                 .collect()
         });
         tracing::info!(
-            front = f.front.as_str(),
+            front = %f.front.as_str(),
             queue_id = %f.meta.queue_id.as_deref().unwrap_or("-"),
             client = %env.client_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
             helo = %env.helo.as_deref().unwrap_or("-"),
@@ -524,7 +524,7 @@ impl Record<'_> {
             iprev = %v.and_then(|v| v.iprev.as_ref()).map_or("-", |o| o.result.as_str()),
             dnsbl_listed = %listed.join(","),
             signed = %signed.join(", "),
-            disposition = f.disposition.as_str(),
+            disposition = %f.disposition.as_str(),
             reject = %reject.unwrap_or("-"),
             tempfail = %tempfail.unwrap_or("-"),
             unparsed = %v.and_then(|v| v.unparsed.as_deref()).unwrap_or("-"),
@@ -588,5 +588,183 @@ impl<F: std::future::Future> std::future::Future for CatchUnwind<'_, F> {
             Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
             Err(panic) => std::task::Poll::Ready(Err(panic)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::{Answer as DnsAnswer, RecordType};
+    use crate::message::HeaderSplitter;
+    use crate::pipeline::Edits;
+    use crate::policy::Decision;
+
+    #[test]
+    fn the_role_and_the_client_say_verify_or_sign() {
+        let o = |authenticated, internal, outbound_daemon, local_submission| Origin {
+            authenticated,
+            internal,
+            outbound_daemon,
+            local_submission,
+        };
+        let nobody = o(false, false, false, false);
+        for (role, origin, want) in [
+            (Role::Auto, nobody, (true, false)),
+            (Role::Auto, o(true, false, false, false), (false, true)),
+            (Role::Auto, o(false, true, false, false), (false, true)),
+            (Role::Auto, o(false, false, true, false), (false, true)),
+            (Role::Auto, o(false, false, false, true), (false, true)),
+            (Role::Inbound, o(true, true, true, true), (true, false)),
+            (Role::Outbound, nobody, (false, true)),
+            (Role::Both, nobody, (true, true)),
+        ] {
+            let p = plan(role, &origin);
+            assert_eq!((p.verify, p.sign), want, "{role:?} {origin:?}");
+        }
+    }
+
+    fn finished(decision: Decision) -> Finished {
+        let verdict = Verdict {
+            decision,
+            ..Verdict::default()
+        };
+        Finished::new(
+            verdict,
+            Edits::default(),
+            Vec::new(),
+            HeaderSplitter::new(0),
+        )
+    }
+
+    #[test]
+    fn each_decision_has_one_disposition_and_one_reply() {
+        let why = |s: &str| Some(s.to_string());
+        let d = |reject, tempfail, quarantine| Decision {
+            reject,
+            tempfail,
+            quarantine,
+            ..Decision::default()
+        };
+        for (decision, disposition, answer, told) in [
+            (d(None, None, false), Disposition::Accept, None, "accepted"),
+            (
+                d(None, None, true),
+                Disposition::Quarantine,
+                None,
+                "accepted",
+            ),
+            (
+                d(why("DMARC policy of x.example says reject"), None, false),
+                Disposition::Reject,
+                Some("550 5.7.1 Message refused: DMARC policy of x.example says reject"),
+                "rejected 550 5.7.1 Message refused: DMARC policy of x.example says reject",
+            ),
+            // A tempfail wins over a reject: the result is not final yet.
+            (
+                d(why("r"), why("DMARC temporary error for x.example"), true),
+                Disposition::Tempfail,
+                Some("451 4.7.1 Try again later: DMARC temporary error for x.example"),
+                "tempfail 451 4.7.1 Try again later: DMARC temporary error for x.example",
+            ),
+        ] {
+            let f = Fate::decided(
+                Front::Proxy,
+                Meta::default(),
+                finished(decision),
+                Instant::now(),
+                DnsStats::default(),
+            );
+            assert_eq!(f.disposition, disposition);
+            assert_eq!(
+                f.answer.as_ref().map(ToString::to_string).as_deref(),
+                answer
+            );
+            assert_eq!(f.record().told(), told);
+            assert_eq!(f.delivers(), answer.is_none());
+        }
+    }
+
+    #[test]
+    fn refusals_by_the_front_get_their_reply_and_a_record() {
+        for (why, disposition, answer) in [
+            (
+                Refusal::TooBig,
+                Disposition::Reject,
+                Some("552 5.3.4 Message size exceeds fixed limit"),
+            ),
+            (
+                Refusal::LineTooLong(998),
+                Disposition::Reject,
+                Some("554 5.6.0 Message has a line longer than 998 bytes"),
+            ),
+            (
+                Refusal::TooManyHeaders(1000),
+                Disposition::Reject,
+                Some("554 5.6.0 Message has more than 1000 header fields"),
+            ),
+            (
+                Refusal::Failed("pipeline panicked".into()),
+                Disposition::Tempfail,
+                Some("451 4.3.0 Error: internal error, try again later"),
+            ),
+            (
+                Refusal::Abandoned("client timed out".into()),
+                Disposition::Tempfail,
+                None,
+            ),
+        ] {
+            let f = Fate::refused(
+                Front::Milter,
+                Meta::default(),
+                Envelope::default(),
+                why.clone(),
+            );
+            assert_eq!(f.disposition, disposition, "{why:?}");
+            assert_eq!(
+                f.answer.as_ref().map(ToString::to_string).as_deref(),
+                answer
+            );
+            assert!(f.reason.is_some() && f.verdict().is_none() && f.edits().add.is_empty());
+        }
+        let mut f = Fate::decided(
+            Front::Proxy,
+            Meta::default(),
+            finished(Decision::default()),
+            Instant::now(),
+            DnsStats::default(),
+        );
+        f.overrule(Refusal::Abandoned("next hop: connection closed".into()));
+        assert_eq!(f.disposition, Disposition::Tempfail);
+        assert!(f.verdict().is_some(), "the results stay in the record");
+        assert_eq!(f.record().told(), "abandoned");
+    }
+
+    /// Answers every lookup only after a pause, then panics: the key lookup
+    /// runs as its own task, so the panic reaches the pipeline as a failed
+    /// task (and DMARC's lookup panics inside `finish` itself).
+    struct Panics;
+
+    impl Lookup for Panics {
+        async fn lookup(&self, _: &str, _: RecordType) -> DnsAnswer {
+            tokio::task::yield_now().await;
+            panic!("resolver bug");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_pipeline_is_a_tempfail_for_this_message_only() {
+        let ctx = Arc::new(
+            crate::config::Config::default()
+                .context()
+                .expect("default context"),
+        );
+        let plan = plan(Role::Inbound, &Origin::default());
+        let mut msg = InFlight::start(Front::Pipe, ctx, Panics, plan, Envelope::default(), Some(1));
+        let signed = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=s; h=from; bh=AAAA; b=AAAA\r\nFrom: a@example.com\r\n\r\nbody\r\n";
+        msg.push(signed);
+        let f = msg.finish(Meta::default()).await;
+        assert_eq!(f.disposition, Disposition::Tempfail);
+        assert_eq!(f.answer, Some(Answer::internal_error()));
+        assert!(f.message.is_none());
     }
 }

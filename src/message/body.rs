@@ -80,11 +80,6 @@ impl Spool {
         self.len == 0
     }
 
-    /// Whether the body went to disk.
-    pub fn on_disk(&self) -> bool {
-        self.file.is_some()
-    }
-
     /// Reads everything written, from the start, in pieces (the proxy
     /// writes it to the next hop between reads).
     pub fn reader(&mut self) -> io::Result<SpoolReader<'_>> {
@@ -126,9 +121,9 @@ mod tests {
     fn spills_to_disk_past_threshold_and_reads_back() {
         let mut s = Spool::new(10, None);
         s.write(b"hello").unwrap();
-        assert!(!s.on_disk());
+        assert!(s.file.is_none());
         s.write(b" big world").unwrap();
-        assert!(s.on_disk());
+        assert!(s.file.is_some());
         s.write(b"!").unwrap();
         let mut out = Vec::new();
         s.copy_to(&mut out).unwrap();

@@ -112,12 +112,6 @@ impl HeaderSplitter {
     pub fn ending(&self) -> LineEnding {
         self.ending.unwrap_or(LineEnding::Crlf)
     }
-
-    /// Takes the accumulated bytes (for a message that ended without body or
-    /// that is passed through unparsed).
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.buf
-    }
 }
 
 #[cfg(test)]

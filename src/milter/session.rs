@@ -197,11 +197,6 @@ impl Session {
         self.protocol
     }
 
-    /// Whether a message is in progress.
-    pub fn in_message(&self) -> bool {
-        self.msg.is_some()
-    }
-
     /// Handles one command; the actions are to be carried out in order.
     pub fn handle(&mut self, cmd: Command) -> Result<Vec<Action>, SessionError> {
         let mut out = Vec::new();
@@ -973,7 +968,7 @@ mod tests {
                 Response::Continue,
             ]
         );
-        assert!(!s.in_message());
+        assert!(s.msg.is_none());
     }
 
     /// A fate as the outcome layer makes it.
@@ -1044,7 +1039,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.handle(C::Abort).unwrap(), vec![Action::Abort]);
-        assert!(!s.in_message());
+        assert!(s.msg.is_none());
         // Body after abort is out of order.
         assert!(s.handle(C::Body(b"x".to_vec())).is_err());
         // The next message has a fresh queue id and counters.

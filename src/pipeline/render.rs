@@ -146,3 +146,108 @@ fn received_spf(ctx: &Context, v: &Verdict, eol: &[u8]) -> Option<Header> {
     let value = line.split_once(':').map_or(line.as_str(), |(_, v)| v);
     Some(Header::new("Received-SPF", value, eol))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dmarc::{DmarcOutcome, DmarcResult};
+    use crate::dnsbl::{DnsblOutcome, DnsblStatus};
+    use crate::spf::{SpfOutcome, SpfResult};
+
+    fn ctx() -> Context {
+        let mut c = crate::config::Config::default()
+            .context()
+            .expect("default context");
+        c.authserv_id = "mx.example.net".into();
+        c.client_checks.received_spf = true;
+        c.client_checks.dnsbl_header = "X-DNSBL".into();
+        c
+    }
+
+    fn h(raw: &str) -> Header {
+        Header::from_raw(raw.as_bytes().to_vec())
+    }
+
+    /// Every result there is, so every field we can add is added.
+    fn everything() -> Verdict {
+        let mut v = Verdict {
+            signatures: vec![h("DKIM-Signature: a\r\n"), h("DKIM-Signature: b\r\n")],
+            spf_mailfrom: Some(SpfOutcome {
+                result: SpfResult::Pass,
+                explanation: None,
+                reason: String::new(),
+                mechanism: None,
+            }),
+            dmarc: Some(DmarcOutcome::bare(DmarcResult::Pass, "example.org", "")),
+            dnsbl: vec![DnsblOutcome {
+                zone: "bl.example".into(),
+                action: DnsblAction::Header,
+                status: DnsblStatus::Listed {
+                    codes: vec![std::net::Ipv4Addr::new(127, 0, 0, 2)],
+                },
+            }],
+            ..Verdict::default()
+        };
+        v.envelope.client_ip = Some([192, 0, 2, 1].into());
+        v.envelope.mail_from = Some("a@example.org".into());
+        v.decision.quarantine = true;
+        v
+    }
+
+    fn names(e: &Edits) -> Vec<String> {
+        e.add
+            .iter()
+            .map(|h| String::from_utf8_lossy(h.name()).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn fields_are_added_in_the_one_order_and_forged_results_removed() {
+        let c = ctx();
+        let original = vec![
+            h("Authentication-Results: mx.example.net; dkim=pass\r\n"),
+            h("From: a@example.org\r\n"),
+            h("Authentication-Results: other.example; dkim=pass\r\n"),
+            h("authentication-results: MX.example.net; spf=pass\r\n"),
+        ];
+        let full = everything();
+        let unparsed = Verdict {
+            unparsed: Some("header block too large".into()),
+            ..Verdict::default()
+        };
+        let plain = Verdict::default();
+        let ar = "Authentication-Results";
+        let q = "X-Authgate-Quarantine";
+        let sig = "DKIM-Signature";
+        for (v, verified, want, removed) in [
+            (
+                &full,
+                true,
+                vec![ar, "Received-SPF", sig, sig, "X-DNSBL", q],
+                vec![0, 3],
+            ),
+            // Signing only: our signatures; the DNSBL and quarantine fields
+            // follow the results, which a signing-only pass has none of.
+            (&full, false, vec![sig, sig, "X-DNSBL", q], vec![]),
+            (&plain, true, vec![ar], vec![0, 3]),
+            (&plain, false, vec![], vec![]),
+            (&unparsed, true, vec![ar], vec![]),
+        ] {
+            let e = edits(&c, v, &original, verified, b"\r\n");
+            assert_eq!(names(&e), want, "{v:?}");
+            assert_eq!(e.remove, removed);
+        }
+        let e = edits(&c, &full, &original, true, b"\r\n");
+        let value =
+            String::from_utf8_lossy(e.authentication_results().unwrap().value()).into_owned();
+        assert_eq!(
+            value,
+            " mx.example.net;\r\n\tspf=pass smtp.mailfrom=a@example.org;\r\n\tdkim=none;\r\n\tdmarc=pass header.from=example.org"
+        );
+        let e = edits(&c, &unparsed, &original, true, b"\n");
+        assert_eq!(
+            e.add[0].raw(),
+            b"Authentication-Results: mx.example.net;\n\tdkim=permerror (header block too large)\n"
+        );
+    }
+}

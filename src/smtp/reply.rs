@@ -43,16 +43,6 @@ impl Reply {
         (200..300).contains(&self.code)
     }
 
-    /// 3xx (DATA's 354, XCLIENT's 220 is positive).
-    pub fn is_intermediate(&self) -> bool {
-        (300..400).contains(&self.code)
-    }
-
-    /// 4xx.
-    pub fn is_transient(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-
     /// The bytes on the wire, CRLF-terminated.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
@@ -147,7 +137,7 @@ mod tests {
         assert_eq!(r.lines, ["mx.example", "PIPELINING", "8BITMIME"]);
         assert_eq!(r.status, None);
         let r = Reply::parse(b"452 4.2.2 <bob@example.test> Quota exceeded\r\n").unwrap();
-        assert!(r.is_transient());
+        assert!((400..500).contains(&r.code));
     }
 
     #[test]

@@ -446,8 +446,10 @@ fn dnsbl_listing_adds_a_header_or_refuses_the_message() {
         .assert()
         .code(77);
     assert!(out.get_output().stdout.is_empty());
+    // The reply the proxy and the milter give, on stderr (the MTA logs it).
     assert!(
-        String::from_utf8_lossy(&out.get_output().stderr).contains("client listed in bl.example")
+        String::from_utf8_lossy(&out.get_output().stderr)
+            .contains("550 5.7.1 Message refused: client listed in bl.example")
     );
     let out = authgate()
         .args(["verify", "--json", "--ip", "192.0.2.66", "--config"])
@@ -632,6 +634,10 @@ fn quarantine_policy_testing_mode_and_temperror() {
     let config = policy_config(dir.path(), "[dmarc]\ntemperror_action = \"tempfail\"\n");
     let (code, out, err) = pipe_with(&config, &env, &msg);
     assert_eq!((code, out.is_empty()), (Some(75), true), "{err}");
+    assert!(
+        err.contains("451 4.7.1 Try again later: DMARC temporary error for"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -310,6 +310,11 @@ async fn several_messages_abort_and_reject_on_one_connection() {
         .await;
     assert_eq!(eom.last.0, b'y', "{eom:?}");
     assert!(eom.last.1.starts_with("550 5.7.1 "), "{eom:?}");
+    // The same words as the proxy and the pipe (outcome::Answer).
+    assert!(
+        eom.last.1.contains("Message refused: DMARC policy of"),
+        "{eom:?}"
+    );
     // Same spoof from an authenticated client: signed? No (evil.example is
     // not ours), and not rejected: authenticated clients are exempt.
     let eom = c

@@ -489,6 +489,8 @@ async fn before_queue_dmarc_reject_is_a_550_and_nothing_is_relayed() {
     c.send(DMARC_FAIL).await;
     let t = c.expect(550).await;
     assert!(t.starts_with("5.7.1"), "{t}");
+    // The same words as the milter and the pipe (outcome::Answer).
+    assert!(t.contains("Message refused: DMARC policy of"), "{t}");
     c.send("QUIT\r\n").await;
     c.expect(221).await;
     assert!(
@@ -816,14 +818,19 @@ async fn the_log_line_carries_queue_id_client_and_results() {
     let sink = Sink::start(false, SinkMode::Accept).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("authgate.toml");
-    write_config(&config, "mx.example", sink.addr, "");
+    write_config(
+        &config,
+        "mx.example",
+        sink.addr,
+        "[server]\nmax_line_length = 100\n",
+    );
     let d = Daemon::start(&config, dir.path()).await;
     let mut c = hello(d.addr, "EHLO").await;
     c.send("XFORWARD ADDR=192.0.2.1 HELO=mail.example.org IDENT=4QUEUEID\r\n")
         .await;
     c.expect(250).await;
     start_data(&mut c, "a@example.org").await;
-    c.send("From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+    c.send("From: a@example.org\r\nSubject: x\r\n\r\nhi\r\n.\r\n")
         .await;
     c.expect(250).await;
     d.wait_log("queue_id=4QUEUEID ").await;
@@ -836,6 +843,24 @@ async fn the_log_line_carries_queue_id_client_and_results() {
         "dmarc=",
         "dkim=none",
         "outcome=",
+    ] {
+        assert!(line.contains(want), "{want} missing: {line}");
+    }
+    // A message the proxy refuses itself gets the same line, with the reason.
+    c.send("XFORWARD IDENT=4REFUSED\r\n").await;
+    c.expect(250).await;
+    start_data(&mut c, "a@example.org").await;
+    let long = "x".repeat(200);
+    c.send(&format!("From: a@example.org\r\n\r\n{long}\r\n.\r\n"))
+        .await;
+    c.expect(554).await;
+    d.wait_log("queue_id=4REFUSED ").await;
+    let log = d.log();
+    let line = log.lines().find(|l| l.contains("4REFUSED")).unwrap();
+    for want in [
+        "from=a@example.org",
+        "disposition=reject",
+        "outcome=rejected 554 5.6.0 Message has a line longer than 100 bytes",
     ] {
         assert!(line.contains(want), "{want} missing: {line}");
     }
@@ -952,6 +977,10 @@ async fn dns_temperror_with_tempfail_policy_is_a_451() {
         .await;
     let t = c.expect(451).await;
     assert!(t.starts_with("4.7.1"), "{t}");
+    assert!(
+        t.contains("Try again later: DMARC temporary error for flaky.example"),
+        "{t}"
+    );
     assert!(sink.transactions().is_empty());
 }
 
