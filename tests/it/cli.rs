@@ -938,3 +938,38 @@ fn pipe_reinject_needs_a_sender_and_recipients() {
     }
     assert!(!dir.path().join("args").exists());
 }
+
+/// The README's first set-up command prints what the README shows
+/// (lines ending in `...` are prefixes; `yourhost` is the authserv-id).
+#[test]
+fn readme_sample_output_is_what_the_first_command_prints() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let command = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -- pipe "))
+        .expect("the first set-up command");
+    let (args, input) = command
+        .trim_start_matches("cargo run --release -- ")
+        .split_once(" < ")
+        .unwrap();
+    let after = readme.split("The first prints the message").nth(1).unwrap();
+    let block = after.split("```\n").nth(1).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = authgate()
+        .current_dir(root)
+        .env("AUTHGATE_AUTHSERV_ID", "yourhost")
+        .args(args.split_whitespace())
+        .write_stdin(std::fs::read(root.join(input.trim())).unwrap())
+        .assert()
+        .success();
+    let printed = String::from_utf8_lossy(&out.get_output().stdout).replace("\r\n", "\n");
+    let mut got = printed.lines();
+    for want in block.lines() {
+        let line = got.next().unwrap_or_default();
+        match want.strip_suffix(" ...") {
+            Some(prefix) => assert!(line.starts_with(prefix), "{line:?} vs README {want:?}"),
+            None => assert_eq!(line, want, "README block differs from the output"),
+        }
+    }
+}
