@@ -3,8 +3,8 @@
 //! Owns: splitting the header block from the stream, finding the
 //! DKIM-Signatures and starting their key lookups (and the `_dmarc`
 //! prewarm) as soon as the header block is complete, hashing the body once
-//! for every signature to check and to add, and at the end verifying and
-//! signing. The client checks run beside it ([`super::client`]); at the end
+//! for every signature to check and to add ([`super::signer`] plans and
+//! makes ours), and at the end verifying and signing. The client checks run beside it ([`super::client`]); at the end
 //! [`super::assess`] decides and [`super::render`] writes the edits. Must
 //! not: keep the body, decide policy or write header fields itself.
 
@@ -12,12 +12,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::client::ClientCheck;
-use super::{Context, Finished, KeyEntry, Options, PipelineError, Task, Verdict};
+use super::signer::Signer;
+use super::{Context, Finished, Options, PipelineError, Task, Verdict};
 use crate::dkim::canon::{BodyHash, BodyHashes, BodySpec};
-use crate::dkim::sign::{SignSpec, choose_headers, pattern_matches, sign};
 use crate::dkim::verify::{Candidate, evaluate, find_signatures};
 use crate::dns::{DnsError, Resolver};
-use crate::message::address::{domain_of, first_address};
 use crate::message::envelope::from_trace_headers;
 use crate::message::headers::{Header, split_fields};
 use crate::message::{HeaderSplitter, LineEnding, Split};
@@ -35,11 +34,6 @@ enum Phase {
     Unparsed(String),
 }
 
-struct PlannedSignature {
-    key: KeyEntry,
-    domain: String,
-}
-
 /// One message in flight. Feed it with [`MessageJob::push`], then
 /// [`MessageJob::finish`].
 pub struct MessageJob<R> {
@@ -51,7 +45,7 @@ pub struct MessageJob<R> {
     headers: Vec<Header>,
     candidates: Vec<Candidate>,
     lookups: HashMap<String, Lookup>,
-    planned: Vec<PlannedSignature>,
+    signer: Signer,
     hashes: BodyHashes,
     client: ClientCheck,
 }
@@ -82,7 +76,7 @@ impl<R: Resolver + 'static> MessageJob<R> {
             headers: Vec::new(),
             candidates: Vec::new(),
             lookups: HashMap::new(),
-            planned: Vec::new(),
+            signer: Signer::default(),
             hashes: BodyHashes::new([]),
             client: ClientCheck::default(),
         };
@@ -182,15 +176,9 @@ impl<R: Resolver + 'static> MessageJob<R> {
             }
         }
         if self.opts.sign {
-            self.plan_signatures();
-            if let Some(s) = &self.ctx.signing
-                && !self.planned.is_empty()
-            {
-                specs.push(BodySpec {
-                    canon: s.body_canon,
-                    limit: None,
-                });
-            }
+            let mail_from = self.opts.envelope.mail_from.as_deref();
+            self.signer = Signer::plan(&self.ctx, &self.headers, mail_from);
+            specs.extend(self.signer.body_spec(&self.ctx));
         }
         self.hashes = BodyHashes::new(specs);
     }
@@ -207,54 +195,6 @@ impl<R: Resolver + 'static> MessageJob<R> {
         ))
     }
 
-    /// The signing identity: From, then Sender, then the envelope sender.
-    fn author(&self) -> Option<String> {
-        ["From", "Sender"]
-            .iter()
-            .find_map(|name| {
-                self.headers
-                    .iter()
-                    .find(|h| h.is(name))
-                    .and_then(|h| first_address(h.value()))
-            })
-            .or_else(|| {
-                self.opts
-                    .envelope
-                    .mail_from
-                    .clone()
-                    .filter(|s| s.contains('@'))
-            })
-    }
-
-    fn plan_signatures(&mut self) {
-        let Some(signing) = &self.ctx.signing else {
-            return;
-        };
-        // No author at all still matches the pattern "*".
-        let author = self.author().unwrap_or_default();
-        let Some(row) = signing
-            .table
-            .iter()
-            .find(|r| pattern_matches(&r.pattern, &author))
-        else {
-            return;
-        };
-        let author_domain = domain_of(&author).unwrap_or_default();
-        self.planned = row
-            .keys
-            .iter()
-            .map(|k| PlannedSignature {
-                key: k.clone(),
-                domain: if k.domain == "%" {
-                    author_domain.clone()
-                } else {
-                    k.domain.clone()
-                },
-            })
-            .filter(|p| !p.domain.is_empty())
-            .collect();
-    }
-
     /// Ends the message: waits for the lookups and client checks, verifies,
     /// signs, decides ([`super::assess`]) and renders the edits.
     pub async fn finish(mut self) -> Result<Finished, PipelineError> {
@@ -268,7 +208,11 @@ impl<R: Resolver + 'static> MessageJob<R> {
         } else {
             let bodies = std::mem::replace(&mut self.hashes, BodyHashes::new([])).finish();
             if self.opts.sign {
-                self.sign_all(&bodies, &mut verdict)?;
+                let eol = self.line_ending().as_bytes();
+                let signed =
+                    self.signer
+                        .sign(&self.ctx, &self.headers, &bodies, self.opts.now, eol)?;
+                (verdict.signatures, verdict.signed) = signed;
             }
             if self.opts.verify {
                 let keys = self.collect_lookups().await?;
@@ -347,45 +291,6 @@ impl<R: Resolver + 'static> MessageJob<R> {
             })
             .collect();
     }
-
-    fn sign_all(
-        &self,
-        bodies: &[(BodySpec, BodyHash)],
-        verdict: &mut Verdict,
-    ) -> Result<(), PipelineError> {
-        let Some(signing) = &self.ctx.signing else {
-            return Ok(());
-        };
-        let spec = BodySpec {
-            canon: signing.body_canon,
-            limit: None,
-        };
-        let Some((_, body)) = bodies.iter().find(|(s, _)| *s == spec) else {
-            return Ok(());
-        };
-        let names = choose_headers(&self.headers, &signing.headers, &signing.oversign);
-        for p in &self.planned {
-            let spec = SignSpec {
-                key: Arc::clone(&p.key.key),
-                domain: p.domain.clone(),
-                selector: p.key.selector.clone(),
-                header_canon: signing.header_canon,
-                body_canon: signing.body_canon,
-                signed_headers: names.clone(),
-                timestamp: self.opts.now,
-                expiration: signing
-                    .expire_after
-                    .map(|x| self.opts.now.saturating_add(x)),
-            };
-            let header = sign(&self.headers, &spec, body, self.line_ending().as_bytes())?;
-            verdict.signatures.push(header);
-            let alg = p.key.key.algorithm().as_str().to_string();
-            verdict
-                .signed
-                .push((p.domain.clone(), p.key.selector.clone(), alg));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -394,7 +299,7 @@ mod tests {
     use crate::dkim::canon::Canon;
     use crate::dkim::key::SigningKey;
     use crate::dkim::verify::{KeyCache, VerifyOptions};
-    use crate::pipeline::{ClientChecks, Envelope, Signing, TableEntry};
+    use crate::pipeline::{ClientChecks, Envelope, KeyEntry, Signing, TableEntry};
     use crate::policy::Actions;
     use base64::Engine;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

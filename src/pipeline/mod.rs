@@ -1,9 +1,9 @@
 //! One message through DKIM, SPF, DMARC and local policy, fed in steps.
 //!
 //! Owns: the per-message work shared by every front (pipe, proxy, milter),
-//! in four pieces: [`job`] streams the message (header split, DKIM body
-//! hashes, key lookups started as soon as the header block is complete,
-//! signing); [`client`] checks the connecting client (SPF, iprev, DNSBL),
+//! in five pieces: [`job`] streams the message (header split, DKIM body
+//! hashes, key lookups started as soon as the header block is complete);
+//! [`signer`] plans and makes our signatures; [`client`] checks the connecting client (SPF, iprev, DNSBL),
 //! started as soon as the envelope is known (MAIL FROM); [`assess`]
 //! evaluates DMARC over the results and asks [`crate::policy::decide`] what
 //! they make us do; [`render`] writes the header edits in the one fixed
@@ -16,6 +16,7 @@ pub mod assess;
 pub mod client;
 pub mod job;
 pub mod render;
+pub mod signer;
 
 use std::net::IpAddr;
 use std::sync::Arc;
