@@ -4,7 +4,9 @@
 //! Owns: timeouts per phase, reading commands and DATA/BDAT, spooling the
 //! body while the pipeline hashes it, relaying the filtered message and
 //! handing the next hop's own replies back. Must not: decide what a command
-//! means (the session does) or what a result means (the pipeline does).
+//! means (the session does) or what a result means (the pipeline does), nor
+//! word a reply of its own: every reply it writes comes from the
+//! [`Session`].
 //!
 //! Never owning a message: the client gets a 2xx for a message only as the
 //! next hop's own 2xx; anything going wrong on our side becomes a 4xx.
@@ -363,11 +365,7 @@ where
         Ok(h) => h,
         Err(why) => {
             tracing::warn!(peer = %peer, "next hop {} unavailable: {why}", cx.listener.next_hop);
-            client.queue(&Reply::new(
-                421,
-                "4.4.1",
-                format!("{hostname} next hop unavailable, try again later"),
-            ));
+            client.queue(&Session::hop_unavailable(&hostname));
             let _ = client.flush().await;
             return;
         }
@@ -400,18 +398,10 @@ where
             tracing::warn!(peer = %peer, "next hop failed: {why}");
             conn.client.queue(&Session::hop_failed());
         }
-        Err(ProxyError::Shutdown) => conn.client.queue(&Reply::new(
-            421,
-            "4.3.2",
-            "Service shutting down, try again later",
-        )),
+        Err(ProxyError::Shutdown) => conn.client.queue(&Session::shutting_down()),
         Err(ProxyError::ClientTimeout) => {
             tracing::info!(peer = %peer, "client timed out");
-            conn.client.queue(&Reply::new(
-                421,
-                "4.4.2",
-                "Timeout exceeded, closing connection",
-            ));
+            conn.client.queue(&Session::timed_out());
         }
         Err(e) => tracing::info!(peer = %peer, "session ended: {e}"),
     }
@@ -500,8 +490,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             if line.is_empty() {
                 self.replies(hop, &mut waiting, &mut incoming, &mut prepared)
                     .await?;
-                self.client
-                    .queue(&Reply::new(500, "5.5.2", "Error: line too long"));
+                self.client.queue(&Session::line_too_long());
                 continue;
             }
             let step = self.session.command(&line);
@@ -532,8 +521,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                     self.client.queue(&r);
                 }
                 Step::Data => {
-                    self.client
-                        .queue(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+                    self.client.queue(&Session::go_ahead());
                     let mut msg = self.data_phase(prepared.take());
                     self.read_data(&mut msg).await?;
                     self.deliver(hop, msg).await?;
