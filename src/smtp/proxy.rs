@@ -5,7 +5,12 @@
 //! body while the pipeline hashes it, relaying the filtered message and
 //! handing the next hop's own replies back. Must not: decide what a command
 //! means (the session does) or what a message's results mean for it (the
-//! outcome layer does: [`crate::outcome::Fate`]).
+//! outcome layer does: [`crate::outcome::Fate`]), nor word a reply of its
+//! own: every reply it writes comes from the [`Session`] or from the fate.
+//!
+//! Both sides are generic streams. [`serve_connection`] (the accept loop's
+//! entry) connects to the next hop or reuses one from the [`HopPool`], then
+//! runs what [`serve_over`] runs over any connected pair of streams.
 //!
 //! Never owning a message: the client gets a 2xx for a message only as the
 //! next hop's own 2xx; anything going wrong on our side becomes a 4xx.
@@ -53,10 +58,12 @@ fn io_err(e: std::io::Error) -> ProxyError {
     ProxyError::Client(e)
 }
 
-/// The next hop connection.
-struct Hop {
-    r: ReadHalf<Stream>,
-    w: WriteHalf<Stream>,
+/// The next hop connection, over any stream: a socket in production
+/// ([`Stream`], which the pool keeps), whatever the caller of
+/// [`serve_over`] connected.
+struct Hop<H> {
+    r: ReadHalf<H>,
+    w: WriteHalf<H>,
     buf: Vec<u8>,
     /// Pipelined commands not written yet: they go out together, in one
     /// write, before the first reply is read (or with the next write).
@@ -66,21 +73,27 @@ struct Hop {
     pipelining: bool,
 }
 
-impl Hop {
-    async fn connect(to: &crate::server::listen::SocketAddress, secs: u64) -> Result<Hop, String> {
-        let stream = timeout(Duration::from_secs(secs), Stream::connect(to))
-            .await
-            .map_err(|_| format!("connect to {to} timed out"))?
-            .map_err(|e| format!("connect to {to}: {e}"))?;
+/// Connects to the next hop at `to` within `secs`.
+async fn connect(to: &crate::server::listen::SocketAddress, secs: u64) -> Result<Stream, String> {
+    timeout(Duration::from_secs(secs), Stream::connect(to))
+        .await
+        .map_err(|_| format!("connect to {to} timed out"))?
+        .map_err(|e| format!("connect to {to}: {e}"))
+}
+
+impl<H: AsyncRead + AsyncWrite> Hop<H> {
+    /// A connected next hop, nothing read from it yet; `timeout` bounds
+    /// each write and each reply.
+    fn new(stream: H, timeout: Duration) -> Hop<H> {
         let (r, w) = tokio::io::split(stream);
-        Ok(Hop {
+        Hop {
             r,
             w,
             buf: Vec::new(),
             out: Vec::new(),
-            timeout: Duration::from_secs(secs),
+            timeout,
             pipelining: false,
-        })
+        }
     }
 
     /// Writes `bytes`, after whatever was queued.
@@ -249,7 +262,7 @@ pub struct HopPool {
 }
 
 struct IdleHop {
-    hop: Hop,
+    hop: Hop<Stream>,
     caps: HopCaps,
     /// The name we greeted the next hop with.
     hostname: String,
@@ -270,7 +283,7 @@ impl HopPool {
     }
 
     /// The most recently parked connection that is still usable.
-    fn take(&self, hostname: &str) -> Option<(Hop, HopCaps)> {
+    fn take(&self, hostname: &str) -> Option<(Hop<Stream>, HopCaps)> {
         let now = tokio::time::Instant::now();
         let mut idle = self.lock();
         while let Some(mut i) = idle.pop() {
@@ -284,7 +297,13 @@ impl HopPool {
     }
 
     /// Keeps `hop` for `idle` unless the pool is full; returns it if not kept.
-    fn park(&self, hop: Hop, caps: HopCaps, hostname: String, idle: Duration) -> Option<Hop> {
+    fn park(
+        &self,
+        hop: Hop<Stream>,
+        caps: HopCaps,
+        hostname: String,
+        idle: Duration,
+    ) -> Option<Hop<Stream>> {
         if idle.is_zero() || !hop.out.is_empty() || !hop.buf.is_empty() {
             return Some(hop);
         }
@@ -335,91 +354,38 @@ pub struct ConnContext {
     pub hops: Arc<HopPool>,
 }
 
-/// Serves one SMTP/LMTP client until it quits or fails.
+/// Serves one SMTP/LMTP client until it quits or fails, over a next-hop
+/// connection an earlier client left in `cx.hops`, else a new one (see
+/// [`serve_over`]); afterwards the connection is kept there for the next
+/// client when it can be, else it gets its QUIT.
 pub async fn serve_connection<S>(stream: S, peer: Peer, cx: ConnContext)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (r, w) = tokio::io::split(stream);
-    let mut client = Client {
-        r,
-        w,
-        inbuf: Vec::new(),
-        out: Vec::new(),
-    };
     let settings = &cx.snap.config.server;
     let hostname = server_hostname(&cx.snap);
-    let pooled = cx.hops.take(&hostname);
-    let reused = pooled.is_some();
-    let opened = match pooled {
-        // The reply timeout of this session's configuration (a reload may
-        // have changed it since the connection was made).
-        Some((mut h, caps)) => {
-            h.timeout = Duration::from_secs(settings.next_hop_timeout_secs);
-            Ok((h, caps))
+    let served = match cx.hops.take(&hostname) {
+        Some((mut hop, caps)) => {
+            // The reply timeout of this session's configuration (a reload
+            // may have changed it since the connection was made).
+            hop.timeout = Duration::from_secs(settings.next_hop_timeout_secs);
+            tracing::debug!(peer = %peer, reused = true, "next hop connection");
+            let reusable =
+                serve_session(stream, &mut hop, caps.clone(), peer, &cx, &hostname).await;
+            Some((hop, caps, reusable))
         }
-        None => open_hop(&cx, &hostname).await,
+        None => match connect(&cx.listener.next_hop, settings.connect_timeout_secs).await {
+            Ok(hop) => serve_fresh(stream, hop, peer, &cx, &hostname).await,
+            Err(why) => {
+                refuse(stream, peer, &cx, &hostname, &why).await;
+                None
+            }
+        },
     };
-    let mut hop = match opened {
-        Ok(h) => h,
-        Err(why) => {
-            tracing::warn!(peer = %peer, "next hop {} unavailable: {why}", cx.listener.next_hop);
-            client.queue(&Reply::new(
-                421,
-                "4.4.1",
-                format!("{hostname} next hop unavailable, try again later"),
-            ));
-            let _ = client.flush().await;
-            return;
-        }
+    let Some((hop, caps, reusable)) = served else {
+        return;
     };
-    let trusted = match peer {
-        Peer::Unix => true,
-        Peer::Tcp(a) => crate::policy::is_internal(a.ip(), &settings.authorized_xforward_hosts),
-    };
-    tracing::debug!(peer = %peer, reused, "next hop connection");
-    let session = Session::new(SessionConfig {
-        lmtp: cx.listener.protocol == ListenProtocol::Lmtp,
-        hostname: hostname.clone(),
-        max_message_size: settings.max_message_size,
-        max_recipients: settings.max_recipients,
-        hop: hop.1.clone(),
-        trusted,
-        peer_ip: peer.ip(),
-    });
-    let mut conn = Conn {
-        cx: &cx,
-        session,
-        client,
-        shutdown: cx.shutdown.clone(),
-    };
-    let result = conn.run(&mut hop.0).await;
-    let reusable = result.is_ok() && conn.session.hop_reusable();
-    match result {
-        Ok(()) => {}
-        Err(ProxyError::Hop(why)) => {
-            tracing::warn!(peer = %peer, "next hop failed: {why}");
-            conn.client.queue(&Session::hop_failed());
-        }
-        Err(ProxyError::Shutdown) => conn.client.queue(&Reply::new(
-            421,
-            "4.3.2",
-            "Service shutting down, try again later",
-        )),
-        Err(ProxyError::ClientTimeout) => {
-            tracing::info!(peer = %peer, "client timed out");
-            conn.client.queue(&Reply::new(
-                421,
-                "4.4.2",
-                "Timeout exceeded, closing connection",
-            ));
-        }
-        Err(e) => tracing::info!(peer = %peer, "session ended: {e}"),
-    }
-    let _ = conn.client.flush().await;
-    let _ = conn.client.w.shutdown().await;
     let idle = Duration::from_secs(settings.next_hop_idle_secs);
-    let (hop, caps) = hop;
     let left = if reusable && !*cx.shutdown.borrow() {
         cx.hops.park(hop, caps, hostname, idle)
     } else {
@@ -428,6 +394,129 @@ where
     if let Some(hop) = left {
         hop.quit().await;
     }
+}
+
+/// Serves one SMTP/LMTP client over `hop`, a next-hop connection the
+/// caller has just opened (nothing read from it yet): the next hop's 220
+/// and our EHLO/LHLO first (the client gets a 421 greeting if either
+/// fails), then the client's session, then QUIT to the next hop. Uses
+/// `cx` but not its pool (`cx.hops`): the connection is not kept.
+pub async fn serve_over<C, H>(client: C, hop: H, peer: Peer, cx: ConnContext)
+where
+    C: AsyncRead + AsyncWrite + Send,
+    H: AsyncRead + AsyncWrite,
+{
+    let hostname = server_hostname(&cx.snap);
+    if let Some((hop, _, _)) = serve_fresh(client, hop, peer, &cx, &hostname).await {
+        hop.quit().await;
+    }
+}
+
+/// [`serve_over`] up to the QUIT: returns the next hop, what it offered
+/// and whether it could serve another client (`None`: it could not be
+/// greeted, and the client was refused).
+async fn serve_fresh<C, H>(
+    client: C,
+    hop: H,
+    peer: Peer,
+    cx: &ConnContext,
+    hostname: &str,
+) -> Option<(Hop<H>, HopCaps, bool)>
+where
+    C: AsyncRead + AsyncWrite + Send,
+    H: AsyncRead + AsyncWrite,
+{
+    let limit = Duration::from_secs(cx.snap.config.server.next_hop_timeout_secs);
+    match open_hop(Hop::new(hop, limit), cx, hostname).await {
+        Ok((mut hop, caps)) => {
+            tracing::debug!(peer = %peer, reused = false, "next hop connection");
+            let reusable = serve_session(client, &mut hop, caps.clone(), peer, cx, hostname).await;
+            Some((hop, caps, reusable))
+        }
+        Err(why) => {
+            refuse(client, peer, cx, hostname, &why).await;
+            None
+        }
+    }
+}
+
+/// No next hop: the client's greeting is a 421, then the connection closes.
+async fn refuse<C>(client: C, peer: Peer, cx: &ConnContext, hostname: &str, why: &str)
+where
+    C: AsyncRead + AsyncWrite,
+{
+    tracing::warn!(peer = %peer, "next hop {} unavailable: {why}", cx.listener.next_hop);
+    let (r, w) = tokio::io::split(client);
+    let mut client = Client {
+        r,
+        w,
+        inbuf: Vec::new(),
+        out: Vec::new(),
+    };
+    client.queue(&Session::hop_unavailable(hostname));
+    let _ = client.flush().await;
+}
+
+/// The client's session over a greeted next hop with `caps`, until the
+/// client quits or something fails; returns whether `hop` can serve
+/// another client.
+async fn serve_session<C, H>(
+    client: C,
+    hop: &mut Hop<H>,
+    caps: HopCaps,
+    peer: Peer,
+    cx: &ConnContext,
+    hostname: &str,
+) -> bool
+where
+    C: AsyncRead + AsyncWrite + Send,
+    H: AsyncRead + AsyncWrite,
+{
+    let (r, w) = tokio::io::split(client);
+    let client = Client {
+        r,
+        w,
+        inbuf: Vec::new(),
+        out: Vec::new(),
+    };
+    let settings = &cx.snap.config.server;
+    let trusted = match peer {
+        Peer::Unix => true,
+        Peer::Tcp(a) => crate::policy::is_internal(a.ip(), &settings.authorized_xforward_hosts),
+    };
+    let session = Session::new(SessionConfig {
+        lmtp: cx.listener.protocol == ListenProtocol::Lmtp,
+        hostname: hostname.to_string(),
+        max_message_size: settings.max_message_size,
+        max_recipients: settings.max_recipients,
+        hop: caps,
+        trusted,
+        peer_ip: peer.ip(),
+    });
+    let mut conn = Conn {
+        cx,
+        session,
+        client,
+        shutdown: cx.shutdown.clone(),
+    };
+    let result = conn.run(hop).await;
+    let reusable = result.is_ok() && conn.session.hop_reusable();
+    match result {
+        Ok(()) => {}
+        Err(ProxyError::Hop(why)) => {
+            tracing::warn!(peer = %peer, "next hop failed: {why}");
+            conn.client.queue(&Session::hop_failed());
+        }
+        Err(ProxyError::Shutdown) => conn.client.queue(&Session::shutting_down()),
+        Err(ProxyError::ClientTimeout) => {
+            tracing::info!(peer = %peer, "client timed out");
+            conn.client.queue(&Session::timed_out());
+        }
+        Err(e) => tracing::info!(peer = %peer, "session ended: {e}"),
+    }
+    let _ = conn.client.flush().await;
+    let _ = conn.client.w.shutdown().await;
+    reusable
 }
 
 fn server_hostname(snap: &Snapshot) -> String {
@@ -439,10 +528,12 @@ fn server_hostname(snap: &Snapshot) -> String {
     }
 }
 
-async fn open_hop(cx: &ConnContext, hostname: &str) -> Result<(Hop, HopCaps), String> {
-    let s = &cx.snap.config.server;
-    let mut hop = Hop::connect(&cx.listener.next_hop, s.connect_timeout_secs).await?;
-    hop.timeout = Duration::from_secs(s.next_hop_timeout_secs);
+/// Reads the next hop's greeting and says EHLO/LHLO.
+async fn open_hop<H: AsyncRead + AsyncWrite>(
+    mut hop: Hop<H>,
+    cx: &ConnContext,
+    hostname: &str,
+) -> Result<(Hop<H>, HopCaps), String> {
     let greeting = hop.reply().await.map_err(|e| e.to_string())?;
     if greeting.code != 220 {
         return Err(format!("greeting: {greeting}"));
@@ -481,7 +572,7 @@ struct Incoming {
 }
 
 impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
-    async fn run(&mut self, hop: &mut Hop) -> Result<(), ProxyError> {
+    async fn run<H: AsyncRead + AsyncWrite>(&mut self, hop: &mut Hop<H>) -> Result<(), ProxyError> {
         let greeting = self.session.greeting();
         self.client.queue(&greeting);
         let limit = Duration::from_secs(self.cx.snap.config.server.command_timeout_secs);
@@ -500,8 +591,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             if line.is_empty() {
                 self.replies(hop, &mut waiting, &mut incoming, &mut prepared)
                     .await?;
-                self.client
-                    .queue(&Reply::new(500, "5.5.2", "Error: line too long"));
+                self.client.queue(&Session::line_too_long());
                 continue;
             }
             let step = self.session.command(&line);
@@ -532,8 +622,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                     self.client.queue(&r);
                 }
                 Step::Data => {
-                    self.client
-                        .queue(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+                    self.client.queue(&Session::go_ahead());
                     let mut msg = self.data_phase(prepared.take());
                     if let Err(e) = self.read_data(&mut msg).await {
                         self.abandon(msg, &e);
@@ -568,9 +657,9 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
 
     /// Reads the next hop's replies to the commands in `waiting`, in order,
     /// and queues the client's replies.
-    async fn replies(
+    async fn replies<H: AsyncRead + AsyncWrite>(
         &mut self,
-        hop: &mut Hop,
+        hop: &mut Hop<H>,
         waiting: &mut VecDeque<Sent>,
         incoming: &mut Option<Incoming>,
         prepared: &mut Option<Incoming>,
@@ -738,7 +827,11 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
     }
 
     /// Runs the pipeline and relays the message; queues the client's replies.
-    async fn deliver(&mut self, hop: &mut Hop, mut msg: Incoming) -> Result<(), ProxyError> {
+    async fn deliver<H: AsyncRead + AsyncWrite>(
+        &mut self,
+        hop: &mut Hop<H>,
+        mut msg: Incoming,
+    ) -> Result<(), ProxyError> {
         let settings = &self.cx.snap.config.server;
         let meta = self.meta(&msg);
         let rcpts = meta.recipients;
@@ -788,7 +881,10 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
     }
 
     /// `RSET` to the next hop: whatever it had open is gone.
-    async fn reset_hop(&mut self, hop: &mut Hop) -> Result<(), ProxyError> {
+    async fn reset_hop<H: AsyncRead + AsyncWrite>(
+        &mut self,
+        hop: &mut Hop<H>,
+    ) -> Result<(), ProxyError> {
         hop.command(b"RSET\r\n").await?;
         self.session.hop_reset();
         Ok(())
@@ -803,9 +899,9 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
     }
 
     /// DATA to the next hop: the new header block, the spooled body.
-    async fn relay(
+    async fn relay<H: AsyncRead + AsyncWrite>(
         &mut self,
-        hop: &mut Hop,
+        hop: &mut Hop<H>,
         head: &[u8],
         spool: &mut Spool,
         rcpts: usize,
@@ -860,8 +956,8 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
 }
 
 /// Dot-stuffs `piece` onto `out`; sends `out` once it holds a chunk's worth.
-async fn encode_to(
-    hop: &mut Hop,
+async fn encode_to<H: AsyncRead + AsyncWrite>(
+    hop: &mut Hop<H>,
     enc: &mut DotEncoder,
     out: &mut Vec<u8>,
     piece: &[u8],
@@ -888,8 +984,8 @@ struct Sent {
 /// Sends the XFORWARD `prelude` and `command` to the next hop without
 /// reading the command's reply. With PIPELINING (RFC 2920) they go out in
 /// one write; without it each XFORWARD is answered before the next line.
-async fn send_forward(
-    hop: &mut Hop,
+async fn send_forward<H: AsyncRead + AsyncWrite>(
+    hop: &mut Hop<H>,
     prelude: &[Vec<u8>],
     command: &[u8],
 ) -> Result<Sent, ProxyError> {

@@ -82,7 +82,7 @@ pub enum Step {
     },
     /// The next hop has an open transaction: send it `RSET`, then write this.
     ResetThenReply(Reply),
-    /// Write `354` and read the message (dot-stuffed, up to `.`).
+    /// Write [`Session::go_ahead`] and read the message (dot-stuffed, up to `.`).
     Data,
     /// Read exactly `size` raw bytes (BDAT); after the last chunk the
     /// message is complete. `refuse`: read and discard, then answer this.
@@ -553,6 +553,40 @@ impl Session {
             "Error: next hop connection lost, try again later",
         )
     }
+
+    /// The greeting instead of [`Session::greeting`] when no next hop
+    /// could be reached (connect, greeting or EHLO/LHLO failed): there is
+    /// no session then, only `hostname`'s refusal before closing.
+    pub fn hop_unavailable(hostname: &str) -> Reply {
+        Reply::new(
+            421,
+            "4.4.1",
+            format!("{hostname} next hop unavailable, try again later"),
+        )
+    }
+
+    /// The reply before closing an idle session at shutdown.
+    pub fn shutting_down() -> Reply {
+        Reply::new(421, "4.3.2", "Service shutting down, try again later")
+    }
+
+    /// The reply before closing a session whose client went silent (a
+    /// command, or DATA past its per-read or whole-message limit).
+    pub fn timed_out() -> Reply {
+        Reply::new(421, "4.4.2", "Timeout exceeded, closing connection")
+    }
+
+    /// The reply to a command line longer than the I/O layer reads (it
+    /// skips the line; the session goes on).
+    pub fn line_too_long() -> Reply {
+        Reply::new(500, "5.5.2", "Error: line too long")
+    }
+
+    /// The 354 that starts the message after [`Step::Data`] (no enhanced
+    /// status code: RFC 2034 gives none to 3xx).
+    pub fn go_ahead() -> Reply {
+        Reply::new(354, "", "End data with <CR><LF>.<CR><LF>")
+    }
 }
 
 /// `line` (a MAIL or RCPT command) without its `NAME=value` ESMTP parameter;
@@ -939,6 +973,53 @@ mod tests {
             ],
         );
         assert_eq!(s.transaction().rcpts, ["postmaster"]);
+    }
+
+    #[test]
+    fn replies_owed_by_the_io_layer_keep_their_codes_and_texts() {
+        for (reply, want) in [
+            (
+                Session::hop_unavailable("filter.example.test"),
+                "421 4.4.1 filter.example.test next hop unavailable, try again later\r\n",
+            ),
+            (
+                Session::hop_failed(),
+                "421 4.4.2 Error: next hop connection lost, try again later\r\n",
+            ),
+            (
+                Session::shutting_down(),
+                "421 4.3.2 Service shutting down, try again later\r\n",
+            ),
+            (
+                Session::timed_out(),
+                "421 4.4.2 Timeout exceeded, closing connection\r\n",
+            ),
+            (
+                Session::line_too_long(),
+                "500 5.5.2 Error: line too long\r\n",
+            ),
+            (
+                Session::go_ahead(),
+                "354 End data with <CR><LF>.<CR><LF>\r\n",
+            ),
+        ] {
+            assert_eq!(String::from_utf8(reply.to_bytes()).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn data_is_answered_with_the_go_ahead() {
+        let mut s = Session::new(cfg(false));
+        run(
+            &mut s,
+            &[
+                ("EHLO mx.example.test", None),
+                ("MAIL FROM:<a@example.org>", Some(ok())),
+                ("RCPT TO:<b@example.test>", Some(ok())),
+            ],
+        );
+        assert_eq!(s.command(b"DATA\r\n"), Step::Data);
+        assert_eq!(Session::go_ahead().code, 354);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod interop;
 mod keygen;
 mod milter;
 mod oracles;
+mod proxy_io;
 mod serve;
 mod spf;
 mod spf_suite;
