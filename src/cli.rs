@@ -17,8 +17,9 @@ use figment::providers::Serialized;
 use crate::config::{Config, KeySettings, TableSettings, parse_canon};
 use crate::dkim::key::SigningKey;
 use crate::dns::{self, DnsError, DnsStats, Metered, Mx, Resolver};
-use crate::pipe::{self, EX_TEMPFAIL, SpoolSettings};
+use crate::pipe::{self, SpoolSettings};
 use crate::pipeline::{Envelope, Options};
+use crate::sysexits::EX_TEMPFAIL;
 
 const EXAMPLES_SIGN: &str = "Examples:
   authgate sign --domain example.com --selector s2026 --key /etc/authgate/keys/s2026.example.com.key < msg.eml > signed.eml
@@ -815,7 +816,8 @@ fn spf(a: SpfArgs) -> Result<ExitCode> {
 }
 
 fn milter_cmd(a: MilterArgs) -> Result<ExitCode> {
-    use crate::config::{FilterMode, ListenProtocol, ListenerSettings};
+    use crate::config::ListenerSettings;
+    use crate::role::{FilterMode, ListenProtocol};
     let mut extra = Figment::new();
     for (key, value) in [
         ("milter.listen", &a.listen),

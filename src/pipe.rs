@@ -13,13 +13,9 @@ use crate::dns::Resolver;
 use crate::message::body::Spool;
 use crate::pipeline::{Context, MessageJob, Options, PipelineError, Pushed, Verdict};
 
-/// Exit status asking the MTA to retry later (sysexits.h `EX_TEMPFAIL`).
-pub const EX_TEMPFAIL: u8 = 75;
-
-/// Default exit status for a refused message (sysexits.h `EX_NOPERM`):
-/// Postfix `pipe(8)` bounces it, Exim's `pipe` transport treats it as a
-/// permanent failure.
-pub const EX_NOPERM: u8 = 77;
+#[doc(no_inline)]
+/// Compatibility re-export: import these from [`crate::sysexits`].
+pub use crate::sysexits::{EX_NOPERM, EX_TEMPFAIL};
 
 /// Read size per chunk.
 const CHUNK: usize = 64 * 1024;

@@ -11,10 +11,11 @@ pub mod run;
 
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError, FilterMode};
+use crate::config::{Config, ConfigError};
 use crate::dns::SystemResolver;
 use crate::pipeline::Context;
 use crate::policy::{RejectAction, SpfFailAction};
+use crate::role::FilterMode;
 
 /// Everything sessions need, replaced as a whole on reload. Sessions keep
 /// the snapshot they started with, so a reload never changes a message

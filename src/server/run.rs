@@ -14,9 +14,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::Snapshot;
-use super::listen::{Listener, Peer, SocketAddress, Stream};
-use crate::config::{ListenProtocol, ListenerSettings};
+use super::listen::{Listener, Peer, Stream};
+use crate::config::ListenerSettings;
+use crate::role::ListenProtocol;
 use crate::smtp::proxy::{ConnContext, HopPool, serve_connection};
+use crate::sockaddr::SocketAddress;
 
 /// A listener bound to its socket.
 #[derive(Debug)]

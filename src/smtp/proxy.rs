@@ -21,10 +21,11 @@ use tokio::time::timeout;
 use super::data::{DotDecoder, DotEncoder};
 use super::reply::{Reply, complete_reply_len};
 use super::session::{HopCaps, Session, SessionConfig, Step};
-use crate::config::{HopProtocol, ListenProtocol, ListenerSettings, Role};
+use crate::config::ListenerSettings;
 use crate::dns::Metered;
 use crate::message::body::{Spool, SpoolReader};
 use crate::pipeline::{Envelope, MessageJob, Options, Pushed};
+use crate::role::{HopProtocol, ListenProtocol, Role};
 use crate::server::Snapshot;
 use crate::server::listen::{Peer, Stream};
 
@@ -66,7 +67,7 @@ struct Hop {
 }
 
 impl Hop {
-    async fn connect(to: &crate::server::listen::SocketAddress, secs: u64) -> Result<Hop, String> {
+    async fn connect(to: &crate::sockaddr::SocketAddress, secs: u64) -> Result<Hop, String> {
         let stream = timeout(Duration::from_secs(secs), Stream::connect(to))
             .await
             .map_err(|_| format!("connect to {to} timed out"))?

@@ -6,10 +6,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authgate::config::{Config, KeySettings, ListenProtocol, ListenerSettings, TableSettings};
+use authgate::config::{Config, KeySettings, ListenerSettings, TableSettings};
 use authgate::milter::codec::{self, MAX_PACKET};
+use authgate::role::ListenProtocol;
 use authgate::server::Snapshot;
-use authgate::server::listen::{Listener, SocketAddress, UnixSocketOptions};
+use authgate::server::listen::Listener;
+use authgate::sockaddr::{SocketAddress, UnixSocketOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

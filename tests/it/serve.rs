@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use authgate::config::Config;
 use authgate::server::Snapshot;
-use authgate::server::listen::SocketAddress;
 use authgate::server::run::{Server, bind_all};
+use authgate::sockaddr::SocketAddress;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
