@@ -868,7 +868,7 @@ async fn client_checks<R: Resolver + 'static>(
             None
         }
     };
-    let dnsbl = crate::dnsbl::check(Arc::clone(&resolver), ip, &checks.dnsbl);
+    let dnsbl = crate::dnsbl::check(&*resolver, ip, &checks.dnsbl);
     let opts = SpfOptions {
         receiver: ctx.authserv_id.clone(),
         now,
