@@ -438,7 +438,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// messages a second, and a second worker costs cross-thread wake-ups (10 %
 /// more CPU per message in the milter, measured with Postfix); 0 = one
 /// worker per CPU core. The configuration is read once more by the server.
-fn server_runtime(load: &crate::server::daemon::Loader) -> Result<tokio::runtime::Runtime> {
+fn server_runtime(load: &crate::daemon::Loader) -> Result<tokio::runtime::Runtime> {
     let threads = load().map_or(1, |c| c.server.threads);
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -752,7 +752,7 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
 fn serve(a: ServeArgs) -> Result<ExitCode> {
     let over = a.listener_override();
     let common = a.common.clone();
-    let load: crate::server::daemon::Loader = Box::new(move || {
+    let load: crate::daemon::Loader = Box::new(move || {
         let mut config = common.load(Figment::new()).map_err(|e| format!("{e:#}"))?;
         if let Some(t) = &over {
             if config.listener.len() > 1 {
@@ -772,7 +772,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         Ok(config)
     });
     let rt = server_runtime(&load)?;
-    rt.block_on(crate::server::daemon::run(load))
+    rt.block_on(crate::daemon::run(load))
         .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -831,7 +831,7 @@ fn milter_cmd(a: MilterArgs) -> Result<ExitCode> {
     }
     let common = a.common.clone();
     // `authgate milter` is `serve` with the one listener `[milter]` describes.
-    let load: crate::server::daemon::Loader = Box::new(move || {
+    let load: crate::daemon::Loader = Box::new(move || {
         let mut config = common.load(extra.clone()).map_err(|e| format!("{e:#}"))?;
         let m = &config.milter;
         config.listener = vec![ListenerSettings {
@@ -846,7 +846,7 @@ fn milter_cmd(a: MilterArgs) -> Result<ExitCode> {
         Ok(config)
     });
     let rt = server_runtime(&load)?;
-    rt.block_on(crate::server::daemon::run(load))
+    rt.block_on(crate::daemon::run(load))
         .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@
 pub mod authres;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;

@@ -2,10 +2,12 @@
 //! snapshot sessions run under, session limits, shutdown and reload.
 //!
 //! Owns: what a session gets when it starts ([`Snapshot`]: config, policy
-//! context, the process-wide DNS cache), and the per-mode policy adjustment
-//! (after-queue rejects become quarantine). Must not: speak SMTP or milter.
+//! context, the process-wide DNS cache), the per-mode policy adjustment
+//! (after-queue rejects become quarantine), and running a [`run::Service`]
+//! per listener. Must not: speak SMTP or milter, or import a front: it is
+//! handed what to run per connection (`crate::daemon` picks the fronts and
+//! handles signals).
 
-pub mod daemon;
 pub mod listen;
 pub mod run;
 
