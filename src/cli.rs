@@ -2,7 +2,10 @@
 //!
 //! Owns: the stable command-line contract (`sign`, `verify`, `pipe`,
 //! `keygen`, `config check`), exit codes, and printing. The only module that
-//! writes to stdout for humans.
+//! writes to stdout for humans. Must not: hold protocol or policy logic;
+//! the long-running commands hand over to [`crate::daemon`], key files are
+//! read and written through [`crate::keyfile`], and the exit codes come
+//! from [`crate::sysexits`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,8 +18,8 @@ use figment::Figment;
 use figment::providers::Serialized;
 
 use crate::config::{Config, KeySettings, TableSettings, parse_canon};
-use crate::dkim::key::SigningKey;
 use crate::dns::{self, DnsError, DnsStats, Metered, Mx, Resolver};
+use crate::keyfile::load_signing_key;
 use crate::pipe::{self, SpoolSettings};
 use crate::pipeline::{Envelope, Options};
 use crate::sysexits::EX_TEMPFAIL;
@@ -509,7 +512,7 @@ fn split_list(s: &str) -> Vec<String> {
 }
 
 fn sign(a: SignArgs) -> Result<ExitCode> {
-    let key = SigningKey::load(&a.key, a.allow_insecure_key)?;
+    let key = load_signing_key(&a.key, a.allow_insecure_key)?;
     if let Some(alg) = &a.algorithm
         && key.algorithm().as_str() != alg
     {
@@ -863,7 +866,7 @@ fn keygen(a: KeygenArgs) -> Result<ExitCode> {
         algorithm,
         testing: a.testing,
     };
-    let done = crate::keygen::keygen(&opts, &a.out)?;
+    let done = crate::keyfile::keygen(&opts, &a.out)?;
     let r = &done.record;
     let mut out = std::io::stdout().lock();
     writeln!(

@@ -5,7 +5,8 @@
 //! Owns: every setting's name, default and validation message. Must not:
 //! start servers or resolve names, or import a front or the server: the
 //! vocabulary it shares with them lives at the bottom of the module graph
-//! ([`crate::sockaddr`], [`crate::role`], [`crate::sysexits`]).
+//! ([`crate::sockaddr`], [`crate::role`], [`crate::sysexits`]), and key files
+//! are read through [`crate::keyfile`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::dkim::canon::Canon;
-use crate::dkim::key::SigningKey;
 use crate::dkim::sign::{DEFAULT_OVERSIGNED_HEADERS, DEFAULT_SIGNED_HEADERS};
 use crate::dkim::verify::VerifyOptions;
 use crate::pipeline::{Context, KeyEntry, Signing, TableEntry};
@@ -669,8 +669,11 @@ impl Config {
             {
                 Some((e, _)) => Arc::clone(&e.key),
                 None => Arc::new(
-                    SigningKey::load(&k.file, self.dkim.sign.allow_insecure_key_permissions)
-                        .map_err(|e| invalid(format!("{key}.file"), e.to_string()))?,
+                    crate::keyfile::load_signing_key(
+                        &k.file,
+                        self.dkim.sign.allow_insecure_key_permissions,
+                    )
+                    .map_err(|e| invalid(format!("{key}.file"), e.to_string()))?,
                 ),
             };
             out.push(KeyEntry {

@@ -13,6 +13,7 @@ pub mod dmarc;
 pub mod dns;
 pub mod dnsbl;
 pub mod iprev;
+pub mod keyfile;
 pub mod keygen;
 pub mod message;
 pub mod milter;
