@@ -2,7 +2,10 @@
 //!
 //! Owns: the stable command-line contract (`sign`, `verify`, `pipe`,
 //! `keygen`, `config check`), exit codes, and printing. The only module that
-//! writes to stdout for humans.
+//! writes to stdout for humans. Must not: hold protocol or policy logic;
+//! the long-running commands hand over to [`crate::daemon`], key files are
+//! read and written through [`crate::keyfile`], and the exit codes come
+//! from [`crate::sysexits`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,13 +17,14 @@ use clap::{Args, Parser, Subcommand};
 use figment::Figment;
 use figment::providers::Serialized;
 
-use crate::config::Role;
 use crate::config::{Config, KeySettings, TableSettings, parse_canon};
-use crate::dkim::key::SigningKey;
 use crate::dns::{self, Lookup};
+use crate::keyfile::load_signing_key;
 use crate::outcome::{Disposition, Fate, Front, InFlight, Origin, plan};
-use crate::pipe::{self, EX_TEMPFAIL, SpoolSettings};
+use crate::pipe::{self, SpoolSettings};
 use crate::pipeline::{Context, Envelope};
+use crate::role::Role;
+use crate::sysexits::EX_TEMPFAIL;
 
 const EXAMPLES_SIGN: &str = "Examples:
   authgate sign --domain example.com --selector s2026 --key /etc/authgate/keys/s2026.example.com.key < msg.eml > signed.eml
@@ -439,7 +443,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// messages a second, and a second worker costs cross-thread wake-ups (10 %
 /// more CPU per message in the milter, measured with Postfix); 0 = one
 /// worker per CPU core. The configuration is read once more by the server.
-fn server_runtime(load: &crate::server::daemon::Loader) -> Result<tokio::runtime::Runtime> {
+fn server_runtime(load: &crate::daemon::Loader) -> Result<tokio::runtime::Runtime> {
     let threads = load().map_or(1, |c| c.server.threads);
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -488,7 +492,7 @@ fn split_list(s: &str) -> Vec<String> {
 }
 
 fn sign(a: SignArgs) -> Result<ExitCode> {
-    let key = SigningKey::load(&a.key, a.allow_insecure_key)?;
+    let key = load_signing_key(&a.key, a.allow_insecure_key)?;
     if let Some(alg) = &a.algorithm
         && key.algorithm().as_str() != alg
     {
@@ -696,7 +700,7 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
 fn serve(a: ServeArgs) -> Result<ExitCode> {
     let over = a.listener_override();
     let common = a.common.clone();
-    let load: crate::server::daemon::Loader = Box::new(move || {
+    let load: crate::daemon::Loader = Box::new(move || {
         let mut config = common.load(Figment::new()).map_err(|e| format!("{e:#}"))?;
         if let Some(t) = &over {
             if config.listener.len() > 1 {
@@ -716,7 +720,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
         Ok(config)
     });
     let rt = server_runtime(&load)?;
-    rt.block_on(crate::server::daemon::run(load))
+    rt.block_on(crate::daemon::run(load))
         .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -760,7 +764,8 @@ fn spf(a: SpfArgs) -> Result<ExitCode> {
 }
 
 fn milter_cmd(a: MilterArgs) -> Result<ExitCode> {
-    use crate::config::{FilterMode, ListenProtocol, ListenerSettings};
+    use crate::config::ListenerSettings;
+    use crate::role::{FilterMode, ListenProtocol};
     let mut extra = Figment::new();
     for (key, value) in [
         ("milter.listen", &a.listen),
@@ -774,7 +779,7 @@ fn milter_cmd(a: MilterArgs) -> Result<ExitCode> {
     }
     let common = a.common.clone();
     // `authgate milter` is `serve` with the one listener `[milter]` describes.
-    let load: crate::server::daemon::Loader = Box::new(move || {
+    let load: crate::daemon::Loader = Box::new(move || {
         let mut config = common.load(extra.clone()).map_err(|e| format!("{e:#}"))?;
         let m = &config.milter;
         config.listener = vec![ListenerSettings {
@@ -789,7 +794,7 @@ fn milter_cmd(a: MilterArgs) -> Result<ExitCode> {
         Ok(config)
     });
     let rt = server_runtime(&load)?;
-    rt.block_on(crate::server::daemon::run(load))
+    rt.block_on(crate::daemon::run(load))
         .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -806,7 +811,7 @@ fn keygen(a: KeygenArgs) -> Result<ExitCode> {
         algorithm,
         testing: a.testing,
     };
-    let done = crate::keygen::keygen(&opts, &a.out)?;
+    let done = crate::keyfile::keygen(&opts, &a.out)?;
     let r = &done.record;
     let mut out = std::io::stdout().lock();
     writeln!(

@@ -3,7 +3,10 @@
 //! then validated into the runtime [`Context`] (keys loaded, table checked).
 //!
 //! Owns: every setting's name, default and validation message. Must not:
-//! start servers or resolve names.
+//! start servers or resolve names, or import a front or the server: the
+//! vocabulary it shares with them lives at the bottom of the module graph
+//! ([`crate::sockaddr`], [`crate::role`], [`crate::sysexits`]), and key files
+//! are read through [`crate::keyfile`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,10 +16,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::dkim::canon::Canon;
-use crate::dkim::key::SigningKey;
 use crate::dkim::sign::{DEFAULT_OVERSIGNED_HEADERS, DEFAULT_SIGNED_HEADERS};
 use crate::dkim::verify::VerifyOptions;
 use crate::pipeline::{Context, KeyEntry, Signing, TableEntry};
+use crate::role::{FilterMode, HopProtocol, ListenProtocol, MilterQuarantine, Role};
+use crate::sockaddr::{SocketAddress, UnixSocketOptions};
+use crate::sysexits::EX_NOPERM;
 
 /// The file read when `--config` is not given (if it exists).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/authgate/authgate.toml";
@@ -57,22 +62,12 @@ pub struct Config {
     pub milter: MilterSettings,
 }
 
-/// What a DMARC quarantine does to a message that came in over milter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MilterQuarantine {
-    /// Add the quarantine header only (Sieve or header_checks file it).
-    Header,
-    /// Also put the message in Postfix's HOLD queue (`SMFIR_QUARANTINE`).
-    Hold,
-}
-
 /// `[milter]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MilterSettings {
     /// Socket of `authgate milter` (`unix:/path`, `inet:PORT@HOST`, `IP:PORT`).
-    pub listen: crate::server::listen::SocketAddress,
+    pub listen: SocketAddress,
     /// Unix socket permission bits, octal (the MTA's user must be able to connect).
     pub socket_mode: String,
     /// Group given to the Unix socket (e.g. "postfix").
@@ -91,7 +86,7 @@ pub struct MilterSettings {
 impl Default for MilterSettings {
     fn default() -> Self {
         MilterSettings {
-            listen: crate::server::listen::SocketAddress::Unix("/run/authgate/milter.sock".into()),
+            listen: SocketAddress::Unix("/run/authgate/milter.sock".into()),
             socket_mode: "0660".into(),
             socket_group: None,
             role: Role::Auto,
@@ -102,65 +97,16 @@ impl Default for MilterSettings {
     }
 }
 
-/// What a listener's socket speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenProtocol {
-    /// SMTP (RFC 5321), e.g. Postfix `content_filter` over `smtp`.
-    Smtp,
-    /// LMTP (RFC 2033): one reply per recipient after DATA.
-    Lmtp,
-    /// The Sendmail/Postfix milter protocol.
-    Milter,
-}
-
-/// What the next hop speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HopProtocol {
-    /// SMTP (e.g. Postfix's reinjection smtpd on :10026).
-    Smtp,
-    /// LMTP (e.g. Dovecot).
-    Lmtp,
-}
-
-/// Which way mail on a listener flows (OpenDKIM `Mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Sign mail from internal or authenticated clients, verify the rest.
-    Auto,
-    /// Verify and apply policy; never sign.
-    Inbound,
-    /// Sign everything the signing table matches; never verify.
-    Outbound,
-    /// Sign and verify in one pass (OpenDKIM `Mode sv`).
-    Both,
-}
-
-/// Where the listener sits relative to the MTA's queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FilterMode {
-    /// Postfix `content_filter`: the message is already queued, so a DMARC
-    /// reject would bounce to a possibly forged sender; rejects become
-    /// quarantine unless `server.after_queue_reject` says otherwise.
-    AfterQueue,
-    /// Postfix `smtpd_proxy_filter` or a milter: a reject reaches the
-    /// sending client as a real 550.
-    BeforeQueue,
-}
-
 /// One `[[listener]]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerSettings {
     /// `127.0.0.1:10025`, `[::1]:10025`, `inet:8891@127.0.0.1` or `unix:/path`.
-    pub listen: crate::server::listen::SocketAddress,
+    pub listen: SocketAddress,
     /// smtp | lmtp | milter.
     pub protocol: ListenProtocol,
     /// Where accepted mail goes (not used by milter listeners).
-    pub next_hop: crate::server::listen::SocketAddress,
+    pub next_hop: SocketAddress,
     /// smtp | lmtp.
     pub next_hop_protocol: HopProtocol,
     /// auto | inbound | outbound | both.
@@ -176,9 +122,9 @@ pub struct ListenerSettings {
 impl Default for ListenerSettings {
     fn default() -> Self {
         ListenerSettings {
-            listen: crate::server::listen::SocketAddress::Tcp(([127, 0, 0, 1], 10025).into()),
+            listen: SocketAddress::Tcp(([127, 0, 0, 1], 10025).into()),
             protocol: ListenProtocol::Smtp,
-            next_hop: crate::server::listen::SocketAddress::Tcp(([127, 0, 0, 1], 10026).into()),
+            next_hop: SocketAddress::Tcp(([127, 0, 0, 1], 10026).into()),
             next_hop_protocol: HopProtocol::Smtp,
             role: Role::Auto,
             mode: FilterMode::AfterQueue,
@@ -203,7 +149,7 @@ impl ListenerSettings {
     }
 
     /// Mode and group for a Unix socket.
-    pub fn unix_options(&self) -> Result<crate::server::listen::UnixSocketOptions, ConfigError> {
+    pub fn unix_options(&self) -> Result<UnixSocketOptions, ConfigError> {
         let mode = match &self.socket_mode {
             None => None,
             Some(m) => Some(
@@ -215,7 +161,7 @@ impl ListenerSettings {
                 })?,
             ),
         };
-        Ok(crate::server::listen::UnixSocketOptions {
+        Ok(UnixSocketOptions {
             mode,
             group: self.socket_group.clone(),
         })
@@ -378,7 +324,7 @@ pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail";
 impl Default for PipeSettings {
     fn default() -> Self {
         PipeSettings {
-            reject_exit_code: crate::pipe::EX_NOPERM,
+            reject_exit_code: EX_NOPERM,
             sendmail: PathBuf::from(DEFAULT_SENDMAIL),
         }
     }
@@ -720,8 +666,11 @@ impl Config {
             {
                 Some((e, _)) => Arc::clone(&e.key),
                 None => Arc::new(
-                    SigningKey::load(&k.file, self.dkim.sign.allow_insecure_key_permissions)
-                        .map_err(|e| invalid(format!("{key}.file"), e.to_string()))?,
+                    crate::keyfile::load_signing_key(
+                        &k.file,
+                        self.dkim.sign.allow_insecure_key_permissions,
+                    )
+                    .map_err(|e| invalid(format!("{key}.file"), e.to_string()))?,
                 ),
             };
             out.push(KeyEntry {

@@ -3,10 +3,11 @@
 //! Owns: building the query name (reversed IPv4 octets or IPv6 nibbles under
 //! the list's zone), telling "listed" from "not listed" from "not checked"
 //! (resolver refused, unexpected answers, timeouts), and the per-zone action
-//! from configuration. Must not: apply the action; the caller does.
+//! from configuration. Must not: apply the action or log what was not
+//! checked (the caller does both), spawn tasks (the zones are asked
+//! concurrently inside the caller's task), or see the configuration.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -45,7 +46,7 @@ pub enum DnsblStatus {
     },
     /// NXDOMAIN or NODATA: not listed.
     NotListed,
-    /// No usable answer: the reason is logged as a warning, never treated as listed.
+    /// No usable answer: the caller logs the reason as a warning; never treated as listed.
     NotChecked {
         /// Why (resolver refused, timeout, unexpected answer).
         reason: String,
@@ -130,26 +131,14 @@ pub async fn check_zone<R: Resolver>(resolver: &R, ip: IpAddr, zone: &DnsblZone)
     }
 }
 
-/// Asks every zone concurrently; results in configuration order.
-pub async fn check<R: Resolver + 'static>(
-    resolver: Arc<R>,
+/// Asks every zone concurrently (the lookups are polled together in the
+/// caller's task, not spawned); results in configuration order.
+pub async fn check<R: Resolver>(
+    resolver: &R,
     ip: IpAddr,
     zones: &[DnsblZone],
 ) -> Vec<DnsblOutcome> {
-    let mut set = tokio::task::JoinSet::new();
-    for (i, zone) in zones.iter().cloned().enumerate() {
-        let resolver = Arc::clone(&resolver);
-        set.spawn(async move { (i, check_zone(&*resolver, ip, &zone).await) });
-    }
-    let mut out: Vec<(usize, DnsblOutcome)> = Vec::with_capacity(zones.len());
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok(pair) => out.push(pair),
-            Err(e) => tracing::warn!(error = %e, "DNSBL lookup task failed"),
-        }
-    }
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, o)| o).collect()
+    futures_util::future::join_all(zones.iter().map(|zone| check_zone(resolver, ip, zone))).await
 }
 
 /// The value of the DNSBL result header, e.g.
@@ -223,7 +212,7 @@ mod tests {
         ));
         assert_eq!(status("192.0.2.4").await, DnsblStatus::NotListed);
         let all = check(
-            Arc::new(dns.clone()),
+            &dns,
             "127.0.0.2".parse().unwrap(),
             &[
                 z.clone(),

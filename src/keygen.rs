@@ -1,22 +1,19 @@
-//! DKIM key generation (`authgate keygen`): a new private key on disk and the
-//! DNS TXT record that publishes its public half.
+//! DKIM key generation (`authgate keygen`): a new private key and the DNS
+//! TXT record that publishes its public half.
 //!
-//! Owns: generating RSA (`rsa` crate) and Ed25519 (`aws-lc-rs`) keys, writing
-//! the private key as PKCS#8 PEM (`BEGIN PRIVATE KEY`; v1 for Ed25519, which
-//! OpenSSL 3.0 and so OpenDKIM require) to a file that is
-//! created with mode 0600 and never overwritten, and rendering the key record
-//! (RFC 6376 §3.6.1; RFC 8463 for `k=ed25519`) three ways: a BIND zone-file
-//! line, a single-line value for web DNS panels, and the bare `p=` value.
+//! Owns: generating RSA (`rsa` crate) and Ed25519 (`aws-lc-rs`) keys,
+//! encoding the private key as PKCS#8 PEM (`BEGIN PRIVATE KEY`; v1 for
+//! Ed25519, which OpenSSL 3.0 and so OpenDKIM require), the key file's name
+//! (`<selector>.<domain>.key`, see [`key_file_name`]), and rendering the key
+//! record (RFC 6376 §3.6.1; RFC 8463 for `k=ed25519`) three ways: a BIND
+//! zone-file line, a single-line value for web DNS panels, and the bare `p=`
+//! value.
 //!
-//! Must not: parse command lines or print (that is `cli.rs`), or ever format
-//! private key bytes through `Debug`/`Display`.
-//!
-//! File name: `<out_dir>/<selector>.<domain>.key` (see [`key_file_name`]).
+//! Must not: touch files (writing the key file, mode 0600 and never
+//! overwriting, is `crate::keyfile`), parse command lines or print (that is
+//! `cli.rs`), or ever format private key bytes through `Debug`/`Display`.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
@@ -76,7 +73,7 @@ pub struct KeygenOptions {
     pub testing: bool,
 }
 
-/// Errors from key generation and key file writing.
+/// Errors from key generation.
 #[derive(Debug, thiserror::Error)]
 pub enum KeygenError {
     /// The RSA modulus size is outside [`MIN_RSA_BITS`]`..=`[`MAX_RSA_BITS`].
@@ -91,17 +88,6 @@ pub enum KeygenError {
         value: String,
         /// What is wrong with it.
         why: &'static str,
-    },
-    /// The key file already exists; it is never overwritten.
-    #[error("{0} already exists; refusing to overwrite a key file (move it away first)")]
-    Exists(PathBuf),
-    /// Creating or writing the key file failed.
-    #[error("cannot write {path}: {source}")]
-    Io {
-        /// The key file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
     },
     /// The crypto library failed to generate or encode the key.
     #[error("key generation failed: {0}")]
@@ -284,65 +270,9 @@ pub fn key_file_name(selector: &str, domain: &str) -> Result<String, KeygenError
     Ok(format!("{selector}.{domain}.key"))
 }
 
-/// Writes `pem` to a new file at `path` with mode 0600.
-///
-/// The file is created with `O_CREAT|O_EXCL` and the final mode in one step,
-/// so it never exists with wider permissions and an existing file (or
-/// symlink) is never overwritten. On a write error the partial file is removed.
-pub fn write_private_key(path: &Path, pem: &str) -> Result<(), KeygenError> {
-    let io = |source| KeygenError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => KeygenError::Exists(path.to_owned()),
-            _ => io(e),
-        })?;
-    let written = file
-        .write_all(pem.as_bytes())
-        .and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        // Best effort: the error we report is the write error.
-        let _ = std::fs::remove_file(path);
-        return Err(io(e));
-    }
-    Ok(())
-}
-
-/// Result of [`keygen`]: where the key went and what to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeygenOutput {
-    /// The private key file that was written (mode 0600).
-    pub key_path: PathBuf,
-    /// The key record to publish in DNS.
-    pub record: DnsRecord,
-}
-
-/// Generates a key, writes it to `<out_dir>/<selector>.<domain>.key` (mode
-/// 0600, never overwriting) and returns the file path and the DNS record.
-pub fn keygen(opts: &KeygenOptions, out_dir: &Path) -> Result<KeygenOutput, KeygenError> {
-    let key_path = out_dir.join(key_file_name(&opts.selector, &opts.domain)?);
-    if key_path.exists() {
-        // Checked again atomically by create_new; this just avoids a slow RSA
-        // generation that would be thrown away.
-        return Err(KeygenError::Exists(key_path));
-    }
-    let key = PrivateKey::generate(opts.algorithm)?;
-    let record = DnsRecord::new(opts, key.public_key())?;
-    write_private_key(&key_path, key.pem())?;
-    Ok(KeygenOutput { key_path, record })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
-    use std::os::unix::fs::PermissionsExt;
 
     fn opts(algorithm: KeyAlgorithm) -> KeygenOptions {
         KeygenOptions {
@@ -353,56 +283,9 @@ mod tests {
         }
     }
 
-    /// Parses `v=DKIM1; k=..; p=..` into (k, p bytes, has t=y).
-    fn parse_record(value: &str) -> (String, Vec<u8>, bool) {
-        let mut k = String::new();
-        let mut p = Vec::new();
-        let mut t = false;
-        for tag in value.split(';') {
-            let (n, v) = tag.trim().split_once('=').expect("tag=value");
-            match n {
-                "k" => k = v.to_owned(),
-                "p" => p = BASE64.decode(v).expect("base64"),
-                "t" => t = v == "y",
-                _ => {}
-            }
-        }
-        (k, p, t)
-    }
-
     /// Re-joins the character-strings of a zone line.
     fn unzone(line: &str) -> String {
         line.split('"').skip(1).step_by(2).collect()
-    }
-
-    #[test]
-    fn rsa_key_loads_back_and_matches_record() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = keygen(&opts(KeyAlgorithm::Rsa { bits: 1024 }), dir.path()).expect("keygen");
-        let pem = std::fs::read_to_string(&out.key_path).expect("read");
-        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
-        let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).expect("pkcs8");
-        let (k, p, t) = parse_record(&out.record.value);
-        assert_eq!((k.as_str(), t), ("rsa", false));
-        let public = rsa::RsaPublicKey::from_public_key_der(&p).expect("spki");
-        assert_eq!(public, key.to_public_key());
-        assert_eq!(out.record.public_key, BASE64.encode(&p));
-    }
-
-    #[test]
-    fn ed25519_key_loads_back_and_matches_record() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut o = opts(KeyAlgorithm::Ed25519);
-        o.testing = true;
-        let out = keygen(&o, dir.path()).expect("keygen");
-        let pem = std::fs::read(&out.key_path).expect("read");
-        let (label, der) = rsa::pkcs8::der::pem::decode_vec(&pem).expect("pem");
-        assert_eq!(label, "PRIVATE KEY");
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).expect("pkcs8");
-        let (k, p, t) = parse_record(&out.record.value);
-        assert_eq!((k.as_str(), t), ("ed25519", true));
-        assert_eq!(p.len(), 32);
-        assert_eq!(p, pair.public_key().as_ref());
     }
 
     #[test]
@@ -416,30 +299,6 @@ mod tests {
         ];
         assert_eq!(der.len(), 48);
         assert_eq!(der[..16], prefix);
-    }
-
-    #[test]
-    fn key_file_is_mode_0600_and_named_selector_domain() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = keygen(&opts(KeyAlgorithm::Ed25519), dir.path()).expect("keygen");
-        assert_eq!(out.key_path, dir.path().join("sel1.example.com.key"));
-        let mode = std::fs::metadata(&out.key_path)
-            .expect("stat")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-
-    #[test]
-    fn refuses_to_overwrite_existing_key() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("sel1.example.com.key");
-        std::fs::write(&path, "precious").expect("write");
-        let err = keygen(&opts(KeyAlgorithm::Ed25519), dir.path()).expect_err("must refuse");
-        assert!(matches!(err, KeygenError::Exists(_)), "{err}");
-        let err = write_private_key(&path, "new").expect_err("must refuse");
-        assert!(err.to_string().contains("refusing to overwrite"), "{err}");
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "precious");
     }
 
     #[test]

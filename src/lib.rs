@@ -1,17 +1,25 @@
 //! authgate: a mail-authentication gate.
 //!
-//! The library holds all logic; `main.rs` only calls [`cli::run`]. Protocol
-//! cores (`message`, `dkim`, `authres`) are pure and synchronous; DNS comes
-//! through the [`dns::Resolver`] trait; I/O lives in `pipe` and `cli`.
+//! The library holds all logic; `main.rs` only calls [`cli::run`]. Imports
+//! run one way, down this list: the fronts (`cli`, `daemon`, `smtp`,
+//! `milter`, `pipe`) → [`server`] (sockets, limits, reload; handed a
+//! [`server::run::Service`] per listener, knows no front) → `config` (with
+//! [`keyfile`] beside it) → `pipeline` → `policy` → the pure cores (`spf`,
+//! `dmarc`, `dkim`, `authres`, `iprev`, `dnsbl`, `keygen`) → `message`,
+//! `dns` and the shared vocabulary ([`sockaddr`], [`role`], [`sysexits`]).
+//! The pure cores read no files, spawn no tasks, log nothing and never see
+//! the configuration; DNS comes through the [`dns::Resolver`] trait.
 
 pub mod authres;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dkim;
 pub mod dmarc;
 pub mod dns;
 pub mod dnsbl;
 pub mod iprev;
+pub mod keyfile;
 pub mod keygen;
 pub mod log;
 pub mod message;
@@ -20,6 +28,9 @@ pub mod outcome;
 pub mod pipe;
 pub mod pipeline;
 pub mod policy;
+pub mod role;
 pub mod server;
 pub mod smtp;
+pub mod sockaddr;
 pub mod spf;
+pub mod sysexits;

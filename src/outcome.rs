@@ -19,13 +19,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Role;
 use crate::dns::{DnsStats, Lookup, Metered};
 use crate::message::LineEnding;
 use crate::message::headers::Header;
 use crate::pipeline::{
     Context, Edits, Envelope, Finished, MessageJob, Options, PipelineError, Pushed, Verdict,
 };
+use crate::role::Role;
 
 /// What happens to the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,14 +13,6 @@ use crate::message::body::Spool;
 use crate::outcome::{Fate, InFlight, Meta};
 use crate::pipeline::Pushed;
 
-/// Exit status asking the MTA to retry later (sysexits.h `EX_TEMPFAIL`).
-pub const EX_TEMPFAIL: u8 = 75;
-
-/// Default exit status for a refused message (sysexits.h `EX_NOPERM`):
-/// Postfix `pipe(8)` bounces it, Exim's `pipe` transport treats it as a
-/// permanent failure.
-pub const EX_NOPERM: u8 = 77;
-
 /// Read size per chunk.
 const CHUNK: usize = 64 * 1024;
 

@@ -10,7 +10,7 @@
 //! produces encodes to a packet that decodes back.
 #![no_main]
 
-use authgate::config::{MilterQuarantine, Role};
+use authgate::role::{MilterQuarantine, Role};
 use authgate::milter::codec::{self, CodecError, MAX_PACKET};
 use authgate::milter::session::{Action, Outcome, Session, Settings};
 use authgate::pipeline::Verdict;

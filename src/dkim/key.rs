@@ -1,9 +1,11 @@
 //! DKIM keys: the DNS key record (RFC 6376 §3.6.1, RFC 8463) and private
-//! signing keys loaded from files.
+//! signing keys parsed from their bytes.
 //!
 //! Owns: parsing `v=DKIM1; k=...; p=...` records into a usable public key with
-//! its flags, key-size policy, and loading PEM/DER private keys with the
-//! permission check. Must not: log or `Debug`-print private key material.
+//! its flags, key-size policy, and parsing PEM/DER private keys
+//! ([`SigningKey::parse`]). Must not: read files (reading a key file and its
+//! permission check are `crate::keyfile`), log, or `Debug`-print private
+//! key material.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -262,33 +264,6 @@ impl PublicKey {
     }
 }
 
-/// Why a private key file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    /// The file could not be read.
-    #[error("cannot read key file {path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is readable or writable by group or others.
-    #[error(
-        "key file {path} has mode {mode:04o}, readable by group or others; run `chmod 600 {path}` \
-         (or set dkim.sign.allow_insecure_key_permissions = true)"
-    )]
-    Permissions {
-        /// The file.
-        path: String,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The contents are not a supported private key.
-    #[error("key file {0} is not an RSA or Ed25519 private key (PKCS#1 or PKCS#8, PEM or DER)")]
-    Format(String),
-}
-
 /// A private signing key. `Debug` shows the type and size only.
 pub enum SigningKey {
     /// RSA key pair of 2048 to 8192 bits (signs rsa-sha256 with aws-lc).
@@ -315,23 +290,6 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// Reads a key file, refusing group/other-accessible files unless allowed.
-    pub fn load(path: &std::path::Path, allow_insecure: bool) -> Result<SigningKey, KeyFileError> {
-        use std::os::unix::fs::PermissionsExt;
-        let shown = path.display().to_string();
-        let io = |source| KeyFileError::Io {
-            path: shown.clone(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 && !allow_insecure {
-            return Err(KeyFileError::Permissions { path: shown, mode });
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
-        SigningKey::parse(&bytes).ok_or(KeyFileError::Format(shown))
-    }
-
     /// Parses PEM (PKCS#1 `RSA PRIVATE KEY` or PKCS#8 `PRIVATE KEY`) or DER.
     pub fn parse(bytes: &[u8]) -> Option<SigningKey> {
         use rsa::pkcs8::der::pem;
@@ -492,20 +450,5 @@ mod tests {
     fn debug_hides_private_key() {
         let key = SigningKey::ed25519_from_seed(&[1u8; 32]).unwrap();
         assert_eq!(format!("{key:?}"), "SigningKey::Ed25519");
-    }
-
-    #[test]
-    fn refuses_world_readable_key_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.pem");
-        std::fs::write(&path, b"x").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = SigningKey::load(&path, false).unwrap_err();
-        assert!(err.to_string().contains("chmod 600"), "{err}");
-        assert!(matches!(
-            SigningKey::load(&path, true),
-            Err(KeyFileError::Format(_))
-        ));
     }
 }

@@ -5,17 +5,19 @@
 //! message (OpenDKIM's rules: SASL-authenticated client, internal host,
 //! outbound listener or daemon, local submission), rebuilding the header
 //! block from header events, and turning a message's [`Fate`] into replies
-//! with the MTA's header index arithmetic. Must not: touch sockets, run the pipeline
-//! or read the clock ([`super`] does that, driven by [`Action`]s).
+//! with the MTA's header index arithmetic. Must not: touch sockets, run the
+//! pipeline or read the clock ([`super`] does that, driven by [`Action`]s),
+//! or import the configuration: its [`Settings`] are plain values, and the
+//! role and quarantine vocabulary comes from [`crate::role`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::codec::{Command, Family, Response, VERSION, actions, client_ip, protocol};
-use crate::config::{MilterQuarantine, Role};
 use crate::message::headers::Header;
 use crate::outcome::{Disposition, Fate, Meta, Origin, Plan};
 use crate::pipeline::Envelope;
+use crate::role::{MilterQuarantine, Role};
 
 /// Modifications we may ask for, and (version 6) naming our macros.
 pub const WANT_ACTIONS: u32 =

@@ -67,7 +67,7 @@ impl ClientCheck {
         };
         let (ctx, resolver, env) = (Arc::clone(ctx), Arc::clone(resolver), env.clone());
         self.0 = Some(Box::new(Task::start(&handle, async move {
-            run(&ctx, &resolver, &env, now).await
+            run(&ctx, &*resolver, &env, now).await
         })));
     }
 
@@ -81,20 +81,14 @@ impl ClientCheck {
     ) -> Result<ClientResults, PipelineError> {
         match self.0 {
             Some(task) => task.join().await,
-            None if wanted(ctx, env) => Ok(run(ctx, resolver, env, now).await),
+            None if wanted(ctx, env) => Ok(run(ctx, &**resolver, env, now).await),
             None => Ok(ClientResults::default()),
         }
     }
 }
 
 /// iprev, DNSBL and SPF for the envelope, concurrently.
-async fn run<R: Resolver + 'static>(
-    ctx: &Context,
-    shared: &Arc<R>,
-    env: &Envelope,
-    now: u64,
-) -> ClientResults {
-    let resolver: &R = shared;
+async fn run<R: Resolver>(ctx: &Context, resolver: &R, env: &Envelope, now: u64) -> ClientResults {
     let Some(ip) = env.client_ip else {
         return ClientResults::default();
     };
@@ -106,7 +100,7 @@ async fn run<R: Resolver + 'static>(
             None
         }
     };
-    let dnsbl = crate::dnsbl::check(Arc::clone(shared), ip, &checks.dnsbl);
+    let dnsbl = crate::dnsbl::check(resolver, ip, &checks.dnsbl);
     let opts = SpfOptions {
         receiver: ctx.authserv_id.clone(),
         now,

@@ -363,8 +363,14 @@ mod tests {
                 table,
                 header_canon: Canon::Relaxed,
                 body_canon: Canon::Relaxed,
-                headers: crate::config::SignSettings::default().headers,
-                oversign: crate::config::SignSettings::default().oversign,
+                headers: crate::dkim::sign::DEFAULT_SIGNED_HEADERS
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect(),
+                oversign: crate::dkim::sign::DEFAULT_OVERSIGNED_HEADERS
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect(),
                 expire_after: Some(3600),
             }),
             max_header_bytes: 1 << 20,

@@ -25,11 +25,11 @@ use crate::dkim::canon::Canon;
 use crate::dkim::key::SigningKey;
 use crate::dkim::verify::{DkimOutcome, KeyCache, VerifyOptions};
 use crate::dmarc::{DmarcOptions, DmarcOutcome};
-use crate::dnsbl::{DnsblOutcome, DnsblZone};
+use crate::dnsbl::{DnsblAction, DnsblOutcome, DnsblZone};
 use crate::iprev::IprevOutcome;
 use crate::message::HeaderSplitter;
 use crate::message::headers::Header;
-use crate::policy::{Actions, Decision};
+use crate::policy::{Actions, Decision, RejectAction, SpfFailAction};
 use crate::spf::SpfOutcome;
 
 pub use job::{MessageJob, Pushed};
@@ -101,6 +101,31 @@ pub struct Context {
     pub trusted_received_by: Vec<String>,
     /// DKIM key records already parsed, shared by the messages of this context.
     pub dkim_keys: KeyCache,
+}
+
+impl Context {
+    /// The policy of an after-queue listener. After the queue a reject
+    /// means a bounce to the envelope sender, which a spoofer chose
+    /// (backscatter): unless `really_reject`, DMARC and SPF rejects become
+    /// quarantine and a DNSBL reject a header.
+    pub fn after_queue(&self, really_reject: bool) -> Context {
+        let mut c = self.clone();
+        if really_reject {
+            return c;
+        }
+        if c.actions.dmarc_reject == RejectAction::Reject {
+            c.actions.dmarc_reject = RejectAction::Quarantine;
+        }
+        if c.actions.spf_fail == SpfFailAction::Reject {
+            c.actions.spf_fail = SpfFailAction::Quarantine;
+        }
+        for zone in &mut c.client_checks.dnsbl {
+            if zone.action == DnsblAction::Reject {
+                zone.action = DnsblAction::Header;
+            }
+        }
+        c
+    }
 }
 
 /// Checks of the connecting client that need only its address.

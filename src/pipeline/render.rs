@@ -155,13 +155,23 @@ mod tests {
     use crate::spf::{SpfOutcome, SpfResult};
 
     fn ctx() -> Context {
-        let mut c = crate::config::Config::default()
-            .context()
-            .expect("default context");
-        c.authserv_id = "mx.example.net".into();
-        c.client_checks.received_spf = true;
-        c.client_checks.dnsbl_header = "X-DNSBL".into();
-        c
+        Context {
+            authserv_id: "mx.example.net".into(),
+            verify: Default::default(),
+            signing: None,
+            max_header_bytes: 1 << 20,
+            client_checks: crate::pipeline::ClientChecks {
+                received_spf: true,
+                dnsbl_header: "X-DNSBL".into(),
+                ..Default::default()
+            },
+            dmarc: None,
+            actions: Default::default(),
+            internal_hosts: Vec::new(),
+            trusted_authserv_ids: Vec::new(),
+            trusted_received_by: Vec::new(),
+            dkim_keys: Default::default(),
+        }
     }
 
     fn h(raw: &str) -> Header {

@@ -2,19 +2,21 @@
 //! snapshot sessions run under, session limits, shutdown and reload.
 //!
 //! Owns: what a session gets when it starts ([`Snapshot`]: config, policy
-//! context, the process-wide DNS cache), and the per-mode policy adjustment
-//! (after-queue rejects become quarantine). Must not: speak SMTP or milter.
+//! context, the process-wide DNS cache), the per-mode policy adjustment
+//! (after-queue rejects become quarantine), and running a [`run::Service`]
+//! per listener. Must not: speak SMTP or milter, or import a front: it is
+//! handed what to run per connection (`crate::daemon` picks the fronts and
+//! handles signals).
 
-pub mod daemon;
 pub mod listen;
 pub mod run;
 
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError, FilterMode};
+use crate::config::{Config, ConfigError};
 use crate::dns::SystemResolver;
 use crate::pipeline::Context;
-use crate::policy::{RejectAction, SpfFailAction};
+use crate::role::FilterMode;
 
 /// Everything sessions need, replaced as a whole on reload. Sessions keep
 /// the snapshot they started with, so a reload never changes a message
@@ -57,7 +59,7 @@ impl Snapshot {
         resolver: Arc<SystemResolver>,
     ) -> Result<Snapshot, SnapshotError> {
         let before = config.context()?;
-        let after = after_queue_context(&before, config.server.after_queue_reject);
+        let after = before.after_queue(config.server.after_queue_reject);
         Ok(Snapshot {
             before_queue: Arc::new(before),
             after_queue: Arc::new(after),
@@ -75,30 +77,10 @@ impl Snapshot {
     }
 }
 
-/// After the queue a reject means a bounce to the envelope sender, which a
-/// spoofer chose (backscatter): unless asked to, quarantine instead.
-fn after_queue_context(ctx: &Context, really_reject: bool) -> Context {
-    let mut c = ctx.clone();
-    if really_reject {
-        return c;
-    }
-    if c.actions.dmarc_reject == RejectAction::Reject {
-        c.actions.dmarc_reject = RejectAction::Quarantine;
-    }
-    if c.actions.spf_fail == SpfFailAction::Reject {
-        c.actions.spf_fail = SpfFailAction::Quarantine;
-    }
-    for zone in &mut c.client_checks.dnsbl {
-        if zone.action == crate::dnsbl::DnsblAction::Reject {
-            zone.action = crate::dnsbl::DnsblAction::Header;
-        }
-    }
-    c
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{RejectAction, SpfFailAction};
 
     #[test]
     fn after_queue_turns_rejects_into_quarantine_unless_told() {

@@ -1,11 +1,15 @@
-//! The accept loops of `serve`: every listener, one session limit, the
-//! snapshot swap on reload, and a graceful stop.
+//! The accept loops of `serve` and `milter`: every listener, one session
+//! limit, the snapshot swap on reload, and a graceful stop.
 //!
-//! Owns: binding, the `max_sessions` limit (421 past it), which protocol
-//! handler a connection goes to, and waiting for sessions in flight on
-//! shutdown. Must not: read signals or files (the CLI does, then calls
-//! [`Server::reload`] / [`Server::shutdown`]).
+//! Owns: accepting, the `max_sessions` limit (past it a client gets the
+//! service's [`Service::busy`] line and is closed), the once-a-second
+//! housekeeping tick, and waiting for sessions in flight on shutdown. Takes
+//! a [`Service`] per listener from the caller and hands it each accepted
+//! connection. Must not: know which fronts exist (it imports neither `smtp`
+//! nor `milter`; `crate::daemon` chooses), or read signals or files (the
+//! daemon does, then calls [`Server::reload`] / [`Server::shutdown`]).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +18,56 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::Snapshot;
-use super::listen::{Listener, Peer, SocketAddress, Stream};
-use crate::config::{ListenProtocol, ListenerSettings};
-use crate::smtp::proxy::{ConnContext, HopPool, serve_connection};
+use super::listen::{Listener, Peer, Stream};
+use crate::config::ListenerSettings;
+use crate::sockaddr::SocketAddress;
+
+/// What a listener runs for each connection: a front (the SMTP/LMTP proxy,
+/// the milter) seen from the server. The server makes one value per
+/// listener when it starts (see [`Server::start`]) and shares it between
+/// that listener's sessions, so per-listener state (the proxy's pool of
+/// idle next-hop connections) lives in it.
+///
+/// Generic, not `dyn`: the server is monomorphised over the one type the
+/// daemon passes (an enum of its fronts), and no future is boxed.
+pub trait Service: Send + Sync + 'static {
+    /// Serves one accepted connection until it ends. `listener` is the
+    /// listener's settings, `snap` the configuration at accept time (kept
+    /// for the whole session), and `shutdown` flips to `true` when the
+    /// server stops, so idle sessions can close.
+    fn serve(
+        &self,
+        stream: Stream,
+        peer: Peer,
+        listener: Arc<ListenerSettings>,
+        snap: Arc<Snapshot>,
+        shutdown: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Whether [`Service::sweep`] is worth calling once a second while the
+    /// listener accepts (it is always called once at shutdown). `false`
+    /// keeps the accept loop from waking when there is nothing to sweep.
+    fn sweeps(&self) -> bool {
+        false
+    }
+
+    /// Housekeeping due now, taken out synchronously, as a future the
+    /// server spawns (`None`: nothing to do). Called once a second with
+    /// `all == false` when [`Service::sweeps`], and once with `all == true`
+    /// after the sessions ended at shutdown (then it is awaited). The
+    /// SMTP front closes its idle next-hop connections here.
+    fn sweep(&self, all: bool) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let _ = all;
+        None::<std::future::Ready<()>>
+    }
+
+    /// What to write to a client refused because `server.max_sessions`
+    /// sessions are running, before closing it (`None`: just close; a
+    /// milter client then applies its default action).
+    fn busy(&self) -> Option<&'static [u8]> {
+        None
+    }
+}
 
 /// A listener bound to its socket.
 #[derive(Debug)]
@@ -48,22 +99,27 @@ pub async fn bind_all(list: &[ListenerSettings]) -> Result<Vec<Bound>, String> {
     Ok(out)
 }
 
-/// A running server.
+/// A running server whose listeners run services of type `S`.
 #[derive(Debug)]
-pub struct Server {
+pub struct Server<S> {
     snap: watch::Sender<Arc<Snapshot>>,
     shutdown: watch::Sender<bool>,
     sessions: Arc<Semaphore>,
     max_sessions: u32,
     loops: Vec<JoinHandle<()>>,
     addrs: Vec<SocketAddress>,
-    /// Each SMTP/LMTP listener's idle next-hop connections.
-    pools: Vec<Arc<HopPool>>,
+    /// Each listener's service (for the sweep at shutdown).
+    services: Vec<Arc<S>>,
 }
 
-impl Server {
-    /// Starts accepting on every listener.
-    pub fn start(bound: Vec<Bound>, snap: Snapshot) -> Server {
+impl<S: Service> Server<S> {
+    /// Starts accepting on every listener; `service` makes each listener's
+    /// [`Service`] from its settings.
+    pub fn start(
+        bound: Vec<Bound>,
+        snap: Snapshot,
+        service: impl Fn(&ListenerSettings) -> S,
+    ) -> Server<S> {
         let max_sessions =
             u32::try_from(snap.config.server.max_sessions.max(1)).unwrap_or(u32::MAX >> 4);
         let (snap_tx, _) = watch::channel(Arc::new(snap));
@@ -71,19 +127,19 @@ impl Server {
         let sessions = Arc::new(Semaphore::new(max_sessions as usize));
         let mut addrs = Vec::new();
         let mut loops = Vec::new();
-        let mut pools = Vec::new();
+        let mut services = Vec::new();
         for b in bound {
             if let Ok(a) = b.listener.local_addr() {
                 addrs.push(a);
             }
-            let hops = Arc::new(HopPool::default());
-            pools.push(Arc::clone(&hops));
+            let svc = Arc::new(service(&b.settings));
+            services.push(Arc::clone(&svc));
             loops.push(tokio::spawn(accept_loop(
                 b,
                 snap_tx.subscribe(),
                 shutdown_tx.subscribe(),
                 Arc::clone(&sessions),
-                hops,
+                svc,
             )));
         }
         Server {
@@ -93,7 +149,7 @@ impl Server {
             max_sessions,
             loops,
             addrs,
-            pools,
+            services,
         }
     }
 
@@ -117,8 +173,9 @@ impl Server {
         self.max_sessions as usize - self.sessions.available_permits()
     }
 
-    /// Stops accepting, tells idle sessions to close (421), waits for the
-    /// rest up to `deadline`. Returns whether every session finished.
+    /// Stops accepting, tells idle sessions to close (SMTP: 421), waits for
+    /// the rest up to `deadline`, then runs every service's final sweep.
+    /// Returns whether every session finished.
     pub async fn shutdown(self, deadline: Duration) -> bool {
         self.shutdown.send_replace(true);
         for l in &self.loops {
@@ -129,36 +186,36 @@ impl Server {
         }
         let all = self.sessions.acquire_many(self.max_sessions);
         let finished = tokio::time::timeout(deadline, all).await.is_ok();
-        // Idle next-hop connections get their QUIT (each bounded by 5 s).
-        let mut quits = tokio::task::JoinSet::new();
-        for pool in &self.pools {
-            for quit in pool.expired(true) {
-                quits.spawn(quit);
+        // E.g. idle next-hop connections get their QUIT (each bounded by 5 s).
+        let mut sweeps = tokio::task::JoinSet::new();
+        for svc in &self.services {
+            if let Some(sweep) = svc.sweep(true) {
+                sweeps.spawn(sweep);
             }
         }
-        while quits.join_next().await.is_some() {}
+        while sweeps.join_next().await.is_some() {}
         finished
     }
 }
 
-async fn accept_loop(
+async fn accept_loop<S: Service>(
     bound: Bound,
     snap: watch::Receiver<Arc<Snapshot>>,
     shutdown: watch::Receiver<bool>,
     sessions: Arc<Semaphore>,
-    hops: Arc<HopPool>,
+    service: Arc<S>,
 ) {
     let Bound { settings, listener } = bound;
-    // Idle next-hop connections past their time are closed (QUIT) here.
-    let sweep = settings.protocol != ListenProtocol::Milter;
+    // The service's housekeeping (idle next-hop connections closed) runs here.
+    let sweep = service.sweeps();
     let mut reap = tokio::time::interval(Duration::from_secs(1));
     reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = reap.tick(), if sweep => {
-                for quit in hops.expired(false) {
-                    tokio::spawn(quit);
+                if let Some(work) = service.sweep(false) {
+                    tokio::spawn(work);
                 }
                 continue;
             }
@@ -174,49 +231,25 @@ async fn accept_loop(
         };
         let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() else {
             tracing::warn!(peer = %peer, "too many sessions; refusing");
-            tokio::spawn(refuse_busy(stream, settings.protocol));
+            tokio::spawn(refuse_busy(stream, service.busy()));
             continue;
         };
         let snapshot = Arc::clone(&snap.borrow());
         let listener_settings = Arc::clone(&settings);
         let shutdown = shutdown.clone();
-        let hops = Arc::clone(&hops);
+        let service = Arc::clone(&service);
         tokio::spawn(async move {
-            handle(stream, peer, listener_settings, snapshot, shutdown, hops).await;
+            service
+                .serve(stream, peer, listener_settings, snapshot, shutdown)
+                .await;
             drop(permit);
         });
     }
 }
 
-async fn handle(
-    stream: Stream,
-    peer: Peer,
-    settings: Arc<ListenerSettings>,
-    snap: Arc<Snapshot>,
-    shutdown: watch::Receiver<bool>,
-    hops: Arc<HopPool>,
-) {
-    match settings.protocol {
-        ListenProtocol::Smtp | ListenProtocol::Lmtp => {
-            let cx = ConnContext {
-                listener: settings,
-                snap,
-                shutdown,
-                hops,
-            };
-            serve_connection(stream, peer, cx).await;
-        }
-        ListenProtocol::Milter => {
-            crate::milter::serve_connection(stream, peer, settings, snap).await;
-        }
-    }
-}
-
-async fn refuse_busy(mut stream: Stream, protocol: ListenProtocol) {
-    if protocol != ListenProtocol::Milter {
-        let _ = stream
-            .write_all(b"421 4.3.2 Too many sessions, try again later\r\n")
-            .await;
+async fn refuse_busy(mut stream: Stream, busy: Option<&'static [u8]>) {
+    if let Some(line) = busy {
+        let _ = stream.write_all(line).await;
     }
     let _ = stream.shutdown().await;
 }

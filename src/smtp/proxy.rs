@@ -27,10 +27,11 @@ use tokio::time::timeout;
 use super::data::{DotDecoder, DotEncoder};
 use super::reply::{Reply, complete_reply_len};
 use super::session::{HopCaps, Session, SessionConfig, Step};
-use crate::config::{HopProtocol, ListenProtocol, ListenerSettings};
+use crate::config::ListenerSettings;
 use crate::message::body::{Spool, SpoolReader};
 use crate::outcome::{Front, InFlight, Meta, Origin, Refusal};
 use crate::pipeline::{Envelope, Pushed};
+use crate::role::{HopProtocol, ListenProtocol};
 use crate::server::Snapshot;
 use crate::server::listen::{Peer, Stream};
 
@@ -74,7 +75,7 @@ struct Hop<H> {
 }
 
 /// Connects to the next hop at `to` within `secs`.
-async fn connect(to: &crate::server::listen::SocketAddress, secs: u64) -> Result<Stream, String> {
+async fn connect(to: &crate::sockaddr::SocketAddress, secs: u64) -> Result<Stream, String> {
     timeout(Duration::from_secs(secs), Stream::connect(to))
         .await
         .map_err(|_| format!("connect to {to} timed out"))?

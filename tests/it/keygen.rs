@@ -3,7 +3,8 @@
 //! zone file, lets every oracle verify the result.
 
 use super::oracles::{Alg, ORACLES, fixture_message, oracle_sign, oracle_verify};
-use authgate::keygen::{KeyAlgorithm, KeygenOptions, keygen};
+use authgate::keyfile::keygen;
+use authgate::keygen::{KeyAlgorithm, KeygenOptions};
 
 fn generated_key_interoperates(algorithm: KeyAlgorithm, alg: Alg) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -6,10 +6,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authgate::config::{Config, KeySettings, ListenProtocol, ListenerSettings, TableSettings};
+use authgate::config::{Config, KeySettings, ListenerSettings, TableSettings};
+use authgate::daemon::Front;
 use authgate::milter::codec::{self, MAX_PACKET};
+use authgate::role::ListenProtocol;
 use authgate::server::Snapshot;
-use authgate::server::listen::{Listener, SocketAddress, UnixSocketOptions};
+use authgate::server::listen::Listener;
+use authgate::sockaddr::{SocketAddress, UnixSocketOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -17,7 +20,7 @@ use crate::support::{fixtures, private_key};
 
 struct Server {
     addr: SocketAddr,
-    server: authgate::server::run::Server,
+    server: authgate::server::run::Server<Front>,
     _dir: tempfile::TempDir,
 }
 
@@ -68,7 +71,7 @@ impl Server {
         let bound = authgate::server::run::Bound { settings, listener };
         Server {
             addr,
-            server: authgate::server::run::Server::start(vec![bound], snap),
+            server: authgate::server::run::Server::start(vec![bound], snap, Front::for_listener),
             _dir: dir,
         }
     }

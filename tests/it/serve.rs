@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use authgate::config::Config;
+use authgate::daemon::Front;
 use authgate::server::Snapshot;
-use authgate::server::listen::SocketAddress;
 use authgate::server::run::{Server, bind_all};
+use authgate::sockaddr::SocketAddress;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -244,7 +245,7 @@ impl Client {
 }
 
 pub struct Proxy {
-    pub server: Server,
+    pub server: Server<Front>,
     pub addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
@@ -274,7 +275,7 @@ pub async fn start_proxy(hop: SocketAddr, listener_extra: &str, extra: &str) -> 
     let config = Config::load(Some(&path), figment::Figment::new()).unwrap();
     let listeners = config.listeners().unwrap();
     let bound = bind_all(&listeners).await.unwrap();
-    let server = Server::start(bound, Snapshot::build(config).unwrap());
+    let server = Server::start(bound, Snapshot::build(config).unwrap(), Front::for_listener);
     let SocketAddress::Tcp(addr) = server.local_addrs()[0].clone() else {
         panic!("tcp")
     };
@@ -899,7 +900,7 @@ async fn unix_sockets_on_both_sides() {
     .unwrap();
     let config = Config::load(Some(&config), figment::Figment::new()).unwrap();
     let bound = bind_all(&config.listeners().unwrap()).await.unwrap();
-    let server = Server::start(bound, Snapshot::build(config).unwrap());
+    let server = Server::start(bound, Snapshot::build(config).unwrap(), Front::for_listener);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&listen).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
