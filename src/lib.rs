@@ -3,12 +3,16 @@
 //! The library holds all logic; `main.rs` only calls [`cli::run`]. Imports
 //! run one way, down this list: the fronts (`cli`, `daemon`, `smtp`,
 //! `milter`, `pipe`) → [`server`] (sockets, limits, reload; handed a
-//! [`server::run::Service`] per listener, knows no front) → `config` (with
-//! [`keyfile`] beside it) → `pipeline` → `policy` → the pure cores (`spf`,
-//! `dmarc`, `dkim`, `authres`, `iprev`, `dnsbl`, `keygen`) → `message`,
-//! `dns` and the shared vocabulary ([`sockaddr`], [`role`], [`sysexits`]).
-//! The pure cores read no files, spawn no tasks, log nothing and never see
-//! the configuration; DNS comes through the [`dns::Resolver`] trait.
+//! [`server::run::Service`] per listener, knows no front) → [`outcome`] (a
+//! finished message's fate, decided once for every front: disposition, the
+//! one SMTP reply per case, header edits, the per-message record) →
+//! `config` (with [`keyfile`] beside it) → [`pipeline`] (one message in
+//! steps: streaming job, client checks, assessment, rendering) → `policy`
+//! (the one `decide`) → the pure cores (`spf`, `dmarc`, `dkim`, `authres`,
+//! `iprev`, `dnsbl`, `keygen`) → `message`, `dns` and the shared vocabulary
+//! ([`sockaddr`], [`role`], [`sysexits`]). The pure cores read no files,
+//! spawn no tasks, log nothing and never see the configuration; DNS comes
+//! through the [`dns::Resolver`] trait. `log` sets up logging.
 
 pub mod authres;
 pub mod cli;
