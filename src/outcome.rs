@@ -236,7 +236,6 @@ pub struct InFlight<R> {
     dns: Arc<Metered<R>>,
     front: Front,
     started: Instant,
-    envelope: Envelope,
 }
 
 impl<R: Lookup + 'static> InFlight<R> {
@@ -261,14 +260,13 @@ impl<R: Lookup + 'static> InFlight<R> {
             verify: plan.verify,
             sign: plan.sign,
             now: now.unwrap_or_else(unix_now),
-            envelope: envelope.clone(),
+            envelope,
         };
         InFlight {
             job: MessageJob::new(ctx, Arc::clone(&dns), opts),
             dns,
             front,
             started: Instant::now(),
-            envelope,
         }
     }
 
@@ -297,8 +295,8 @@ impl<R: Lookup + 'static> InFlight<R> {
             dns,
             front,
             started,
-            envelope,
         } = self;
+        let envelope = job.envelope().clone();
         let result = CatchUnwind(std::pin::pin!(job.finish())).await;
         let done = |f: Result<Finished, PipelineError>| match f {
             Ok(f) => Ok(f),
@@ -322,7 +320,8 @@ impl<R: Lookup + 'static> InFlight<R> {
     /// The front refuses (or loses) the message itself; the pipeline's
     /// results so far are dropped.
     pub fn refuse(self, meta: Meta, why: Refusal) -> Fate {
-        let mut f = Fate::refused(self.front, meta, self.envelope, why);
+        let envelope = self.job.envelope().clone();
+        let mut f = Fate::refused(self.front, meta, envelope, why);
         f.elapsed = self.started.elapsed();
         f.dns = self.dns.stats();
         f
@@ -369,10 +368,13 @@ impl Fate {
     pub fn decided(
         front: Front,
         meta: Meta,
-        finished: Finished,
+        mut finished: Finished,
         started: Instant,
         dns: DnsStats,
     ) -> Fate {
+        // The record's envelope: moved, not copied (the verdict's is
+        // left empty; nothing reads it after rendering).
+        let envelope = std::mem::take(&mut finished.verdict.envelope);
         let d = &finished.verdict.decision;
         let (disposition, answer, reason) = if let Some(why) = &d.tempfail {
             (
@@ -395,7 +397,7 @@ impl Fate {
             disposition,
             answer,
             reason,
-            envelope: finished.verdict.envelope.clone(),
+            envelope,
             message: Some(finished),
             front,
             meta,

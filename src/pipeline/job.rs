@@ -151,6 +151,12 @@ impl<R: Resolver + 'static> MessageJob<R> {
         self.splitter.ending()
     }
 
+    /// The envelope as known so far (trace headers fill gaps at the end of
+    /// the header block).
+    pub fn envelope(&self) -> &super::Envelope {
+        &self.opts.envelope
+    }
+
     /// The parsed header fields (empty until the header block is complete).
     pub fn headers(&self) -> &[Header] {
         &self.headers

@@ -183,7 +183,8 @@ pub struct Verdict {
     pub signed: Vec<(String, String, String)>,
     /// Why the message was passed through without parsing, if it was.
     pub unparsed: Option<String>,
-    /// The envelope used (given, or recovered from trace headers).
+    /// The envelope used (given, or recovered from trace headers); the
+    /// outcome layer moves it into [`crate::outcome::Fate::envelope`].
     pub envelope: Envelope,
     /// iprev outcome, when the client address was known.
     pub iprev: Option<IprevOutcome>,

@@ -848,7 +848,11 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             Some(r) => msg.job.refuse(meta, r),
             None => msg.job.finish(meta).await,
         };
-        if headers_count.max(fate.headers().len()) > settings.max_header_fields {
+        // The proxy's own limit on header fields, checked once the pipeline
+        // has split them (a pipeline failure keeps its own reply).
+        if fate.message.is_some()
+            && headers_count.max(fate.headers().len()) > settings.max_header_fields
+        {
             fate.overrule(Refusal::TooManyHeaders(settings.max_header_fields));
         }
         if let Some(answer) = &fate.answer {
