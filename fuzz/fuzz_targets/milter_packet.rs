@@ -12,8 +12,10 @@
 
 use authgate::role::{MilterQuarantine, Role};
 use authgate::milter::codec::{self, CodecError, MAX_PACKET};
-use authgate::milter::session::{Action, Outcome, Session, Settings};
-use authgate::pipeline::Verdict;
+use authgate::milter::session::{Action, Session, Settings};
+use authgate::message::HeaderSplitter;
+use authgate::outcome::{Fate, Front, Meta, Refusal};
+use authgate::pipeline::{Edits, Finished, Verdict};
 use libfuzzer_sys::fuzz_target;
 
 const COMMANDS: &[u8] = b"ODCHMRTLNBEAQKUZ";
@@ -74,16 +76,20 @@ fuzz_target!(|data: &[u8]| {
                     match a {
                         Action::Reply(r) => check_reply(&r),
                         Action::Finish(_) => {
-                            let v = Verdict::default();
-                            let outcome = if buf.len() % 2 == 0 {
-                                Outcome::Failed
+                            let fate = if buf.len() % 2 == 0 {
+                                let why = Refusal::Failed("fuzz".into());
+                                Fate::refused(Front::Milter, Meta::default(), Default::default(), why)
                             } else {
-                                Outcome::Done {
-                                    verdict: &v,
-                                    headers: &[],
-                                }
+                                let done = Finished::new(
+                                    Verdict::default(),
+                                    Edits::default(),
+                                    Vec::new(),
+                                    HeaderSplitter::new(0),
+                                );
+                                let start = std::time::Instant::now();
+                                Fate::decided(Front::Milter, Meta::default(), done, start, Default::default())
                             };
-                            for r in session.end_of_message(outcome) {
+                            for r in session.end_of_message(&fate) {
                                 check_reply(&r);
                             }
                         }
