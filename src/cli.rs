@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use figment::Figment;
 use figment::providers::Serialized;
 
 use crate::config::{Config, KeySettings, TableSettings, parse_canon};
 use crate::dns::{self, Lookup};
-use crate::keyfile::load_signing_key;
+use crate::keyfile::{KeyFileError, load_signing_key};
 use crate::outcome::{Disposition, Fate, Front, InFlight, Origin, plan};
 use crate::pipe::{self, SpoolSettings};
 use crate::pipeline::{Context, Envelope};
@@ -405,7 +405,7 @@ pub fn run() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("authgate: {e:#}");
+            eprintln!("authgate: {}", said_once(&e));
             if pipe_mode {
                 ExitCode::from(EX_TEMPFAIL)
             } else {
@@ -413,6 +413,25 @@ pub fn run() -> ExitCode {
             }
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose text the
+/// message already contains (thiserror's `"…: {0}"` with `#[from]`) is not
+/// repeated, and Rust's ` (os error N)` suffix is dropped.
+fn said_once(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        let part = crate::keyfile::without_errno(&part);
+        if text.contains(part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(part);
+    }
+    text
 }
 
 fn dispatch(command: Command) -> Result<ExitCode> {
@@ -492,7 +511,10 @@ fn split_list(s: &str) -> Vec<String> {
 }
 
 fn sign(a: SignArgs) -> Result<ExitCode> {
-    let key = load_signing_key(&a.key, a.allow_insecure_key)?;
+    let key = load_signing_key(&a.key, a.allow_insecure_key).map_err(|e| match e {
+        KeyFileError::Permissions { .. } => anyhow!("{e} (or pass --allow-insecure-key)"),
+        e => e.into(),
+    })?;
     if let Some(alg) = &a.algorithm
         && key.algorithm().as_str() != alg
     {
@@ -701,7 +723,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     let over = a.listener_override();
     let common = a.common.clone();
     let load: crate::daemon::Loader = Box::new(move || {
-        let mut config = common.load(Figment::new()).map_err(|e| format!("{e:#}"))?;
+        let mut config = common.load(Figment::new()).map_err(|e| said_once(&e))?;
         if let Some(t) = &over {
             if config.listener.len() > 1 {
                 return Err("--listen/--protocol/--next-hop/... apply to one listener, \
@@ -780,7 +802,7 @@ fn milter_cmd(a: MilterArgs) -> Result<ExitCode> {
     let common = a.common.clone();
     // `authgate milter` is `serve` with the one listener `[milter]` describes.
     let load: crate::daemon::Loader = Box::new(move || {
-        let mut config = common.load(extra.clone()).map_err(|e| format!("{e:#}"))?;
+        let mut config = common.load(extra.clone()).map_err(|e| said_once(&e))?;
         let m = &config.milter;
         config.listener = vec![ListenerSettings {
             listen: m.listen.clone(),

@@ -23,6 +23,9 @@ use crate::role::{FilterMode, HopProtocol, ListenProtocol, MilterQuarantine, Rol
 use crate::sockaddr::{SocketAddress, UnixSocketOptions};
 use crate::sysexits::EX_NOPERM;
 
+mod error;
+pub use error::{ConfigError, env_name, key_name, near_miss};
+
 /// The file read when `--config` is not given (if it exists).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/authgate/authgate.toml";
 
@@ -60,6 +63,10 @@ pub struct Config {
     pub listener: Vec<ListenerSettings>,
     /// `[milter]`: the `authgate milter` socket and milter-only behaviour.
     pub milter: MilterSettings,
+    /// The file these settings were read from, if any: errors found later
+    /// (a key file, a table) name its line. Not a setting.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// `[milter]`.
@@ -493,22 +500,6 @@ pub struct TableSettings {
     pub keys: Vec<String>,
 }
 
-/// Why the configuration is unusable; the text names the offending key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Syntax, type or unknown-key error from a layer.
-    #[error("{0}")]
-    Load(#[from] Box<figment::Error>),
-    /// A value that parses but makes no sense.
-    #[error("{key}: {message}")]
-    Invalid {
-        /// Dotted key, e.g. `dkim.keys[0].file`.
-        key: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -522,12 +513,13 @@ impl Config {
     /// command-line flags, merged last.
     pub fn load(path: Option<&Path>, overrides: Figment) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        match path {
-            Some(p) => fig = fig.merge(Toml::file_exact(p)),
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG_PATH))
-            }
-            None => {}
+        let file = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => Some(DEFAULT_CONFIG_PATH.into()),
+            None => None,
+        };
+        if let Some(p) = &file {
+            fig = fig.merge(Toml::file_exact(p));
         }
         fig = fig
             .merge(
@@ -536,12 +528,19 @@ impl Config {
                     .ignore(&["config", "log"]),
             )
             .merge(overrides);
-        fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))
+        let mut config: Config = fig.extract().map_err(error::render)?;
+        config.file = file;
+        Ok(config)
     }
 
     /// The listeners to open: the configured ones, or the default SMTP
     /// listener when none is configured; each validated.
     pub fn listeners(&self) -> Result<Vec<ListenerSettings>, ConfigError> {
+        self.checked_listeners()
+            .map_err(|e| error::located(e, self.file.as_deref()))
+    }
+
+    fn checked_listeners(&self) -> Result<Vec<ListenerSettings>, ConfigError> {
         let list = if self.listener.is_empty() {
             vec![ListenerSettings::default()]
         } else {
@@ -670,7 +669,10 @@ impl Config {
                         &k.file,
                         self.dkim.sign.allow_insecure_key_permissions,
                     )
-                    .map_err(|e| invalid(format!("{key}.file"), e.to_string()))?,
+                    .map_err(|error| ConfigError::KeyFile {
+                        key: format!("{key}.file"),
+                        error,
+                    })?,
                 ),
             };
             out.push(KeyEntry {
@@ -685,6 +687,11 @@ impl Config {
 
     /// Validates everything and builds the per-process context.
     pub fn context(&self) -> Result<Context, ConfigError> {
+        self.checked_context()
+            .map_err(|e| error::located(e, self.file.as_deref()))
+    }
+
+    fn checked_context(&self) -> Result<Context, ConfigError> {
         Ok(Context {
             authserv_id: self.effective_authserv_id(),
             verify: self.verify_options()?,

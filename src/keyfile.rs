@@ -20,17 +20,18 @@ use crate::keygen::{DnsRecord, KeygenError, KeygenOptions, PrivateKey, key_file_
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// The file could not be read.
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}: {}", io_reason(.error))]
     Io {
         /// The file.
         path: String,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (in the text, so not a `source()`: said once).
+        error: std::io::Error,
     },
     /// The file is readable or writable by group or others.
+    /// The text gives the fix (`chmod 600`); the caller adds its own way
+    /// around the check (a setting, a flag).
     #[error(
-        "key file {path} has mode {mode:04o}, readable by group or others; run `chmod 600 {path}` \
-         (or set dkim.sign.allow_insecure_key_permissions = true)"
+        "key file {path} has mode {mode:04o}, readable by group or others; run `chmod 600 {path}`"
     )]
     Permissions {
         /// The file.
@@ -43,12 +44,27 @@ pub enum KeyFileError {
     Format(String),
 }
 
+/// The OS's reason without Rust's ` (os error N)` suffix: "No such file or
+/// directory" is what the admin acts on; the number only repeats it.
+pub fn io_reason(e: &std::io::Error) -> String {
+    without_errno(&e.to_string()).to_string()
+}
+
+/// `text` without a trailing ` (os error N)`.
+pub fn without_errno(text: &str) -> &str {
+    let trimmed = text.trim_end();
+    match trimmed.rfind(" (os error ") {
+        Some(i) if trimmed.ends_with(')') => &trimmed[..i],
+        _ => trimmed,
+    }
+}
+
 /// Reads a key file, refusing group/other-accessible files unless allowed.
 pub fn load_signing_key(path: &Path, allow_insecure: bool) -> Result<SigningKey, KeyFileError> {
     let shown = path.display().to_string();
-    let io = |source| KeyFileError::Io {
+    let io = |error| KeyFileError::Io {
         path: shown.clone(),
-        source,
+        error,
     };
     let meta = std::fs::metadata(path).map_err(io)?;
     let mode = meta.permissions().mode() & 0o7777;
@@ -69,12 +85,12 @@ pub enum KeyWriteError {
     #[error("{0} already exists; refusing to overwrite a key file (move it away first)")]
     Exists(PathBuf),
     /// Creating or writing the key file failed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {}: {}", path.display(), io_reason(.error))]
     Io {
         /// The key file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the text, so not a `source()`: said once).
+        error: std::io::Error,
     },
 }
 
@@ -84,9 +100,9 @@ pub enum KeyWriteError {
 /// so it never exists with wider permissions and an existing file (or
 /// symlink) is never overwritten. On a write error the partial file is removed.
 pub fn write_private_key(path: &Path, pem: &str) -> Result<(), KeyWriteError> {
-    let io = |source| KeyWriteError::Io {
+    let io = |error| KeyWriteError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut file = std::fs::OpenOptions::new()
         .write(true)

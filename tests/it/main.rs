@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod config_errors;
 mod dmarc;
 mod dmarc_interop;
 mod dns;
