@@ -51,6 +51,10 @@ enum ProxyError {
     ClientTimeout,
     #[error("next hop: {0}")]
     Hop(String),
+    /// The spool could not be read back while the message was going out:
+    /// the next hop has part of it and is dropped without the final dot.
+    #[error("spool: {0}")]
+    Spool(String),
     #[error("shutting down")]
     Shutdown,
 }
@@ -72,6 +76,10 @@ struct Hop<H> {
     timeout: Duration,
     /// The next hop offered PIPELINING.
     pipelining: bool,
+    /// A message was cut off inside DATA: the connection is only dropped
+    /// (no QUIT, which would be read as message text), so the next hop
+    /// discards the partial message.
+    broken: bool,
 }
 
 /// Connects to the next hop at `to` within `secs`.
@@ -94,6 +102,7 @@ impl<H: AsyncRead + AsyncWrite> Hop<H> {
             out: Vec::new(),
             timeout,
             pipelining: false,
+            broken: false,
         }
     }
 
@@ -173,6 +182,9 @@ impl<H: AsyncRead + AsyncWrite> Hop<H> {
     }
 
     async fn quit(mut self) {
+        if self.broken {
+            return;
+        }
         let _ = timeout(Duration::from_secs(5), async {
             let _ = self.send(b"QUIT\r\n").await;
             let _ = self.reply().await;
@@ -508,6 +520,10 @@ where
             tracing::warn!(peer = %peer, "next hop failed: {why}");
             conn.client.queue(&Session::hop_failed());
         }
+        Err(ProxyError::Spool(why)) => {
+            // The message's 451 is queued already; the next hop is dropped.
+            tracing::warn!(peer = %peer, "spool failed while relaying: {why}");
+        }
         Err(ProxyError::Shutdown) => conn.client.queue(&Session::shutting_down()),
         Err(ProxyError::ClientTimeout) => {
             tracing::info!(peer = %peer, "client timed out");
@@ -570,6 +586,9 @@ struct Incoming {
     longest_line: usize,
     /// The whole message must have arrived by then (`server.max_data_secs`).
     deadline: tokio::time::Instant,
+    /// Why the body could not be spooled: the rest of the message is read
+    /// but not kept, and the message gets the spool's 451.
+    spool_failed: Option<String>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
@@ -713,23 +732,24 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             size: 0,
             longest_line: 0,
             deadline: self.data_deadline(),
+            spool_failed: None,
         }
     }
 
     /// Feeds message bytes to the pipeline and the spool. Past the size
-    /// limit the bytes are counted but no longer kept.
-    fn take(&self, msg: &mut Incoming, bytes: &[u8]) -> Result<(), ProxyError> {
+    /// limit, or once the spool failed, the bytes are counted but no
+    /// longer kept.
+    fn take(&self, msg: &mut Incoming, bytes: &[u8]) {
         msg.size += bytes.len() as u64;
         let max = self.cx.snap.config.server.max_message_size;
-        if max > 0 && msg.size > max {
-            return Ok(());
+        if (max > 0 && msg.size > max) || msg.spool_failed.is_some() {
+            return;
         }
-        if let Pushed::Body { from } = msg.job.push(bytes) {
-            msg.spool
-                .write(&bytes[from..])
-                .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
+        if let Pushed::Body { from } = msg.job.push(bytes)
+            && let Err(e) = msg.spool.write(&bytes[from..])
+        {
+            msg.spool_failed = Some(e.to_string());
         }
-        Ok(())
     }
 
     /// The message whose data now starts: the one prepared at MAIL (its
@@ -763,13 +783,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             if !self.client.inbuf.is_empty() {
                 // Decoded bytes go to the job and the spool as slices of the
                 // read buffer (no copy).
-                let mut failed = Ok(());
-                let end = dec.push_with(&self.client.inbuf, |piece| {
-                    if failed.is_ok() {
-                        failed = self.take(msg, piece);
-                    }
-                });
-                failed?;
+                let end = dec.push_with(&self.client.inbuf, |piece| self.take(msg, piece));
                 let used = end.unwrap_or(self.client.inbuf.len());
                 self.client.inbuf.drain(..used);
                 if end.is_some() {
@@ -806,7 +820,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                         line = 0;
                     }
                 }
-                self.take(m, &bytes)?;
+                self.take(m, &bytes);
             }
             if left == 0 {
                 return Ok(());
@@ -841,7 +855,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         } else if msg.longest_line > settings.max_line_length {
             Some(Refusal::LineTooLong(settings.max_line_length))
         } else {
-            None
+            msg.spool_failed.take().map(Refusal::Spool)
         };
         let headers_count = msg.job.headers().len();
         let mut fate = match refusal {
@@ -871,6 +885,25 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         }
         let replies = match self.relay(hop, &head, &mut msg.spool, rcpts).await {
             Ok(r) => r,
+            Err(ProxyError::Spool(why)) => {
+                fate.overrule(Refusal::Spool(why.clone()));
+                let r = fate
+                    .answer
+                    .as_ref()
+                    .map_or_else(Session::hop_failed, Reply::from);
+                // Cut off inside DATA, the next hop can only be dropped;
+                // before DATA its transaction is reset and the session goes on.
+                let reset = if hop.broken {
+                    Err(ProxyError::Spool(why))
+                } else {
+                    self.reset_hop(hop).await
+                };
+                fate.emit();
+                for reply in self.session.data_failed(r) {
+                    self.client.queue(&reply);
+                }
+                return reset;
+            }
             Err(e) => {
                 fate.overrule(Refusal::Abandoned(e.to_string()));
                 fate.emit();
@@ -911,6 +944,11 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         spool: &mut Spool,
         rcpts: usize,
     ) -> Result<Vec<Reply>, ProxyError> {
+        // The spool is rewound before DATA: failing here leaves the next
+        // hop's transaction open, to be reset.
+        let reader = spool
+            .reader()
+            .map_err(|e| ProxyError::Spool(e.to_string()))?;
         let go = hop.command(b"DATA\r\n").await?;
         if go.code != 354 {
             return Ok(self.session.data_replies(vec![go]));
@@ -921,9 +959,6 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         let mut enc = DotEncoder::default();
         let mut out = Vec::with_capacity(2 * READ_CHUNK + head.len());
         enc.push(head, &mut out);
-        let reader = spool
-            .reader()
-            .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
         match reader {
             // A body still in memory is encoded from where it lies.
             SpoolReader::Mem(body) => {
@@ -934,9 +969,10 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             SpoolReader::File(file) => {
                 let mut buf = vec![0u8; READ_CHUNK];
                 loop {
-                    let n = file
-                        .read(&mut buf)
-                        .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
+                    let n = file.read(&mut buf).map_err(|e| {
+                        hop.broken = true;
+                        ProxyError::Spool(e.to_string())
+                    })?;
                     if n == 0 {
                         break;
                     }
