@@ -49,6 +49,10 @@ enum ProxyError {
     Client(std::io::Error),
     #[error("client timed out")]
     ClientTimeout,
+    /// A write to the client made no progress for `command_timeout_secs`
+    /// (it pipelines commands and reads no replies).
+    #[error("client stopped reading")]
+    ClientStalled,
     #[error("next hop: {0}")]
     Hop(String),
     /// The spool could not be read back while the message was going out:
@@ -200,13 +204,35 @@ struct Client<S> {
     w: WriteHalf<S>,
     inbuf: Vec<u8>,
     out: Vec<u8>,
+    /// How long a write may make no progress (`command_timeout_secs`).
+    write_limit: Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite> Client<S> {
+    fn new(stream: S, write_limit: Duration) -> Client<S> {
+        let (r, w) = tokio::io::split(stream);
+        Client {
+            r,
+            w,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            write_limit,
+        }
+    }
+
+    /// Writes the pending output. Each write that moves bytes restarts
+    /// the clock; what was written leaves `out` at once, so a flush cut
+    /// short (shutdown's `select!`) never sends a byte twice.
     async fn flush(&mut self) -> Result<(), ProxyError> {
-        if !self.out.is_empty() {
-            self.w.write_all(&self.out).await.map_err(io_err)?;
-            self.out.clear();
+        while !self.out.is_empty() {
+            let n = timeout(self.write_limit, self.w.write(&self.out))
+                .await
+                .map_err(|_| ProxyError::ClientStalled)?
+                .map_err(io_err)?;
+            if n == 0 {
+                return Err(io_err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.out.drain(..n);
         }
         Ok(())
     }
@@ -459,13 +485,8 @@ where
     C: AsyncRead + AsyncWrite,
 {
     tracing::warn!(peer = %peer, "next hop {} unavailable: {why}", cx.listener.next_hop);
-    let (r, w) = tokio::io::split(client);
-    let mut client = Client {
-        r,
-        w,
-        inbuf: Vec::new(),
-        out: Vec::new(),
-    };
+    let limit = Duration::from_secs(cx.snap.config.server.command_timeout_secs);
+    let mut client = Client::new(client, limit);
     client.queue(&Session::hop_unavailable(hostname));
     let _ = client.flush().await;
 }
@@ -485,14 +506,8 @@ where
     C: AsyncRead + AsyncWrite + Send,
     H: AsyncRead + AsyncWrite,
 {
-    let (r, w) = tokio::io::split(client);
-    let client = Client {
-        r,
-        w,
-        inbuf: Vec::new(),
-        out: Vec::new(),
-    };
     let settings = &cx.snap.config.server;
+    let client = Client::new(client, Duration::from_secs(settings.command_timeout_secs));
     let trusted = match peer {
         Peer::Unix => true,
         Peer::Tcp(a) => crate::policy::is_internal(a.ip(), &settings.authorized_xforward_hosts),
@@ -528,6 +543,11 @@ where
         Err(ProxyError::ClientTimeout) => {
             tracing::info!(peer = %peer, "client timed out");
             conn.client.queue(&Session::timed_out());
+        }
+        Err(ProxyError::ClientStalled) => {
+            // Nothing more is written: it would only wait again.
+            tracing::info!(peer = %peer, "client stopped reading its replies: session ended");
+            conn.client.out.clear();
         }
         Err(e) => tracing::info!(peer = %peer, "session ended: {e}"),
     }
