@@ -402,7 +402,7 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let settings = &cx.snap.config.server;
-    let hostname = server_hostname(&cx.snap);
+    let hostname = cx.snap.hostname.clone();
     let served = match cx.hops.take(&hostname) {
         Some((mut hop, caps)) => {
             // The reply timeout of this session's configuration (a reload
@@ -445,7 +445,7 @@ where
     C: AsyncRead + AsyncWrite + Send,
     H: AsyncRead + AsyncWrite,
 {
-    let hostname = server_hostname(&cx.snap);
+    let hostname = cx.snap.hostname.clone();
     if let Some((hop, _, _)) = serve_fresh(client, hop, peer, &cx, &hostname).await {
         hop.quit().await;
     }
@@ -554,15 +554,6 @@ where
     let _ = conn.client.flush().await;
     let _ = conn.client.w.shutdown().await;
     reusable
-}
-
-fn server_hostname(snap: &Snapshot) -> String {
-    let h = &snap.config.server.hostname;
-    if h.is_empty() {
-        crate::config::system_hostname()
-    } else {
-        h.clone()
-    }
 }
 
 /// Reads the next hop's greeting and says EHLO/LHLO.
