@@ -16,11 +16,12 @@
 //! next hop's own 2xx; anything going wrong on our side becomes a 4xx.
 
 use std::collections::VecDeque;
-use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf,
+};
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -28,7 +29,7 @@ use super::data::{DotDecoder, DotEncoder};
 use super::reply::{Reply, complete_reply_len};
 use super::session::{HopCaps, Session, SessionConfig, Step};
 use crate::config::ListenerSettings;
-use crate::message::body::{Spool, SpoolReader};
+use crate::message::body::{Spool, SpoolBody};
 use crate::outcome::{Front, InFlight, Meta, Origin, Refusal};
 use crate::pipeline::{Envelope, Pushed};
 use crate::role::{HopProtocol, ListenProtocol};
@@ -593,6 +594,9 @@ struct Conn<'a, S> {
 struct Incoming {
     job: InFlight<Arc<crate::dns::SystemResolver>>,
     spool: Spool,
+    /// Body bytes for the spool file, written by [`spill`] off the runtime
+    /// thread once the read buffer they came from is decoded.
+    pending: Vec<u8>,
     size: u64,
     longest_line: usize,
     /// The whole message must have arrived by then (`server.max_data_secs`).
@@ -740,6 +744,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         Incoming {
             job,
             spool: Spool::new(m.spool_threshold, m.spool_dir.clone()),
+            pending: Vec::new(),
             size: 0,
             longest_line: 0,
             deadline: self.data_deadline(),
@@ -756,10 +761,13 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         if (max > 0 && msg.size > max) || msg.spool_failed.is_some() {
             return;
         }
-        if let Pushed::Body { from } = msg.job.push(bytes)
-            && let Err(e) = msg.spool.write(&bytes[from..])
-        {
-            msg.spool_failed = Some(e.to_string());
+        if let Pushed::Body { from } = msg.job.push(bytes) {
+            let body = &bytes[from..];
+            // In memory below the threshold; the file's part waits for
+            // `spill` (no file I/O on the runtime thread).
+            if !(msg.pending.is_empty() && msg.spool.hold(body)) {
+                msg.pending.extend_from_slice(body);
+            }
         }
     }
 
@@ -795,6 +803,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                 // Decoded bytes go to the job and the spool as slices of the
                 // read buffer (no copy).
                 let end = dec.push_with(&self.client.inbuf, |piece| self.take(msg, piece));
+                spill(msg).await;
                 let used = end.unwrap_or(self.client.inbuf.len());
                 self.client.inbuf.drain(..used);
                 if end.is_some() {
@@ -832,6 +841,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                     }
                 }
                 self.take(m, &bytes);
+                spill(m).await;
             }
             if left == 0 {
                 return Ok(());
@@ -894,7 +904,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         if let Some(m) = &fate.message {
             m.write_head(&mut head);
         }
-        let replies = match self.relay(hop, &head, &mut msg.spool, rcpts).await {
+        let replies = match self.relay(hop, &head, msg.spool, rcpts).await {
             Ok(r) => r,
             Err(ProxyError::Spool(why)) => {
                 fate.overrule(Refusal::Spool(why.clone()));
@@ -952,14 +962,22 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         &mut self,
         hop: &mut Hop<H>,
         head: &[u8],
-        spool: &mut Spool,
+        spool: Spool,
         rcpts: usize,
     ) -> Result<Vec<Reply>, ProxyError> {
-        // The spool is rewound before DATA: failing here leaves the next
-        // hop's transaction open, to be reset.
-        let reader = spool
-            .reader()
-            .map_err(|e| ProxyError::Spool(e.to_string()))?;
+        // The spool file is rewound before DATA (on the blocking pool, as
+        // its reads): failing here leaves the next hop's transaction open,
+        // to be reset.
+        let body = match spool.into_body() {
+            SpoolBody::Mem(m) => Body::Mem(m),
+            SpoolBody::File(f) => {
+                let mut f = tokio::fs::File::from_std(f);
+                f.seek(std::io::SeekFrom::Start(0))
+                    .await
+                    .map_err(|e| ProxyError::Spool(e.to_string()))?;
+                Body::File(f)
+            }
+        };
         let go = hop.command(b"DATA\r\n").await?;
         if go.code != 354 {
             return Ok(self.session.data_replies(vec![go]));
@@ -970,17 +988,17 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         let mut enc = DotEncoder::default();
         let mut out = Vec::with_capacity(2 * READ_CHUNK + head.len());
         enc.push(head, &mut out);
-        match reader {
+        match body {
             // A body still in memory is encoded from where it lies.
-            SpoolReader::Mem(body) => {
+            Body::Mem(body) => {
                 for piece in body.chunks(READ_CHUNK) {
                     encode_to(hop, &mut enc, &mut out, piece).await?;
                 }
             }
-            SpoolReader::File(file) => {
+            Body::File(mut file) => {
                 let mut buf = vec![0u8; READ_CHUNK];
                 loop {
-                    let n = file.read(&mut buf).map_err(|e| {
+                    let n = file.read(&mut buf).await.map_err(|e| {
                         hop.broken = true;
                         ProxyError::Spool(e.to_string())
                     })?;
@@ -1004,6 +1022,46 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         }
         self.session.hop_reset();
         Ok(self.session.data_replies(replies))
+    }
+}
+
+/// A body to relay: in memory, or its spool file read through `tokio::fs`
+/// (the reads run on the blocking pool).
+enum Body {
+    Mem(Vec<u8>),
+    File(tokio::fs::File),
+}
+
+/// Writes the message's pending body bytes to its spool file on tokio's
+/// blocking pool (STYLE §8: a large body going to disk must not stall the
+/// other sessions on the runtime thread). A failure is kept in
+/// `spool_failed`: the rest of the message is read, not kept.
+async fn spill(msg: &mut Incoming) {
+    if msg.pending.is_empty() {
+        return;
+    }
+    if msg.spool_failed.is_some() {
+        msg.pending.clear();
+        return;
+    }
+    // Placeholders while the blocking task owns them (no allocation).
+    let mut spool = std::mem::replace(&mut msg.spool, Spool::new(0, None));
+    let pending = std::mem::take(&mut msg.pending);
+    let done = tokio::task::spawn_blocking(move || {
+        let written = spool.write(&pending);
+        (spool, pending, written)
+    })
+    .await;
+    match done {
+        Ok((spool, mut pending, written)) => {
+            msg.spool = spool;
+            pending.clear();
+            msg.pending = pending;
+            if let Err(e) = written {
+                msg.spool_failed = Some(e.to_string());
+            }
+        }
+        Err(e) => msg.spool_failed = Some(format!("spool task: {e}")),
     }
 }
 

@@ -1004,6 +1004,34 @@ async fn a_body_past_the_spool_threshold_is_relayed_intact() {
     );
 }
 
+/// BDAT chunks past the spool threshold: each chunk's body bytes go to the
+/// spool file off the runtime thread, and the message arrives intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn bdat_chunks_past_the_spool_threshold_are_relayed_intact() {
+    let (sink, _p, mut c) = proxied("", "[message]\nspool_threshold = 1024").await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    let mut body = String::new();
+    for i in 0..3000 {
+        body.push_str(&format!(".line {i} of a chunked body\r\n"));
+    }
+    let msg = format!("From: a@example.org\r\nSubject: big chunks\r\n\r\n{body}");
+    let chunks: Vec<&[u8]> = msg.as_bytes().chunks(7000).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = if i + 1 == chunks.len() { " LAST" } else { "" };
+        c.send(&format!("BDAT {}{last}\r\n", chunk.len())).await;
+        c.send_bytes(chunk).await;
+        c.expect(250).await;
+    }
+    let data = sink.transactions()[0].data.clone();
+    assert!(
+        data.ends_with(body.as_bytes()),
+        "body changed in the spool round trip"
+    );
+}
+
 /// A spool that cannot be written (its directory does not exist) is a
 /// local temporary failure of that message: the rest of DATA is still read,
 /// the message gets a 451 of its own (not the next hop's 421), the next
