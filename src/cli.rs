@@ -402,7 +402,15 @@ pub fn run() -> ExitCode {
     };
     crate::log::init_logging(cli.log_format, level);
     let pipe_mode = matches!(cli.command, Command::Pipe(_));
-    match dispatch(cli.command) {
+    // `sign` stands in the same place as `pipe` (a transport filter).
+    let filter = matches!(cli.command, Command::Pipe(_) | Command::Sign(_));
+    guarded(filter, || exit_code(pipe_mode, dispatch(cli.command)))
+}
+
+/// The exit status of a command's result: an error is 75 (`EX_TEMPFAIL`,
+/// the MTA retries) in pipe mode, 1 otherwise; the error goes to stderr.
+pub fn exit_code(pipe_mode: bool, result: Result<ExitCode>) -> ExitCode {
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("authgate: {}", said_once(&e));
@@ -432,6 +440,27 @@ fn said_once(e: &anyhow::Error) -> String {
         text.push_str(part);
     }
     text
+}
+
+/// Runs the command `f`. With `filter` (`pipe`, `sign`: the MTA reads
+/// stdout and acts on the exit status) a panic on any thread — the main
+/// one, a spawned thread, a runtime task — ends the process at once with
+/// 75 (`EX_TEMPFAIL`) after the panic message on stderr, so nothing more
+/// reaches stdout and the MTA retries instead of bouncing on Rust's 101.
+pub fn guarded(filter: bool, f: impl FnOnce() -> ExitCode) -> ExitCode {
+    if filter {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            // Not eprintln!: a panic inside the hook would abort (134).
+            let _ = writeln!(
+                std::io::stderr(),
+                "authgate: internal error, exiting {EX_TEMPFAIL} (try again later)"
+            );
+            std::process::exit(i32::from(EX_TEMPFAIL));
+        }));
+    }
+    f()
 }
 
 fn dispatch(command: Command) -> Result<ExitCode> {
@@ -879,4 +908,69 @@ fn config_check(a: CommonArgs) -> Result<ExitCode> {
     )?;
     out.write_all(toml::to_string_pretty(&config)?.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the environment of the child test process (test code only):
+    /// which panic [`guarded_child`] provokes.
+    const CHILD: &str = "AUTHGATE_TEST_GUARDED_PANIC";
+
+    /// Runs this test binary again with only [`guarded_child`], which
+    /// panics the way `case` says inside [`guarded`].
+    fn child(case: &str) -> std::process::Output {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "cli::tests::guarded_child", "--nocapture"])
+            .env(CHILD, case)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_panic_on_any_thread_of_a_filter_exits_75_with_nothing_more_on_stdout() {
+        for case in ["main", "thread", "task"] {
+            let out = child(case);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(75), "{case}: {stdout} {stderr}");
+            assert!(!stdout.contains("AFTER-PANIC"), "{case}: {stdout}");
+            assert!(stderr.contains("provoked panic"), "{case}: {stderr}");
+        }
+    }
+
+    /// Not a test on its own: the body of [`child`]'s process.
+    #[test]
+    fn guarded_child() {
+        let Ok(case) = std::env::var(CHILD) else {
+            return;
+        };
+        guarded(true, || {
+            match case.as_str() {
+                "main" => panic!("provoked panic"),
+                "thread" => {
+                    let _ = std::thread::spawn(|| panic!("provoked panic")).join();
+                }
+                _ => {
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .build()
+                        .unwrap();
+                    let task = async { tokio::spawn(async { panic!("provoked panic") }).await };
+                    let _ = rt.block_on(task);
+                }
+            }
+            println!("AFTER-PANIC");
+            ExitCode::SUCCESS
+        });
+    }
+
+    #[test]
+    fn errors_exit_75_in_pipe_mode_and_1_otherwise() {
+        let err = || Err(anyhow::anyhow!("boom"));
+        assert_eq!(exit_code(true, err()), ExitCode::from(EX_TEMPFAIL));
+        assert_eq!(exit_code(false, err()), ExitCode::FAILURE);
+        assert_eq!(exit_code(true, Ok(ExitCode::SUCCESS)), ExitCode::SUCCESS);
+    }
 }

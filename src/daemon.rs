@@ -64,7 +64,9 @@ impl Service for Front {
                 };
                 serve_connection(stream, peer, cx).await;
             }
-            Front::Milter => crate::milter::serve_connection(stream, peer, listener, snap).await,
+            Front::Milter => {
+                crate::milter::serve_connection(stream, peer, listener, snap, shutdown).await
+            }
         }
     }
 

@@ -93,6 +93,11 @@ impl Answer {
     pub fn internal_error() -> Answer {
         Answer::new(451, "4.3.0", "Error: internal error, try again later")
     }
+
+    /// The message could not be held on our disk (spool full or failing).
+    pub fn spool_failure() -> Answer {
+        Answer::new(451, "4.3.0", "Error: local spool failure, try again later")
+    }
 }
 
 /// Which front carried the message (for the record).
@@ -195,6 +200,9 @@ pub enum Refusal {
     TooManyHeaders(usize),
     /// The pipeline failed or panicked.
     Failed(String),
+    /// The body could not be spooled or read back (disk full, spool
+    /// directory missing or failing): a local temporary failure.
+    Spool(String),
     /// The connection ended before the message did (timeout, next hop
     /// lost, client gone, shutdown); the front's own reply, if any, said so.
     Abandoned(String),
@@ -223,6 +231,11 @@ impl Refusal {
                 Disposition::Tempfail,
                 Some(Answer::internal_error()),
                 why.clone(),
+            ),
+            Refusal::Spool(why) => (
+                Disposition::Tempfail,
+                Some(Answer::spool_failure()),
+                format!("spool: {why}"),
             ),
             Refusal::Abandoned(why) => (Disposition::Tempfail, None, why.clone()),
         }
@@ -708,6 +721,11 @@ mod tests {
                 Refusal::Failed("pipeline panicked".into()),
                 Disposition::Tempfail,
                 Some("451 4.3.0 Error: internal error, try again later"),
+            ),
+            (
+                Refusal::Spool("No space left on device".into()),
+                Disposition::Tempfail,
+                Some("451 4.3.0 Error: local spool failure, try again later"),
             ),
             (
                 Refusal::Abandoned("client timed out".into()),

@@ -2,7 +2,10 @@
 //!
 //! Owns: holding the original body bytes of a message we must write back
 //! out (pipe mode, proxy mode) with flat memory whatever the message size.
-//! Must not: change the bytes.
+//! Must not: change the bytes, or know about the async runtime: the file
+//! I/O here is blocking; the synchronous pipe front calls it directly, the
+//! proxy keeps only [`Spool::hold`] (memory) on its runtime thread and runs
+//! the rest on tokio's blocking pool.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -18,22 +21,13 @@ pub struct Spool {
     len: u64,
 }
 
-/// The spooled bytes, read from the start.
+/// The spooled bytes, owned (see [`Spool::into_body`]).
 #[derive(Debug)]
-pub enum SpoolReader<'a> {
+pub enum SpoolBody {
     /// Still in memory.
-    Mem(&'a [u8]),
-    /// On disk.
-    File(&'a mut File),
-}
-
-impl Read for SpoolReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            SpoolReader::Mem(m) => m.read(buf),
-            SpoolReader::File(f) => f.read(buf),
-        }
-    }
+    Mem(Vec<u8>),
+    /// On disk, at an unknown offset (rewind before reading).
+    File(File),
 }
 
 impl Spool {
@@ -47,6 +41,18 @@ impl Spool {
             dir,
             len: 0,
         }
+    }
+
+    /// Appends `data` if that touches no file: the spool is still in
+    /// memory and stays within its threshold. `false`: nothing was done,
+    /// [`Spool::write`] (file I/O) must take `data`.
+    pub fn hold(&mut self, data: &[u8]) -> bool {
+        if self.file.is_some() || self.mem.len() + data.len() > self.threshold {
+            return false;
+        }
+        self.len += data.len() as u64;
+        self.mem.extend_from_slice(data);
+        true
     }
 
     /// Appends bytes.
@@ -80,16 +86,12 @@ impl Spool {
         self.len == 0
     }
 
-    /// Reads everything written, from the start, in pieces (the proxy
-    /// writes it to the next hop between reads).
-    pub fn reader(&mut self) -> io::Result<SpoolReader<'_>> {
-        match &mut self.file {
-            None => Ok(SpoolReader::Mem(&self.mem)),
-            Some(f) => {
-                f.flush()?;
-                f.seek(SeekFrom::Start(0))?;
-                Ok(SpoolReader::File(f))
-            }
+    /// Everything written, for a reader that does its own I/O (the proxy
+    /// reads the file off its runtime thread).
+    pub fn into_body(self) -> SpoolBody {
+        match self.file {
+            None => SpoolBody::Mem(self.mem),
+            Some(f) => SpoolBody::File(f),
         }
     }
 
@@ -129,5 +131,23 @@ mod tests {
         s.copy_to(&mut out).unwrap();
         assert_eq!(out, b"hello big world!");
         assert_eq!(s.len(), 16);
+    }
+
+    #[test]
+    fn hold_keeps_bytes_in_memory_only_within_the_threshold() {
+        let mut s = Spool::new(10, None);
+        assert!(s.hold(b"hello"));
+        assert!(!s.hold(b" big world"), "past the threshold");
+        assert_eq!(s.len(), 5);
+        s.write(b" big world").unwrap();
+        assert!(!s.hold(b"!"), "on disk now");
+        s.write(b"!").unwrap();
+        let SpoolBody::File(mut f) = s.into_body() else {
+            panic!("on disk")
+        };
+        let mut out = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"hello big world!");
     }
 }

@@ -4,8 +4,9 @@
 //! Owns: moving bytes between the socket and [`session::Session`], and
 //! running one message per transaction through the outcome layer (started
 //! at MAIL FROM so SPF runs during the transfer, fed header and body events
-//! as they arrive, never keeping the body), then writing its record. The
-//! accept loop is the server's. Must not: interpret the protocol (that is
+//! as they arrive, never keeping the body), then writing its record; at
+//! shutdown, closing a connection between messages and letting one in the
+//! middle of a message finish it first. The accept loop is the server's. Must not: interpret the protocol (that is
 //! [`session`] and [`codec`]) or decide a message's fate (that is
 //! [`crate::outcome`]).
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 
 use crate::config::{ListenerSettings, MilterSettings};
 use crate::dns::SystemResolver;
@@ -61,21 +63,23 @@ pub fn session_settings(listener: &ListenerSettings, snap: &Snapshot) -> session
     }
 }
 
-/// Serves one MTA connection until it quits or fails. Every message gets
-/// a reply: a failure inside the pipeline becomes a 451 for that message
+/// Serves one MTA connection until it quits or fails, or until `shutdown`
+/// flips to `true` while no message is in progress. Every message gets a
+/// reply: a failure inside the pipeline becomes a 451 for that message
 /// only; a broken connection makes the MTA apply `milter_default_action`.
 pub async fn serve_connection(
     stream: Stream,
     peer: Peer,
     listener: Arc<ListenerSettings>,
     snap: Arc<Snapshot>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let settings = session_settings(&listener, &snap);
     // No tracing span around the connection: entering and leaving it on
     // every poll cost more than the one field it would add (the peer is
     // "unix" for Postfix's usual socket); the lines below name it.
-    match drive(stream, settings, snap).await {
-        Ok(()) => tracing::debug!(%peer, "MTA closed the milter connection"),
+    match drive(stream, settings, snap, shutdown).await {
+        Ok(()) => tracing::debug!(%peer, "milter connection closed"),
         Err(ConnError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             tracing::debug!(%peer, "MTA hung up")
         }
@@ -84,10 +88,14 @@ pub async fn serve_connection(
 }
 
 /// The connection loop over any byte stream (tests use a socket pair).
+/// Once `shutdown` is `true`, the connection is closed (`Ok`) as soon as
+/// it waits for the MTA with no message in progress and nothing half read;
+/// a message in progress is finished first.
 pub async fn drive<S>(
     mut io: S,
     settings: session::Settings,
     snap: Arc<Snapshot>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -107,7 +115,20 @@ where
         let Some((cmd, data, used)) = codec::frame(buf.get(pos..).unwrap_or_default())? else {
             buf.drain(..pos);
             pos = 0;
-            read_more(&mut io, &mut buf, idle).await?;
+            if job.is_none() && buf.is_empty() {
+                // Between messages: a stop closes the connection; the MTA
+                // opens a new one (to the next process) for its next message.
+                tokio::select! {
+                    biased;
+                    () = stopped(&mut shutdown) => {
+                        tracing::debug!("shutting down: closing an idle milter connection");
+                        return Ok(());
+                    }
+                    read = read_more(&mut io, &mut buf, idle) => read?,
+                }
+            } else {
+                read_more(&mut io, &mut buf, idle).await?;
+            }
             continue;
         };
         pos += used;
@@ -179,6 +200,14 @@ async fn read_more<S: AsyncRead + Unpin>(
         return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
     }
     Ok(())
+}
+
+/// Resolves once `shutdown` is `true` (never, if its sender is gone
+/// without saying so).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn flush<S: AsyncWrite + Unpin>(io: &mut S, out: &mut Vec<u8>) -> std::io::Result<()> {

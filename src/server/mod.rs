@@ -32,6 +32,10 @@ pub struct Snapshot {
     pub after_queue: Arc<Context>,
     /// The process-wide cached resolver.
     pub resolver: Arc<SystemResolver>,
+    /// Our name in greetings, EHLO and replies: `server.hostname`, else
+    /// the system host name, read once when the snapshot is built (a
+    /// reload reads it again), never per connection.
+    pub hostname: String,
 }
 
 /// Why a snapshot could not be built.
@@ -60,7 +64,12 @@ impl Snapshot {
     ) -> Result<Snapshot, SnapshotError> {
         let before = config.context()?;
         let after = before.after_queue(config.server.after_queue_reject);
+        let hostname = match config.server.hostname.as_str() {
+            "" => crate::config::system_hostname(),
+            name => name.to_string(),
+        };
         Ok(Snapshot {
+            hostname,
             before_queue: Arc::new(before),
             after_queue: Arc::new(after),
             resolver,
@@ -97,5 +106,20 @@ mod tests {
         config.server.after_queue_reject = true;
         let s = Snapshot::with_resolver(config, Arc::clone(&s.resolver)).unwrap();
         assert_eq!(s.after_queue.actions.dmarc_reject, RejectAction::Reject);
+    }
+
+    #[test]
+    fn the_snapshot_carries_the_host_name_resolved_once() {
+        let mut config = Config::default();
+        let dir = tempfile::tempdir().unwrap();
+        let zone = dir.path().join("z.zone");
+        std::fs::write(&zone, "a.example. TXT \"x\"\n").unwrap();
+        config.dns.zone_files = vec![zone];
+        let s = Snapshot::build(config.clone()).unwrap();
+        assert_eq!(s.hostname, crate::config::system_hostname());
+        assert!(!s.hostname.is_empty());
+        config.server.hostname = "filter.example.test".into();
+        let s = Snapshot::with_resolver(config, Arc::clone(&s.resolver)).unwrap();
+        assert_eq!(s.hostname, "filter.example.test");
     }
 }

@@ -16,11 +16,12 @@
 //! next hop's own 2xx; anything going wrong on our side becomes a 4xx.
 
 use std::collections::VecDeque;
-use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf,
+};
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -28,7 +29,7 @@ use super::data::{DotDecoder, DotEncoder};
 use super::reply::{Reply, complete_reply_len};
 use super::session::{HopCaps, Session, SessionConfig, Step};
 use crate::config::ListenerSettings;
-use crate::message::body::{Spool, SpoolReader};
+use crate::message::body::{Spool, SpoolBody};
 use crate::outcome::{Front, InFlight, Meta, Origin, Refusal};
 use crate::pipeline::{Envelope, Pushed};
 use crate::role::{HopProtocol, ListenProtocol};
@@ -49,8 +50,16 @@ enum ProxyError {
     Client(std::io::Error),
     #[error("client timed out")]
     ClientTimeout,
+    /// A write to the client made no progress for `command_timeout_secs`
+    /// (it pipelines commands and reads no replies).
+    #[error("client stopped reading")]
+    ClientStalled,
     #[error("next hop: {0}")]
     Hop(String),
+    /// The spool could not be read back while the message was going out:
+    /// the next hop has part of it and is dropped without the final dot.
+    #[error("spool: {0}")]
+    Spool(String),
     #[error("shutting down")]
     Shutdown,
 }
@@ -72,6 +81,10 @@ struct Hop<H> {
     timeout: Duration,
     /// The next hop offered PIPELINING.
     pipelining: bool,
+    /// A message was cut off inside DATA: the connection is only dropped
+    /// (no QUIT, which would be read as message text), so the next hop
+    /// discards the partial message.
+    broken: bool,
 }
 
 /// Connects to the next hop at `to` within `secs`.
@@ -94,6 +107,7 @@ impl<H: AsyncRead + AsyncWrite> Hop<H> {
             out: Vec::new(),
             timeout,
             pipelining: false,
+            broken: false,
         }
     }
 
@@ -173,6 +187,9 @@ impl<H: AsyncRead + AsyncWrite> Hop<H> {
     }
 
     async fn quit(mut self) {
+        if self.broken {
+            return;
+        }
         let _ = timeout(Duration::from_secs(5), async {
             let _ = self.send(b"QUIT\r\n").await;
             let _ = self.reply().await;
@@ -188,13 +205,35 @@ struct Client<S> {
     w: WriteHalf<S>,
     inbuf: Vec<u8>,
     out: Vec<u8>,
+    /// How long a write may make no progress (`command_timeout_secs`).
+    write_limit: Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite> Client<S> {
+    fn new(stream: S, write_limit: Duration) -> Client<S> {
+        let (r, w) = tokio::io::split(stream);
+        Client {
+            r,
+            w,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            write_limit,
+        }
+    }
+
+    /// Writes the pending output. Each write that moves bytes restarts
+    /// the clock; what was written leaves `out` at once, so a flush cut
+    /// short (shutdown's `select!`) never sends a byte twice.
     async fn flush(&mut self) -> Result<(), ProxyError> {
-        if !self.out.is_empty() {
-            self.w.write_all(&self.out).await.map_err(io_err)?;
-            self.out.clear();
+        while !self.out.is_empty() {
+            let n = timeout(self.write_limit, self.w.write(&self.out))
+                .await
+                .map_err(|_| ProxyError::ClientStalled)?
+                .map_err(io_err)?;
+            if n == 0 {
+                return Err(io_err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.out.drain(..n);
         }
         Ok(())
     }
@@ -364,7 +403,7 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let settings = &cx.snap.config.server;
-    let hostname = server_hostname(&cx.snap);
+    let hostname = cx.snap.hostname.clone();
     let served = match cx.hops.take(&hostname) {
         Some((mut hop, caps)) => {
             // The reply timeout of this session's configuration (a reload
@@ -407,7 +446,7 @@ where
     C: AsyncRead + AsyncWrite + Send,
     H: AsyncRead + AsyncWrite,
 {
-    let hostname = server_hostname(&cx.snap);
+    let hostname = cx.snap.hostname.clone();
     if let Some((hop, _, _)) = serve_fresh(client, hop, peer, &cx, &hostname).await {
         hop.quit().await;
     }
@@ -447,13 +486,8 @@ where
     C: AsyncRead + AsyncWrite,
 {
     tracing::warn!(peer = %peer, "next hop {} unavailable: {why}", cx.listener.next_hop);
-    let (r, w) = tokio::io::split(client);
-    let mut client = Client {
-        r,
-        w,
-        inbuf: Vec::new(),
-        out: Vec::new(),
-    };
+    let limit = Duration::from_secs(cx.snap.config.server.command_timeout_secs);
+    let mut client = Client::new(client, limit);
     client.queue(&Session::hop_unavailable(hostname));
     let _ = client.flush().await;
 }
@@ -473,14 +507,8 @@ where
     C: AsyncRead + AsyncWrite + Send,
     H: AsyncRead + AsyncWrite,
 {
-    let (r, w) = tokio::io::split(client);
-    let client = Client {
-        r,
-        w,
-        inbuf: Vec::new(),
-        out: Vec::new(),
-    };
     let settings = &cx.snap.config.server;
+    let client = Client::new(client, Duration::from_secs(settings.command_timeout_secs));
     let trusted = match peer {
         Peer::Unix => true,
         Peer::Tcp(a) => crate::policy::is_internal(a.ip(), &settings.authorized_xforward_hosts),
@@ -508,25 +536,25 @@ where
             tracing::warn!(peer = %peer, "next hop failed: {why}");
             conn.client.queue(&Session::hop_failed());
         }
+        Err(ProxyError::Spool(why)) => {
+            // The message's 451 is queued already; the next hop is dropped.
+            tracing::warn!(peer = %peer, "spool failed while relaying: {why}");
+        }
         Err(ProxyError::Shutdown) => conn.client.queue(&Session::shutting_down()),
         Err(ProxyError::ClientTimeout) => {
             tracing::info!(peer = %peer, "client timed out");
             conn.client.queue(&Session::timed_out());
+        }
+        Err(ProxyError::ClientStalled) => {
+            // Nothing more is written: it would only wait again.
+            tracing::info!(peer = %peer, "client stopped reading its replies: session ended");
+            conn.client.out.clear();
         }
         Err(e) => tracing::info!(peer = %peer, "session ended: {e}"),
     }
     let _ = conn.client.flush().await;
     let _ = conn.client.w.shutdown().await;
     reusable
-}
-
-fn server_hostname(snap: &Snapshot) -> String {
-    let h = &snap.config.server.hostname;
-    if h.is_empty() {
-        crate::config::system_hostname()
-    } else {
-        h.clone()
-    }
 }
 
 /// Reads the next hop's greeting and says EHLO/LHLO.
@@ -566,10 +594,16 @@ struct Conn<'a, S> {
 struct Incoming {
     job: InFlight<Arc<crate::dns::SystemResolver>>,
     spool: Spool,
+    /// Body bytes for the spool file, written by [`spill`] off the runtime
+    /// thread once the read buffer they came from is decoded.
+    pending: Vec<u8>,
     size: u64,
     longest_line: usize,
     /// The whole message must have arrived by then (`server.max_data_secs`).
     deadline: tokio::time::Instant,
+    /// Why the body could not be spooled: the rest of the message is read
+    /// but not kept, and the message gets the spool's 451.
+    spool_failed: Option<String>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
@@ -710,26 +744,31 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         Incoming {
             job,
             spool: Spool::new(m.spool_threshold, m.spool_dir.clone()),
+            pending: Vec::new(),
             size: 0,
             longest_line: 0,
             deadline: self.data_deadline(),
+            spool_failed: None,
         }
     }
 
     /// Feeds message bytes to the pipeline and the spool. Past the size
-    /// limit the bytes are counted but no longer kept.
-    fn take(&self, msg: &mut Incoming, bytes: &[u8]) -> Result<(), ProxyError> {
+    /// limit, or once the spool failed, the bytes are counted but no
+    /// longer kept.
+    fn take(&self, msg: &mut Incoming, bytes: &[u8]) {
         msg.size += bytes.len() as u64;
         let max = self.cx.snap.config.server.max_message_size;
-        if max > 0 && msg.size > max {
-            return Ok(());
+        if (max > 0 && msg.size > max) || msg.spool_failed.is_some() {
+            return;
         }
         if let Pushed::Body { from } = msg.job.push(bytes) {
-            msg.spool
-                .write(&bytes[from..])
-                .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
+            let body = &bytes[from..];
+            // In memory below the threshold; the file's part waits for
+            // `spill` (no file I/O on the runtime thread).
+            if !(msg.pending.is_empty() && msg.spool.hold(body)) {
+                msg.pending.extend_from_slice(body);
+            }
         }
-        Ok(())
     }
 
     /// The message whose data now starts: the one prepared at MAIL (its
@@ -763,13 +802,8 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             if !self.client.inbuf.is_empty() {
                 // Decoded bytes go to the job and the spool as slices of the
                 // read buffer (no copy).
-                let mut failed = Ok(());
-                let end = dec.push_with(&self.client.inbuf, |piece| {
-                    if failed.is_ok() {
-                        failed = self.take(msg, piece);
-                    }
-                });
-                failed?;
+                let end = dec.push_with(&self.client.inbuf, |piece| self.take(msg, piece));
+                spill(msg).await;
                 let used = end.unwrap_or(self.client.inbuf.len());
                 self.client.inbuf.drain(..used);
                 if end.is_some() {
@@ -806,7 +840,8 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                         line = 0;
                     }
                 }
-                self.take(m, &bytes)?;
+                self.take(m, &bytes);
+                spill(m).await;
             }
             if left == 0 {
                 return Ok(());
@@ -841,7 +876,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         } else if msg.longest_line > settings.max_line_length {
             Some(Refusal::LineTooLong(settings.max_line_length))
         } else {
-            None
+            msg.spool_failed.take().map(Refusal::Spool)
         };
         let headers_count = msg.job.headers().len();
         let mut fate = match refusal {
@@ -869,8 +904,27 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         if let Some(m) = &fate.message {
             m.write_head(&mut head);
         }
-        let replies = match self.relay(hop, &head, &mut msg.spool, rcpts).await {
+        let replies = match self.relay(hop, &head, msg.spool, rcpts).await {
             Ok(r) => r,
+            Err(ProxyError::Spool(why)) => {
+                fate.overrule(Refusal::Spool(why.clone()));
+                let r = fate
+                    .answer
+                    .as_ref()
+                    .map_or_else(Session::hop_failed, Reply::from);
+                // Cut off inside DATA, the next hop can only be dropped;
+                // before DATA its transaction is reset and the session goes on.
+                let reset = if hop.broken {
+                    Err(ProxyError::Spool(why))
+                } else {
+                    self.reset_hop(hop).await
+                };
+                fate.emit();
+                for reply in self.session.data_failed(r) {
+                    self.client.queue(&reply);
+                }
+                return reset;
+            }
             Err(e) => {
                 fate.overrule(Refusal::Abandoned(e.to_string()));
                 fate.emit();
@@ -908,9 +962,22 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         &mut self,
         hop: &mut Hop<H>,
         head: &[u8],
-        spool: &mut Spool,
+        spool: Spool,
         rcpts: usize,
     ) -> Result<Vec<Reply>, ProxyError> {
+        // The spool file is rewound before DATA (on the blocking pool, as
+        // its reads): failing here leaves the next hop's transaction open,
+        // to be reset.
+        let body = match spool.into_body() {
+            SpoolBody::Mem(m) => Body::Mem(m),
+            SpoolBody::File(f) => {
+                let mut f = tokio::fs::File::from_std(f);
+                f.seek(std::io::SeekFrom::Start(0))
+                    .await
+                    .map_err(|e| ProxyError::Spool(e.to_string()))?;
+                Body::File(f)
+            }
+        };
         let go = hop.command(b"DATA\r\n").await?;
         if go.code != 354 {
             return Ok(self.session.data_replies(vec![go]));
@@ -921,22 +988,20 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         let mut enc = DotEncoder::default();
         let mut out = Vec::with_capacity(2 * READ_CHUNK + head.len());
         enc.push(head, &mut out);
-        let reader = spool
-            .reader()
-            .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
-        match reader {
+        match body {
             // A body still in memory is encoded from where it lies.
-            SpoolReader::Mem(body) => {
+            Body::Mem(body) => {
                 for piece in body.chunks(READ_CHUNK) {
                     encode_to(hop, &mut enc, &mut out, piece).await?;
                 }
             }
-            SpoolReader::File(file) => {
+            Body::File(mut file) => {
                 let mut buf = vec![0u8; READ_CHUNK];
                 loop {
-                    let n = file
-                        .read(&mut buf)
-                        .map_err(|e| ProxyError::Hop(format!("spool: {e}")))?;
+                    let n = file.read(&mut buf).await.map_err(|e| {
+                        hop.broken = true;
+                        ProxyError::Spool(e.to_string())
+                    })?;
                     if n == 0 {
                         break;
                     }
@@ -957,6 +1022,46 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
         }
         self.session.hop_reset();
         Ok(self.session.data_replies(replies))
+    }
+}
+
+/// A body to relay: in memory, or its spool file read through `tokio::fs`
+/// (the reads run on the blocking pool).
+enum Body {
+    Mem(Vec<u8>),
+    File(tokio::fs::File),
+}
+
+/// Writes the message's pending body bytes to its spool file on tokio's
+/// blocking pool (STYLE §8: a large body going to disk must not stall the
+/// other sessions on the runtime thread). A failure is kept in
+/// `spool_failed`: the rest of the message is read, not kept.
+async fn spill(msg: &mut Incoming) {
+    if msg.pending.is_empty() {
+        return;
+    }
+    if msg.spool_failed.is_some() {
+        msg.pending.clear();
+        return;
+    }
+    // Placeholders while the blocking task owns them (no allocation).
+    let mut spool = std::mem::replace(&mut msg.spool, Spool::new(0, None));
+    let pending = std::mem::take(&mut msg.pending);
+    let done = tokio::task::spawn_blocking(move || {
+        let written = spool.write(&pending);
+        (spool, pending, written)
+    })
+    .await;
+    match done {
+        Ok((spool, mut pending, written)) => {
+            msg.spool = spool;
+            pending.clear();
+            msg.pending = pending;
+            if let Err(e) = written {
+                msg.spool_failed = Some(e.to_string());
+            }
+        }
+        Err(e) => msg.spool_failed = Some(format!("spool task: {e}")),
     }
 }
 

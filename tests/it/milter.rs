@@ -378,3 +378,53 @@ async fn hostile_input_closes_only_that_connection() {
     drop(c);
     server.shutdown().await;
 }
+
+/// SIGTERM's drain reaches milter connections: one between messages is
+/// closed at once (the MTA reconnects to the next process or applies
+/// `milter_default_action`), one in the middle of a message finishes that
+/// message, gets its end-of-message reply, and is closed after it.
+#[tokio::test]
+async fn shutdown_closes_idle_milter_connections_and_lets_a_message_finish() {
+    let Server {
+        server, _dir: dir, ..
+    } = Server::start().await;
+    let addr = server.local_addrs()[0].clone();
+    let SocketAddress::Tcp(addr) = addr else {
+        panic!("tcp")
+    };
+    let client = || async move {
+        Client {
+            s: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    };
+    let mut idle = client().await;
+    idle.negotiate().await;
+    idle.connect("mail.example.com", "192.0.2.25").await;
+    let mut busy = client().await;
+    // Every flag offered but SMFIP_NR_MAIL (0x4000): the reply to MAIL
+    // shows that the filter has started the message before the stop.
+    let mut opt = Vec::new();
+    for v in [6u32, 0x1ff, 0x1f_ffff & !0x4000] {
+        opt.extend_from_slice(&v.to_be_bytes());
+    }
+    busy.send(b'O', &opt).await;
+    assert_eq!(busy.reply().await.unwrap().0, b'O');
+    busy.connect("mail.example.com", "192.0.2.25").await;
+    busy.start("alice@example.com", None, MESSAGE.as_bytes())
+        .await;
+    assert_eq!(busy.reply().await.unwrap().0, b'c', "MAIL continues");
+    let stop = tokio::spawn(server.shutdown(std::time::Duration::from_secs(30)));
+    assert!(
+        idle.reply().await.is_none(),
+        "the idle connection is closed"
+    );
+    let body = &MESSAGE[MESSAGE.find("\r\n\r\n").unwrap() + 4..];
+    busy.send(b'B', body.as_bytes()).await;
+    busy.send(b'E', b"").await;
+    let eom = busy.end_of_message().await;
+    assert_eq!(eom.last.0, b'c', "{eom:?}");
+    assert!(busy.reply().await.is_none(), "closed after its message");
+    assert!(stop.await.unwrap(), "every session finished");
+    drop(dir);
+}

@@ -121,6 +121,12 @@ impl Run {
     /// Starts the proxy with these `[server]` settings; nothing said yet on
     /// either side.
     async fn start(server: &str) -> Run {
+        Run::start_sized(server, 64 * 1024).await
+    }
+
+    /// [`Run::start`] with `client_buffer` bytes in each direction of the
+    /// client's pipe (what a socket buffers before a write must wait).
+    async fn start_sized(server: &str, client_buffer: usize) -> Run {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("authgate.toml");
         // The next hop's address is never dialled: the pipe is the hop.
@@ -139,7 +145,7 @@ impl Run {
             shutdown: shutdown_rx,
             hops: Arc::new(HopPool::default()),
         };
-        let (client, client_end) = tokio::io::duplex(64 * 1024);
+        let (client, client_end) = tokio::io::duplex(client_buffer);
         let (hop, hop_end) = tokio::io::duplex(64 * 1024);
         let peer = Peer::Tcp("127.0.0.1:40000".parse().unwrap());
         Run {
@@ -394,4 +400,32 @@ async fn shutdown_closes_an_idle_session_with_421() {
     assert!(wire(&Session::shutting_down()).starts_with("421 4.3.2 "));
     r.hop.command("QUIT").await;
     r.finished().await;
+}
+
+/// A client that pipelines commands and never reads its replies: once the
+/// pipe is full, the proxy's write makes no progress, and after
+/// `command_timeout_secs` of that the session ends (its slot is freed).
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_dropped_after_the_command_timeout() {
+    let mut r = Run::start_sized("command_timeout_secs = 300", 512).await;
+    r.hop.send("220 hop.test ESMTP\r\n").await;
+    r.hop.command(&format!("EHLO {HOSTNAME}")).await;
+    r.hop.send("250-hop.test\r\n250 8BITMIME\r\n").await;
+    r.client.expect(220).await;
+    let stalled = r.elapsed();
+    let mut w = r.client.w.take().unwrap();
+    // Far more NOOPs than both directions of the pipe can hold, never a
+    // reply read; the writes fail once the proxy has hung up.
+    let flood = tokio::spawn(async move {
+        let noops = "NOOP\r\n".repeat(10_000);
+        let _ = w.write_all(noops.as_bytes()).await;
+    });
+    r.hop.command("QUIT").await;
+    let waited = r.elapsed() - stalled;
+    assert!(waited >= Duration::from_secs(300), "{waited:?}");
+    tokio::time::timeout(PATIENCE, r.task)
+        .await
+        .expect("the session ended")
+        .unwrap();
+    flood.await.unwrap();
 }

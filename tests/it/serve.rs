@@ -1004,6 +1004,68 @@ async fn a_body_past_the_spool_threshold_is_relayed_intact() {
     );
 }
 
+/// BDAT chunks past the spool threshold: each chunk's body bytes go to the
+/// spool file off the runtime thread, and the message arrives intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn bdat_chunks_past_the_spool_threshold_are_relayed_intact() {
+    let (sink, _p, mut c) = proxied("", "[message]\nspool_threshold = 1024").await;
+    c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.test>\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    let mut body = String::new();
+    for i in 0..3000 {
+        body.push_str(&format!(".line {i} of a chunked body\r\n"));
+    }
+    let msg = format!("From: a@example.org\r\nSubject: big chunks\r\n\r\n{body}");
+    let chunks: Vec<&[u8]> = msg.as_bytes().chunks(7000).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = if i + 1 == chunks.len() { " LAST" } else { "" };
+        c.send(&format!("BDAT {}{last}\r\n", chunk.len())).await;
+        c.send_bytes(chunk).await;
+        c.expect(250).await;
+    }
+    let data = sink.transactions()[0].data.clone();
+    assert!(
+        data.ends_with(body.as_bytes()),
+        "body changed in the spool round trip"
+    );
+}
+
+/// A spool that cannot be written (its directory does not exist) is a
+/// local temporary failure of that message: the rest of DATA is still read,
+/// the message gets a 451 of its own (not the next hop's 421), the next
+/// hop's transaction is reset, and the session goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_spool_is_a_451_for_that_message_and_the_session_goes_on() {
+    let missing = tempfile::tempdir().unwrap().path().join("gone");
+    let extra = format!(
+        "[message]\nspool_threshold = 0\nspool_dir = {:?}",
+        missing.display().to_string()
+    );
+    let (sink, _p, mut c) = proxied("", &extra).await;
+    start_data(&mut c, "a@example.org").await;
+    let mut body = String::new();
+    for i in 0..2000 {
+        body.push_str(&format!("line {i} of a body that goes to the spool\r\n"));
+    }
+    let msg = format!("From: a@example.org\r\nSubject: spool\r\n\r\n{body}");
+    c.send_bytes(&dotted(msg.as_bytes())).await;
+    let (code, text) = c.reply().await;
+    assert_eq!(code, 451, "{text}");
+    assert_eq!(text, "4.3.0 Error: local spool failure, try again later");
+    // The session goes on: a message with no body needs no spool.
+    start_data(&mut c, "a@example.org").await;
+    c.send("From: a@example.org\r\nSubject: second\r\n\r\n.\r\n")
+        .await;
+    c.expect(250).await;
+    c.send("QUIT\r\n").await;
+    c.expect(221).await;
+    let seen = sink.transactions();
+    assert_eq!(seen.len(), 1, "only the second message is relayed");
+    assert!(String::from_utf8_lossy(&seen[0].data).contains("Subject: second"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn xclient_from_a_before_queue_proxy_reaches_the_next_hop_as_xforward() {
     let (sink, _p, mut c) = proxied("mode = \"before-queue\"", "").await;
