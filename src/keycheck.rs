@@ -101,6 +101,8 @@ impl Report {
 /// The configured key whose record is checked.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyToCheck<'a> {
+    /// The key's name in `[[dkim.keys]]`.
+    pub name: &'a str,
     /// Signing domain (`d=`).
     pub domain: &'a str,
     /// Selector (`s=`).
@@ -166,7 +168,10 @@ pub fn check(key: &KeyToCheck<'_>, answer: &Result<Vec<Vec<u8>>, DnsError>) -> R
         out.push(finding(
             "unused",
             Level::Ok,
-            "this key is not used by the signing table ([[dkim.signing_table]]).".into(),
+            format!(
+                "key \"{}\" is not used by the signing table ([[dkim.signing_table]]).",
+                key.name
+            ),
             None,
         ));
     }
@@ -496,6 +501,7 @@ mod tests {
             ("garbage", true, "invalid", Level::Error),
         ] {
             let key = KeyToCheck {
+                name: "k",
                 domain: "example.com",
                 selector,
                 public_key: &public,
@@ -518,6 +524,7 @@ mod tests {
     fn damage_that_hides_the_right_key_says_so() {
         let public = STANDARD.decode(ED_PUB).expect("b64");
         let key = KeyToCheck {
+            name: "k",
             domain: "example.com",
             selector: "quoted",
             public_key: &public,
@@ -559,6 +566,7 @@ mod tests {
             let bits = rsa_bits(&der);
             let p = STANDARD.encode(&der);
             let k = KeyToCheck {
+                name: "k",
                 domain: "example.com",
                 selector: "s",
                 public_key: &der,
