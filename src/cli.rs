@@ -1,6 +1,6 @@
 //! Command line: parse arguments, load configuration, dispatch.
 //!
-//! Owns: the stable command-line contract (`sign`, `verify`, `pipe`,
+//! Owns: the stable command-line contract (`sign`, `verify`, `pipe`, `key check`,
 //! `keygen`, `config check`), exit codes, and printing. The only module that
 //! writes to stdout for humans. Must not: hold protocol or policy logic;
 //! the long-running commands hand over to [`crate::daemon`], key files are
