@@ -1,6 +1,6 @@
 //! Command line: parse arguments, load configuration, dispatch.
 //!
-//! Owns: the stable command-line contract (`sign`, `verify`, `pipe`,
+//! Owns: the stable command-line contract (`sign`, `verify`, `pipe`, `key check`,
 //! `keygen`, `config check`), exit codes, and printing. The only module that
 //! writes to stdout for humans. Must not: hold protocol or policy logic;
 //! the long-running commands hand over to [`crate::daemon`], key files are
@@ -61,6 +61,17 @@ const EXAMPLES_KEYGEN: &str = "Examples:
   authgate keygen --domain example.com --selector s2026 --out /etc/authgate/keys
   authgate keygen --domain example.com --selector ed2026 --algorithm ed25519 --testing";
 
+const EXAMPLES_KEY_CHECK: &str = "Examples:
+  authgate key check                                # every [[dkim.keys]] entry of the configuration
+  authgate key check --domain example.com --json    # one JSON array: [{domain, selector, status, findings}]
+  authgate key check --dns-zone keys.zone           # offline, against a zone file
+For each key: looks up selector._domainkey.domain TXT and compares it with the private key
+(missing, mismatched, revoked, t=y, wrong k=, key size, quote/whitespace damage, split records);
+each finding comes with its fix. A key with domain = \"%\" is checked only with --domain.
+--json prints one JSON document: an array of {\"domain\", \"selector\", \"status\", \"findings\":
+[{\"area\": \"dkim\", \"level\": \"ok|warning|error\", \"message\", \"fix\"}]} (fix is null when none).
+Exit status (monitoring plugin style): 0 no warning, 1 warnings, 2 errors or could not check.";
+
 /// authgate: DKIM signing and verification, Authentication-Results, in one binary.
 #[derive(Debug, Parser)]
 #[command(name = "authgate", version, about, long_about = None)]
@@ -98,6 +109,28 @@ enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// DKIM key tools.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Compare each configured key with its published DNS record; print verdicts and fixes.
+    #[command(after_help = EXAMPLES_KEY_CHECK)]
+    Check(KeyCheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct KeyCheckArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Check only the keys of this domain (and keys with domain = "%" for it).
+    #[arg(long, short = 'd')]
+    domain: Option<String>,
+    /// Print one JSON array with an object per key.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -401,24 +434,26 @@ pub fn run() -> ExitCode {
         _ => "warn",
     };
     crate::log::init_logging(cli.log_format, level);
-    let pipe_mode = matches!(cli.command, Command::Pipe(_));
     // `sign` stands in the same place as `pipe` (a transport filter).
     let filter = matches!(cli.command, Command::Pipe(_) | Command::Sign(_));
-    guarded(filter, || exit_code(pipe_mode, dispatch(cli.command)))
+    // `key check` is a monitoring check: not being able to run is an error (2).
+    let failure = match cli.command {
+        Command::Pipe(_) => EX_TEMPFAIL,
+        Command::Key(_) => 2,
+        _ => 1,
+    };
+    guarded(filter, || exit_code(failure, dispatch(cli.command)))
 }
 
-/// The exit status of a command's result: an error is 75 (`EX_TEMPFAIL`,
-/// the MTA retries) in pipe mode, 1 otherwise; the error goes to stderr.
-pub fn exit_code(pipe_mode: bool, result: Result<ExitCode>) -> ExitCode {
+/// The exit status of a command's result: an error prints its text on
+/// stderr and exits `failure` (75, `EX_TEMPFAIL`, in pipe mode: the MTA
+/// retries; 2 for `key check`, a monitoring check; 1 otherwise).
+pub fn exit_code(failure: u8, result: Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("authgate: {}", said_once(&e));
-            if pipe_mode {
-                ExitCode::from(EX_TEMPFAIL)
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(failure)
         }
     }
 }
@@ -473,6 +508,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Milter(a) => milter_cmd(a),
         Command::Spf(a) => spf(a),
         Command::Config(ConfigCommand::Check(a)) => config_check(a),
+        Command::Key(KeyCommand::Check(a)) => key_check(a),
     }
 }
 
@@ -910,6 +946,151 @@ fn config_check(a: CommonArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One checked key: where its record lives and what was found.
+struct KeyVerdict {
+    domain: String,
+    selector: String,
+    report: crate::keycheck::Report,
+}
+
+fn key_check(a: KeyCheckArgs) -> Result<ExitCode> {
+    use crate::keycheck::Level;
+    let config = a.common.load(Figment::new())?;
+    let resolver = dns::build(&config.dns)?;
+    let rt = runtime()?;
+    let mut verdicts = Vec::new();
+    for k in &config.dkim.keys {
+        let domain = match (&a.domain, k.domain.as_str()) {
+            (None, "%") => {
+                verdicts.push(KeyVerdict {
+                    domain: k.domain.clone(),
+                    selector: k.selector.clone(),
+                    report: crate::keycheck::author_domain_unchecked(&k.name, &k.selector),
+                });
+                continue;
+            }
+            (Some(d), "%") => d.trim_end_matches('.').to_owned(),
+            (Some(d), dom) if !same_domain(d, dom) => continue,
+            (_, dom) => dom.trim_end_matches('.').to_owned(),
+        };
+        let report = check_one_key(&config, k, &domain, &resolver, &rt);
+        verdicts.push(KeyVerdict {
+            domain,
+            selector: k.selector.clone(),
+            report,
+        });
+    }
+    if verdicts.is_empty() {
+        match &a.domain {
+            Some(d) => bail!("no [[dkim.keys]] entry signs for {d}"),
+            None => bail!("the configuration has no [[dkim.keys]] to check"),
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let doc: Vec<serde_json::Value> = verdicts.iter().map(key_verdict_json).collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        for v in &verdicts {
+            write_key_verdict(&mut out, v)?;
+        }
+    }
+    let worst = verdicts.iter().map(|v| v.report.level()).max();
+    Ok(ExitCode::from(match worst {
+        Some(Level::Error) => 2,
+        Some(Level::Warning) => 1,
+        _ => 0,
+    }))
+}
+
+fn same_domain(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+/// Loads one key and checks its record at `selector._domainkey.domain`.
+fn check_one_key(
+    config: &Config,
+    k: &KeySettings,
+    domain: &str,
+    resolver: &impl dns::Resolver,
+    rt: &tokio::runtime::Runtime,
+) -> crate::keycheck::Report {
+    use crate::dkim::key::KeyType;
+    use crate::dkim::signature::Algorithm;
+    use crate::keycheck::{KeyToCheck, Level, Report, check};
+    let allow = config.dkim.sign.allow_insecure_key_permissions;
+    let sk = match load_signing_key(&k.file, allow) {
+        Ok(sk) => sk,
+        Err(e) => {
+            return Report::single(
+                "unreadable",
+                Level::Error,
+                format!("key \"{}\" cannot be loaded: {e}.", k.name),
+                Some("fix the key file; `authgate config check` shows the same error.".into()),
+            );
+        }
+    };
+    let public_key = sk.public_key_bytes();
+    let key_type = match sk.algorithm() {
+        Algorithm::Ed25519Sha256 => KeyType::Ed25519,
+        _ => KeyType::Rsa,
+    };
+    let used = config
+        .dkim
+        .signing_table
+        .iter()
+        .any(|row| row.keys.contains(&k.name));
+    let key = KeyToCheck {
+        name: &k.name,
+        domain,
+        selector: &k.selector,
+        public_key: &public_key,
+        key_type,
+        signing: used,
+    };
+    let name = format!("{}._domainkey.{domain}", k.selector);
+    let answer = rt.block_on(resolver.txt(&name));
+    check(&key, &answer)
+}
+
+fn key_verdict_json(v: &KeyVerdict) -> serde_json::Value {
+    let findings: Vec<serde_json::Value> = v
+        .report
+        .findings
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "area": "dkim",
+                "level": f.level.as_str(),
+                "message": f.message,
+                "fix": f.fix,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "domain": v.domain,
+        "selector": v.selector,
+        "status": v.report.status(),
+        "findings": findings,
+    })
+}
+
+/// `selector._domainkey.domain: STATUS`, then each finding and its fix.
+/// Record lines are printed unindented so that they paste into a zone file.
+fn write_key_verdict(out: &mut impl Write, v: &KeyVerdict) -> Result<()> {
+    let status = v.report.status().to_ascii_uppercase();
+    writeln!(out, "{}._domainkey.{}: {status}", v.selector, v.domain)?;
+    for f in &v.report.findings {
+        writeln!(out, "  {}: {}", f.level.as_str(), f.message)?;
+        if let Some(fix) = &f.fix {
+            writeln!(out, "  fix: {fix}")?;
+        }
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -969,8 +1150,11 @@ mod tests {
     #[test]
     fn errors_exit_75_in_pipe_mode_and_1_otherwise() {
         let err = || Err(anyhow::anyhow!("boom"));
-        assert_eq!(exit_code(true, err()), ExitCode::from(EX_TEMPFAIL));
-        assert_eq!(exit_code(false, err()), ExitCode::FAILURE);
-        assert_eq!(exit_code(true, Ok(ExitCode::SUCCESS)), ExitCode::SUCCESS);
+        assert_eq!(exit_code(EX_TEMPFAIL, err()), ExitCode::from(EX_TEMPFAIL));
+        assert_eq!(exit_code(1, err()), ExitCode::FAILURE);
+        assert_eq!(
+            exit_code(EX_TEMPFAIL, Ok(ExitCode::SUCCESS)),
+            ExitCode::SUCCESS
+        );
     }
 }

@@ -23,6 +23,7 @@ pub mod dmarc;
 pub mod dns;
 pub mod dnsbl;
 pub mod iprev;
+pub mod keycheck;
 pub mod keyfile;
 pub mod keygen;
 pub mod log;

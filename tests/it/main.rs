@@ -10,6 +10,7 @@ mod dmarc_interop;
 mod dns;
 mod dns_server;
 mod interop;
+mod keycheck;
 mod keygen;
 mod milter;
 mod oracles;
