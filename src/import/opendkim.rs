@@ -715,3 +715,269 @@ fn plain_pattern(key: &str) -> String {
         None => key.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn run(dkim: &str, dmarc: Option<&str>, files: &[(&str, &str)]) -> Import {
+        let files: HashMap<String, String> = files
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let read = move |p: &str| {
+            files
+                .get(p)
+                .cloned()
+                .ok_or_else(|| "No such file".to_string())
+        };
+        let src = |text| Source {
+            path: "test.conf",
+            text,
+        };
+        import(src(dkim), dmarc.map(src), &read)
+    }
+
+    #[test]
+    fn key_table_lines_parse_with_comments_blanks_crlf_and_tabs() {
+        let text = "# keys\r\n\r\nk1 example.com:mail:/k/1.private\r\nk2\t%:sel:/k/2.private  # both\n  \t\n";
+        let (keys, errors) = parse_key_table(text);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].file, "/k/1.private");
+        assert_eq!(keys[1].domain, "%");
+        assert_eq!(keys[1].selector, "sel");
+    }
+
+    #[test]
+    fn bad_key_table_lines_name_their_line() {
+        for (text, want) in [
+            (
+                "a b:c:d\n\nbroken\n",
+                "KeyTable line 3: expected NAME DOMAIN:SELECTOR:KEYPATH",
+            ),
+            ("# x\nk example.com:mail\n", "KeyTable line 2: expected"),
+            ("k example.com::/k\n", "KeyTable line 1: expected"),
+            ("k a:b:c extra\n", "KeyTable line 1: expected"),
+        ] {
+            let (_, errors) = parse_key_table(text);
+            assert!(errors[0].starts_with(want), "{text:?}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn signing_table_lines_parse_and_bad_ones_name_their_line() {
+        let (rows, errors) =
+            parse_signing_table("*@example.com\tk1\r\nuser@x.org k2 user@x.org\nlonely\n");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].key, "k2");
+        assert_eq!(
+            errors,
+            ["SigningTable line 3: expected PATTERN KEYNAME [SIGNER], found \"lonely\""]
+        );
+    }
+
+    #[test]
+    fn host_entries_map_addresses_and_cidrs_only() {
+        for (entry, want) in [
+            ("127.0.0.1", Some("127.0.0.1/32")),
+            ("192.168.0.1/24", Some("192.168.0.0/24")),
+            ("::1", Some("::1/128")),
+            ("2001:db8::/32", Some("2001:db8::/32")),
+            ("localhost", None),
+            ("*.example.com", None),
+            ("!10.0.0.1", None),
+        ] {
+            assert_eq!(
+                host_entry(entry).ok().map(|n| n.to_string()).as_deref(),
+                want,
+                "{entry}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_map_to_settings() {
+        for (line, want) in [
+            (
+                "Canonicalization relaxed",
+                "canonicalization = \"relaxed/simple\"",
+            ),
+            (
+                "Canonicalization relaxed/relaxed",
+                "canonicalization = \"relaxed/relaxed\"",
+            ),
+            ("Mode v", "role = \"inbound\""),
+            ("Mode s", "role = \"outbound\""),
+            (
+                "OversignHeaders From,Subject",
+                "oversign = [\"from\", \"subject\"]",
+            ),
+            ("SignHeaders From, To", "headers = [\"from\", \"to\"]"),
+            ("MinimumKeyBits 2048", "min_rsa_bits = 2048"),
+            ("MinimumKeyBits 512", "# MinimumKeyBits 512\n#   not mapped"),
+            (
+                "AuthservID mx.example.com",
+                "authserv_id = \"mx.example.com\"",
+            ),
+            (
+                "Socket local:/run/opendkim.sock",
+                "listen = \"local:/run/opendkim.sock\"",
+            ),
+            ("Socket inet:8891", "listen = \"0.0.0.0:8891\""),
+            (
+                "InternalHosts 10.0.0.0/8, 127.0.0.1",
+                "internal_hosts = [\"10.0.0.0/8\", \"127.0.0.1/32\"]",
+            ),
+            (
+                "Frobnicate yes",
+                "# Frobnicate yes\n#   not mapped: no authgate equivalent",
+            ),
+        ] {
+            let out = run(line, None, &[]);
+            assert!(out.toml.contains(want), "{line}: {}", out.toml);
+            assert!(out.problems.is_empty(), "{line}: {:?}", out.problems);
+        }
+    }
+
+    #[test]
+    fn opendmarc_options_map_to_settings() {
+        for (line, want) in [
+            ("RejectFailures true", "reject_action = \"reject\""),
+            ("RejectFailures false", "reject_action = \"quarantine\""),
+            ("RequiredHeaders true", "require_valid_from = true"),
+            (
+                "TrustedAuthservIDs a.example, b.example",
+                "trusted_authserv_ids = [\"a.example\", \"b.example\"]",
+            ),
+            ("SPFSelfValidate true", "[spf]\nenabled = true"),
+            ("IgnoreHosts 192.0.2.0/24", "\"192.0.2.0/24\""),
+        ] {
+            let out = run("", Some(line), &[]);
+            assert!(out.toml.contains(want), "{line}: {}", out.toml);
+        }
+    }
+
+    #[test]
+    fn tables_become_keys_and_rows() {
+        let out = run(
+            "KeyTable /kt\nSigningTable refile:/st\n",
+            None,
+            &[
+                ("/kt", "rsa %:s1:/k/rsa\ned %:s2:/k/ed\n"),
+                (
+                    "/st",
+                    "*@example.com rsa\n*@example.com ed\n*@*.example.org rsa\n",
+                ),
+            ],
+        );
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert!(
+            out.toml
+                .contains("pattern = \"*@example.com\"\nkeys = [\"rsa\", \"ed\"]"),
+            "{}",
+            out.toml
+        );
+        assert!(out.toml.contains("pattern = \"*@*.example.org\""));
+        assert!(out.toml.contains("domain = \"%\""));
+    }
+
+    #[test]
+    fn plain_signing_table_keys_become_patterns() {
+        let out = run(
+            "KeyTable /kt\nSigningTable /st\n",
+            None,
+            &[
+                ("/kt", "k example.com:s:/k\n"),
+                ("/st", "example.com k\n.example.net k\nuser@example.org k\n"),
+            ],
+        );
+        for want in [
+            "pattern = \"example.com\"",
+            "pattern = \"*@*.example.net\"",
+            "pattern = \"user@example.org\"",
+        ] {
+            assert!(out.toml.contains(want), "{want}: {}", out.toml);
+        }
+    }
+
+    #[test]
+    fn single_key_form_signs_the_domain_and_subdomains() {
+        let out = run(
+            "Domain example.com\nSelector mail\nKeyFile /k/mail.private\nSubDomains yes\n",
+            None,
+            &[],
+        );
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        for want in [
+            "selector = \"mail\"",
+            "pattern = \"*@example.com\"",
+            "pattern = \"*@*.example.com\"",
+        ] {
+            assert!(out.toml.contains(want), "{want}: {}", out.toml);
+        }
+    }
+
+    #[test]
+    fn important_failures_are_problems() {
+        for (conf, files, want) in [
+            (
+                "KeyTable /missing\nSigningTable /st\n",
+                vec![("/st", "")],
+                "cannot read KeyTable /missing",
+            ),
+            (
+                "KeyTable /kt\nSigningTable /st\n",
+                vec![("/kt", "bad\n"), ("/st", "")],
+                "KeyTable line 1",
+            ),
+            (
+                "KeyTable /kt\nSigningTable /st\n",
+                vec![("/kt", ""), ("/st", "* nokey\n")],
+                "\"nokey\"",
+            ),
+            ("KeyTable db:/kt.db\n", vec![], "only a file"),
+            (
+                "InternalHosts refile:/h\n",
+                vec![("/h", "localhost\n*.example.com\n")],
+                "no entry is an address",
+            ),
+            (
+                "Domain example.com\n",
+                vec![],
+                "without Selector and KeyFile",
+            ),
+        ] {
+            let out = run(conf, None, &files);
+            assert!(
+                out.problems.iter().any(|p| p.contains(want)),
+                "{conf}: {:?}",
+                out.problems
+            );
+        }
+    }
+
+    #[test]
+    fn partly_mapped_host_list_is_not_a_problem() {
+        let out = run(
+            "InternalHosts /h\n",
+            None,
+            &[("/h", "127.0.0.1\nlocalhost\n")],
+        );
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        assert!(
+            out.toml
+                .contains("# InternalHosts /h line 2: localhost\n#   not mapped: a host name"),
+            "{}",
+            out.toml
+        );
+    }
+
+    #[test]
+    fn opendkim_defaults_are_written_out() {
+        let out = run("", None, &[]);
+        assert!(out.toml.contains("canonicalization = \"simple/simple\""));
+        assert!(out.toml.contains("internal_hosts = [\"127.0.0.1/32\"]"));
+    }
+}
