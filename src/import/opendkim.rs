@@ -306,7 +306,6 @@ impl Builder {
         }
     }
 
-    #[allow(clippy::too_many_lines)] // one arm per option, like the man page
     fn dkim_option(
         &mut self,
         name: &str,
