@@ -72,6 +72,13 @@ each finding comes with its fix. A key with domain = \"%\" is checked only with 
 [{\"area\": \"dkim\", \"level\": \"ok|warning|error\", \"message\", \"fix\"}]} (fix is null when none).
 Exit status (monitoring plugin style): 0 no warning, 1 warnings, 2 errors or could not check.";
 
+const EXAMPLES_IMPORT_OPENDKIM: &str = "Examples:
+  authgate import opendkim > /etc/authgate/authgate.toml            # reads /etc/opendkim.conf and its tables
+  authgate import opendkim /etc/opendkim.conf --opendmarc /etc/opendmarc.conf > authgate.toml
+  authgate config check --config authgate.toml                      # then check the keys and tables
+The TOML goes to stdout, every line not mapped is a `#` comment in it with the reason, the summary
+goes to stderr. Exit 1 when a key, a table or a host list could not be mapped.";
+
 /// authgate: DKIM signing and verification, Authentication-Results, in one binary.
 #[derive(Debug, Parser)]
 #[command(name = "authgate", version, about, long_about = None)]
@@ -112,6 +119,9 @@ enum Command {
     /// DKIM key tools.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Translate another program's configuration into authgate's.
+    #[command(subcommand)]
+    Import(ImportCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +141,23 @@ struct KeyCheckArgs {
     /// Print one JSON array with an object per key.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Print the authgate.toml equivalent of opendkim.conf (and opendmarc.conf).
+    #[command(after_help = EXAMPLES_IMPORT_OPENDKIM)]
+    Opendkim(ImportOpendkimArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImportOpendkimArgs {
+    /// The OpenDKIM configuration.
+    #[arg(default_value = "/etc/opendkim.conf")]
+    conf: PathBuf,
+    /// The OpenDMARC configuration, merged in.
+    #[arg(long, value_name = "CONF")]
+    opendmarc: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -509,6 +536,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Spf(a) => spf(a),
         Command::Config(ConfigCommand::Check(a)) => config_check(a),
         Command::Key(KeyCommand::Check(a)) => key_check(a),
+        Command::Import(ImportCommand::Opendkim(a)) => import_opendkim(a),
     }
 }
 
@@ -1089,6 +1117,45 @@ fn write_key_verdict(out: &mut impl Write, v: &KeyVerdict) -> Result<()> {
     }
     writeln!(out)?;
     Ok(())
+}
+
+fn import_opendkim(a: ImportOpendkimArgs) -> Result<ExitCode> {
+    use crate::import::opendkim::{Source, import};
+    let read_conf = |p: &Path| {
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let dkim_text = read_conf(&a.conf)?;
+    let dmarc_text = a.opendmarc.as_deref().map(read_conf).transpose()?;
+    let dkim_path = a.conf.display().to_string();
+    let dmarc_path = a.opendmarc.as_ref().map(|p| p.display().to_string());
+    let dmarc = match (&dmarc_path, &dmarc_text) {
+        (Some(path), Some(text)) => Some(Source { path, text }),
+        _ => None,
+    };
+    let read = |p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    let result = import(
+        Source {
+            path: &dkim_path,
+            text: &dkim_text,
+        },
+        dmarc,
+        &read,
+    );
+    std::io::stdout().lock().write_all(result.toml.as_bytes())?;
+    eprintln!(
+        "authgate import: {} settings mapped, {} lines left as comments, {} problems",
+        result.mapped,
+        result.commented,
+        result.problems.len()
+    );
+    for p in &result.problems {
+        eprintln!("authgate import: {p}");
+    }
+    Ok(if result.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]

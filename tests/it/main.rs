@@ -9,6 +9,7 @@ mod dmarc;
 mod dmarc_interop;
 mod dns;
 mod dns_server;
+mod import;
 mod interop;
 mod keycheck;
 mod keygen;
