@@ -1132,7 +1132,10 @@ fn import_opendkim(a: ImportOpendkimArgs) -> Result<ExitCode> {
         (Some(path), Some(text)) => Some(Source { path, text }),
         _ => None,
     };
-    let read = |p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map_err(|e| crate::keyfile::without_errno(&e.to_string()).to_string())
+    };
     let result = import(
         Source {
             path: &dkim_path,
