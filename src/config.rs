@@ -63,6 +63,8 @@ pub struct Config {
     pub listener: Vec<ListenerSettings>,
     /// `[milter]`: the `authgate milter` socket and milter-only behaviour.
     pub milter: MilterSettings,
+    /// `[report]`: DMARC reports (the store, sending, failure reports).
+    pub report: ReportSettings,
     /// The file these settings were read from, if any: errors found later
     /// (a key file, a table) name its line. Not a setting.
     #[serde(skip)]
@@ -308,6 +310,78 @@ impl Default for DmarcSettings {
             temperror_action: crate::policy::TempErrorAction::Accept,
             require_valid_from: false,
             quarantine_header: "X-Authgate-Quarantine: dmarc".into(),
+        }
+    }
+}
+
+/// `[report]`: DMARC aggregate (RFC 9990) and failure (RFC 9991) reports.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportSettings {
+    /// Record a row per message DMARC evaluated (nothing is recorded or
+    /// sent until this is on).
+    pub enabled: bool,
+    /// `sqlite:/path` (default) or `postgres://user:password@host/db`.
+    pub store: String,
+    /// `<org_name>` in the reports we send; empty: the host name.
+    pub org_name: String,
+    /// The report mail's From address; empty: `dmarc-noreply@` the host name.
+    pub from: String,
+    /// `<email>`/`<extra_contact_info>`: where reporters' admins can write.
+    pub contact: String,
+    /// Submission host (`host:port`) for the report mail; empty: the first
+    /// listener's next hop (or 127.0.0.1:25).
+    pub submission: String,
+    /// `starttls` (default), `tls` (implicit, port 465) or `none`.
+    pub submission_tls: String,
+    /// A PEM file of extra CA certificates to trust for the submission host.
+    pub submission_ca: Option<PathBuf>,
+    /// SMTP AUTH user for the submission host.
+    pub submission_user: String,
+    /// File holding the SMTP AUTH password (one line; not group/world readable).
+    pub submission_password_file: Option<PathBuf>,
+    /// Days of rows and received reports kept.
+    pub keep_days: u32,
+    /// Send RFC 9991 failure reports where `ruf=`/`fo=` ask for them.
+    pub failure_reports: bool,
+    /// Failure reports per destination domain per hour, at most.
+    pub failure_rate_per_hour: u32,
+    /// Redact local-parts in failure reports (RFC 6590).
+    pub failure_redact: bool,
+    /// Also send RFC 6651 DKIM failure reports where the signature says
+    /// `r=y` (OpenDKIM `SendReports`).
+    pub dkim_failure_reports: bool,
+    /// Rows waiting for the store writer, at most; beyond, rows are counted
+    /// as dropped and mail is never slowed.
+    pub queue: usize,
+    /// Minutes after UTC midnight that `serve`/`milter` send yesterday's
+    /// reports.
+    pub send_delay_minutes: u32,
+}
+
+/// Where the report store lives unless configured.
+pub const DEFAULT_REPORT_STORE: &str = "sqlite:/var/lib/authgate/reports.db";
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        ReportSettings {
+            enabled: false,
+            store: DEFAULT_REPORT_STORE.into(),
+            org_name: String::new(),
+            from: String::new(),
+            contact: String::new(),
+            submission: String::new(),
+            submission_tls: "starttls".into(),
+            submission_ca: None,
+            submission_user: String::new(),
+            submission_password_file: None,
+            keep_days: 60,
+            failure_reports: false,
+            failure_rate_per_hour: 10,
+            failure_redact: false,
+            dkim_failure_reports: false,
+            queue: 10_000,
+            send_delay_minutes: 30,
         }
     }
 }

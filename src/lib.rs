@@ -33,6 +33,7 @@ pub mod milter;
 pub mod outcome;
 pub mod pipe;
 pub mod pipeline;
+pub mod report;
 pub mod policy;
 pub mod role;
 pub mod server;

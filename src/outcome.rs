@@ -187,6 +187,8 @@ pub struct Meta {
     pub recipients: usize,
     /// Message size in bytes.
     pub size: u64,
+    /// The first recipient's domain (DMARC aggregate `envelope_to`).
+    pub rcpt_domain: Option<String>,
 }
 
 /// Why a front refused or lost a message itself.

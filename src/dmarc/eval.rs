@@ -176,6 +176,11 @@ pub struct DmarcOutcome {
     pub reason: String,
     /// `_dmarc` TXT and existence queries sent.
     pub dns_queries: usize,
+    /// The record as published at `policy_domain` (what DMARC reports
+    /// quote: `p`, `sp`, `np`, alignment, `t`, `psd`, `rua`, `ruf`, `fo`).
+    pub record: Option<Box<DmarcRecord>>,
+    /// Discovery used the DNS tree walk (RFC 9989) rather than the PSL.
+    pub treewalk: bool,
 }
 
 impl DmarcOutcome {
@@ -193,6 +198,8 @@ impl DmarcOutcome {
             dkim_aligned: false,
             reason: reason.into(),
             dns_queries: 0,
+            record: None,
+            treewalk: true,
         }
     }
 }
@@ -221,6 +228,7 @@ pub async fn evaluate<R: Resolver>(
     };
     let mut walker = Walker::new(resolver);
     let mut out = evaluate_with(&mut walker, &author, inputs, opts).await;
+    out.treewalk = !opts.use_psl;
     out.dns_queries = out.dns_queries.saturating_add(walker.queries());
     out
 }
@@ -243,6 +251,7 @@ async fn evaluate_with<R: Resolver>(
     };
     let mut out = DmarcOutcome::bare(DmarcResult::Fail, author, "");
     out.policy_domain = Some(discovered.domain.clone());
+    out.record = Some(Box::new(discovered.record.clone()));
     out.testing = discovered.record.testing;
     let Some(record) = usable_record(&discovered, &mut out) else {
         return out;

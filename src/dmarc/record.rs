@@ -140,10 +140,13 @@ pub struct DmarcRecord {
     /// `pct=` (RFC 7489 §6.3; removed by RFC 9989 but still honoured in
     /// PSL mode). `None` when absent or not an integer 0..=100.
     pub pct: Option<u8>,
-    /// `rua=` as written (reporting is not implemented yet).
+    /// `rua=` as written.
     pub rua: Option<String>,
     /// `ruf=` as written.
     pub ruf: Option<String>,
+    /// `fo=` as written (failure reporting options, RFC 9991 §3.1; `0`
+    /// when absent).
+    pub fo: Option<String>,
     /// `p`, `sp` or `np` tags present with a value that is not a
     /// `dmarc-request` (RFC 9989 §4.10.1 has a rule for these).
     pub invalid_policy_tags: Vec<String>,
@@ -211,6 +214,7 @@ impl DmarcRecord {
             "pct" => self.pct = self.percent(value),
             "rua" => self.rua = Some(value.to_string()),
             "ruf" => self.ruf = Some(value.to_string()),
+            "fo" => self.fo = Some(value.to_string()),
             "v" => self.ignored.push("v= not first".into()),
             _ => self.ignored.push(format!("unknown tag {name}=")),
         }

@@ -163,6 +163,7 @@ struct Connection {
 #[derive(Debug)]
 struct Message {
     recipients: usize,
+    rcpt_domain: Option<String>,
     size: u64,
     end_of_headers: bool,
 }
@@ -245,9 +246,12 @@ impl Session {
                 self.mail(&args, out);
                 self.reply_unless(protocol::NR_MAIL, out);
             }
-            Command::Rcpt(_) => {
+            Command::Rcpt(args) => {
                 if let Some(m) = &mut self.msg {
                     m.recipients += 1;
+                    if m.rcpt_domain.is_none() {
+                        m.rcpt_domain = args.first().and_then(|a| crate::message::address::domain_of(a.trim_matches(['<', '>'])));
+                    }
                 }
                 self.reply_unless(protocol::NR_RCPT, out);
             }
@@ -366,6 +370,7 @@ impl Session {
         }));
         self.msg = Some(Message {
             recipients: 0,
+            rcpt_domain: None,
             size: 0,
             end_of_headers: false,
         });
@@ -491,11 +496,14 @@ impl Session {
     fn end_of_body(&mut self, chunk: Vec<u8>, out: &mut Vec<Action>) -> Result<(), SessionError> {
         self.end_headers(out)?;
         self.feed(chunk, "end of message outside a message", out)?;
-        let (recipients, size) = self.msg.as_ref().map_or((0, 0), |m| (m.recipients, m.size));
+        let (recipients, size, rcpt_domain) = self.msg.as_ref().map_or((0, 0, None), |m| {
+            (m.recipients, m.size, m.rcpt_domain.clone())
+        });
         out.push(Action::Finish(Meta {
             queue_id: self.msg_macros.get("i").map(str::to_string),
             recipients,
             size,
+            rcpt_domain,
         }));
         Ok(())
     }
@@ -777,6 +785,7 @@ mod tests {
                 queue_id: Some("4ABC".into()),
                 recipients: 2,
                 size: 21 + 2 + 3 + 5,
+                rcpt_domain: None,
             })]
         );
         assert!(matches!(
@@ -1057,6 +1066,7 @@ mod tests {
                     queue_id: Some("Q2".into()),
                     recipients: 0,
                     size: 8,
+                    rcpt_domain: None,
                 }),
             ]
         );

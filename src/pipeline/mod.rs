@@ -226,6 +226,18 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// The message is itself a DMARC or feedback report (`multipart/report`
+    /// or an RFC 9990 "Report Domain:" subject): never the subject of a
+    /// failure report, so reports cannot loop.
+    pub fn is_report(&self) -> bool {
+        self.headers.iter().any(|h| {
+            let v = h.value_str();
+            let v = v.trim_start().to_ascii_lowercase();
+            (h.is("Content-Type") && v.starts_with("multipart/report"))
+                || (h.is("Subject") && v.starts_with("report domain:"))
+        })
+    }
+
     /// A finished message from its parts (the job builds it; fronts'
     /// tests may too).
     pub fn new(

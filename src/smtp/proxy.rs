@@ -859,6 +859,12 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
             queue_id: self.session.queue_id().map(str::to_string),
             recipients: self.session.transaction().rcpts.len(),
             size: msg.size,
+            rcpt_domain: self
+                .session
+                .transaction()
+                .rcpts
+                .first()
+                .and_then(|r| crate::message::address::domain_of(r.trim_matches(['<', '>']))),
         }
     }
 
