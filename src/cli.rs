@@ -26,6 +26,8 @@ use crate::pipeline::{Context, Envelope};
 use crate::role::Role;
 use crate::sysexits::EX_TEMPFAIL;
 
+mod report;
+
 const EXAMPLES_SIGN: &str = "Examples:
   authgate sign --domain example.com --selector s2026 --key /etc/authgate/keys/s2026.example.com.key < msg.eml > signed.eml
   authgate sign --domain example.com --selector ed2026 --key ed.key --algorithm ed25519-sha256 --headers from:to:subject:date < msg.eml";
@@ -122,6 +124,9 @@ enum Command {
     /// Translate another program's configuration into authgate's.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// DMARC reports: send ours, read others', see what the store holds.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -537,6 +542,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Config(ConfigCommand::Check(a)) => config_check(a),
         Command::Key(KeyCommand::Check(a)) => key_check(a),
         Command::Import(ImportCommand::Opendkim(a)) => import_opendkim(a),
+        Command::Report(c) => report::dispatch(c),
     }
 }
 

@@ -250,7 +250,9 @@ impl Session {
                 if let Some(m) = &mut self.msg {
                     m.recipients += 1;
                     if m.rcpt_domain.is_none() {
-                        m.rcpt_domain = args.first().and_then(|a| crate::message::address::domain_of(a.trim_matches(['<', '>'])));
+                        m.rcpt_domain = args.first().and_then(|a| {
+                            crate::message::address::domain_of(a.trim_matches(['<', '>']))
+                        });
                     }
                 }
                 self.reply_unless(protocol::NR_RCPT, out);

@@ -448,13 +448,19 @@ mod tests {
         )
         .unwrap();
         let rows = db
-            .query("SELECT name, looked FROM ptr_cache WHERE ip = $1", &["192.0.2.1".into()])
+            .query(
+                "SELECT name, looked FROM ptr_cache WHERE ip = $1",
+                &["192.0.2.1".into()],
+            )
             .unwrap();
         assert_eq!(rows, vec![vec![Value::from("mx.example"), Value::Int(7)]]);
         // Opening again keeps the data (the schema is idempotent).
         drop(db);
         let mut db = Db::open(&url).unwrap();
-        assert_eq!(db.query("SELECT COUNT(*) FROM ptr_cache", &[]).unwrap()[0][0].int(), 1);
+        assert_eq!(
+            db.query("SELECT COUNT(*) FROM ptr_cache", &[]).unwrap()[0][0].int(),
+            1
+        );
         assert!(matches!(Db::open("mysql://x"), Err(DbError::BadUrl(_))));
     }
 }

@@ -121,7 +121,10 @@ impl Row {
             env_to: fate.meta.rcpt_domain.clone().unwrap_or_default(),
             header_from: o.domain.clone(),
             policy_domain,
-            p: rec.policy.map(|p| p.as_str().to_string()).unwrap_or_default(),
+            p: rec
+                .policy
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default(),
             sp: rec
                 .subdomain_policy
                 .map(|p| p.as_str().to_string())

@@ -50,7 +50,9 @@ fn row_values(r: &Row) -> Vec<Value> {
         (&r.spf_domain).into(),
         (&r.spf_scope).into(),
         (&r.spf_result).into(),
-        serde_json::to_string(&r.dkim).unwrap_or_else(|_| "[]".into()).into(),
+        serde_json::to_string(&r.dkim)
+            .unwrap_or_else(|_| "[]".into())
+            .into(),
         r.is_report.into(),
     ]
 }
@@ -156,12 +158,24 @@ pub fn dropped_in(db: &mut Db, begin: i64, end: i64) -> Result<(u64, Vec<String>
 pub fn prune(db: &mut Db, before: i64) -> Result<u64, DbError> {
     db.transaction(|db| {
         let n = db.execute("DELETE FROM agg_rows WHERE time < $1", &[before.into()])?;
-        db.execute("DELETE FROM agg_dropped WHERE time_to < $1", &[before.into()])?;
-        db.execute("DELETE FROM agg_sent WHERE period_end < $1", &[before.into()])?;
+        db.execute(
+            "DELETE FROM agg_dropped WHERE time_to < $1",
+            &[before.into()],
+        )?;
+        db.execute(
+            "DELETE FROM agg_sent WHERE period_end < $1",
+            &[before.into()],
+        )?;
         db.execute("DELETE FROM fail_sent WHERE time < $1", &[before.into()])?;
-        db.execute("DELETE FROM rcv_records WHERE (reporter, report_id) IN \
-             (SELECT reporter, report_id FROM rcv_reports WHERE end_time < $1)", &[before.into()])?;
-        db.execute("DELETE FROM rcv_reports WHERE end_time < $1", &[before.into()])?;
+        db.execute(
+            "DELETE FROM rcv_records WHERE (reporter, report_id) IN \
+             (SELECT reporter, report_id FROM rcv_reports WHERE end_time < $1)",
+            &[before.into()],
+        )?;
+        db.execute(
+            "DELETE FROM rcv_reports WHERE end_time < $1",
+            &[before.into()],
+        )?;
         Ok(n)
     })
 }
@@ -197,7 +211,10 @@ pub fn stats(db: &mut Db) -> Result<Stats, DbError> {
         "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(MIN(time), 0) AS BIGINT), \
          CAST(COALESCE(MAX(time), 0) AS BIGINT) FROM agg_rows",
     )?;
-    let d = one(db, "SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM agg_dropped")?;
+    let d = one(
+        db,
+        "SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM agg_dropped",
+    )?;
     let domains = db
         .query(
             "SELECT policy_domain, CAST(COUNT(*) AS BIGINT) FROM agg_rows GROUP BY policy_domain \
@@ -271,11 +288,20 @@ mod tests {
             sample(300, "a.example", "2001:db8::1"),
         ];
         insert_rows(&mut db, &rows).unwrap();
-        assert_eq!(rows_for(&mut db, "a.example", 0, 1000).unwrap(), vec![rows[0].clone(), rows[2].clone()]);
+        assert_eq!(
+            rows_for(&mut db, "a.example", 0, 1000).unwrap(),
+            vec![rows[0].clone(), rows[2].clone()]
+        );
         assert_eq!(rows_for(&mut db, "a.example", 101, 300).unwrap(), vec![]);
-        assert_eq!(domains_in(&mut db, 0, 250).unwrap(), vec!["a.example", "b.example"]);
+        assert_eq!(
+            domains_in(&mut db, 0, 250).unwrap(),
+            vec!["a.example", "b.example"]
+        );
         note_dropped(&mut db, 150, 160, 3, "store unreachable").unwrap();
-        assert_eq!(dropped_in(&mut db, 0, 200).unwrap(), (3, vec!["store unreachable".to_string()]));
+        assert_eq!(
+            dropped_in(&mut db, 0, 200).unwrap(),
+            (3, vec!["store unreachable".to_string()])
+        );
         assert_eq!(dropped_in(&mut db, 200, 300).unwrap().0, 0);
         let s = stats(&mut db).unwrap();
         assert_eq!((s.rows, s.oldest, s.newest, s.dropped), (3, 100, 300, 3));
