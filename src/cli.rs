@@ -769,6 +769,10 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
     let ctx = Arc::new(config.context()?);
     let rt = runtime()?;
     let spool = spool_settings(&config);
+    if config.report.enabled {
+        let store = config.report.store.clone();
+        crate::outcome::observe("report", Arc::new(crate::report::writer::OneShot { store }));
+    }
     let mut input = std::io::stdin().lock();
     let run = |out: &mut dyn Write| -> Result<Fate> {
         let mut out = out;

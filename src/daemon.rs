@@ -104,6 +104,7 @@ pub type Loader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 pub async fn run(load: Loader) -> Result<(), String> {
     let config = load()?;
     let listeners = config.listeners().map_err(|e| e.to_string())?;
+    let mut reporting = crate::report::service::Reporting::start(&config.report);
     let snap = Snapshot::build(config).map_err(|e| e.to_string())?;
     let bound = bind_all(&listeners).await?;
     for l in &listeners {
@@ -125,7 +126,7 @@ pub async fn run(load: Loader) -> Result<(), String> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&server, &listeners, &load),
+            _ = hup.recv() => reload(&server, &listeners, &load, &mut reporting),
         }
     }
     let deadline = Duration::from_secs(server.snapshot().config.server.shutdown_timeout_secs);
@@ -141,10 +142,16 @@ pub async fn run(load: Loader) -> Result<(), String> {
             "stopped with sessions still open after {deadline:?}; their clients will retry"
         );
     }
+    reporting.stop();
     Ok(())
 }
 
-fn reload(server: &Server<Front>, listeners: &[ListenerSettings], load: &Loader) {
+fn reload(
+    server: &Server<Front>,
+    listeners: &[ListenerSettings],
+    load: &Loader,
+    reporting: &mut crate::report::service::Reporting,
+) {
     let old = server.snapshot();
     let config = match load() {
         Ok(c) => c,
@@ -172,6 +179,7 @@ fn reload(server: &Server<Front>, listeners: &[ListenerSettings], load: &Loader)
     };
     match snap {
         Ok(s) => {
+            reporting.apply(&s.config.report);
             server.reload(s);
             tracing::info!("configuration and keys reloaded");
         }

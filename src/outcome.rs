@@ -477,10 +477,62 @@ impl Fate {
     }
 
     /// Writes the record: the one place every finished message passes.
+    /// The log line, then every registered [`Observer`] (the DMARC report
+    /// store, metrics).
     pub fn emit(&self) {
         self.record().log();
+        let observers = OBSERVERS
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for o in observers.iter() {
+            o.finished(self);
+        }
     }
 }
+
+/// Something that wants every finished message (the report store's
+/// writer, metrics). It must not block: [`Fate::emit`] runs on the
+/// front's task.
+pub trait Observer: Send + Sync {
+    /// One message's fate.
+    fn finished(&self, fate: &Fate);
+}
+
+static OBSERVERS: std::sync::RwLock<Vec<std::sync::Arc<dyn Observer>>> =
+    std::sync::RwLock::new(Vec::new());
+
+/// Registers `o` for every message from now on, replacing an earlier one
+/// registered under the same `name` (a configuration reload).
+pub fn observe(name: &'static str, o: std::sync::Arc<dyn Observer>) {
+    let mut all = OBSERVERS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut named = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(i) = named.iter().position(|n| *n == name) {
+        all[i] = o;
+    } else {
+        named.push(name);
+        all.push(o);
+    }
+}
+
+/// Unregisters the observer registered under `name`, if any.
+pub fn unobserve(name: &'static str) {
+    let mut all = OBSERVERS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut named = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(i) = named.iter().position(|n| *n == name) {
+        named.remove(i);
+        all.remove(i);
+    }
+}
+
+static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
 
 /// The one per-message record, whichever front carried the message.
 #[derive(Debug, Clone, Copy)]

@@ -259,6 +259,7 @@ impl<R: Resolver + 'static> MessageJob<R> {
             verdict,
             edits,
             headers,
+            at: self.opts.now,
             splitter: self.splitter,
         })
     }

@@ -222,6 +222,9 @@ pub struct Finished {
     pub edits: Edits,
     /// The original header fields.
     pub headers: Vec<Header>,
+    /// The message's clock (seconds since the epoch; `--now` where given):
+    /// the time its report row carries.
+    pub at: u64,
     splitter: HeaderSplitter,
 }
 
@@ -250,6 +253,9 @@ impl Finished {
             verdict,
             edits,
             headers,
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             splitter,
         }
     }

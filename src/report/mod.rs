@@ -8,7 +8,9 @@
 
 pub mod db;
 pub mod row;
+pub mod service;
 pub mod store;
+pub mod writer;
 
 pub use db::{Db, DbError, Value};
 pub use row::{DkimRow, Row};

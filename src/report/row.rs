@@ -84,8 +84,15 @@ pub struct Row {
 
 impl Row {
     /// The row for a finished message, when there is one to report: DMARC
-    /// evaluated and a policy record found.
+    /// evaluated and a policy record found, and the message delivered,
+    /// quarantined or rejected (a tempfailed one comes back and is counted
+    /// then; `authgate verify` is a diagnosis, not mail).
     pub fn from_fate(fate: &Fate, now: i64) -> Option<Row> {
+        if fate.disposition == crate::outcome::Disposition::Tempfail
+            || fate.front == crate::outcome::Front::Verify
+        {
+            return None;
+        }
         let v = fate.verdict()?;
         let o = v.dmarc.as_ref()?;
         let policy_domain = o.policy_domain.clone()?;

@@ -1,0 +1,304 @@
+//! Getting rows into the store without ever slowing mail.
+//!
+//! Owns: the daemons' writer (a bounded queue and one thread that owns the
+//! store connection, batches rows into short transactions, reconnects by
+//! itself with backoff, and notes what it could not store so a report for
+//! that period says so), and the one-shot write of `pipe`. Must not: block
+//! the front (a full queue drops the row and counts it) or decide what is
+//! reported.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::db::Db;
+use super::row::Row;
+use super::store;
+use crate::outcome::{Fate, Observer};
+
+/// Rows written per transaction, at most.
+const BATCH: usize = 512;
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Counts the writer keeps (for logs, `report stats` and metrics).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Rows stored.
+    pub stored: AtomicU64,
+    /// Rows dropped because the queue was full.
+    pub dropped_full: AtomicU64,
+    /// Rows dropped because the store failed.
+    pub dropped_store: AtomicU64,
+}
+
+/// What the writer thread is told.
+enum Msg {
+    Row(Box<Row>),
+    Stop,
+}
+
+/// The daemons' recorder: [`Observer`] for every finished message.
+pub struct Recorder {
+    tx: SyncSender<Msg>,
+    counters: Arc<Counters>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl Recorder {
+    /// Starts the writer thread for `store` with room for `queue` rows.
+    /// The store is opened by the thread: an unreachable store at start is
+    /// the same as one lost later (rows counted, retried).
+    pub fn start(store: &str, queue: usize) -> std::io::Result<Arc<Recorder>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(queue.max(1));
+        let counters = Arc::new(Counters::default());
+        let url = store.to_string();
+        let c = Arc::clone(&counters);
+        let thread = std::thread::Builder::new()
+            .name("report-writer".into())
+            .spawn(move || run(&url, &rx, &c))?;
+        Ok(Arc::new(Recorder {
+            tx,
+            counters,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// Queues one row; never waits.
+    pub fn record(&self, row: Row) {
+        match self.tx.try_send(Msg::Row(Box::new(row))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let n = self.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = n + 1,
+                        "report store queue full: row dropped (mail is not slowed)"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped_store.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Writes what is queued and stops the thread (shutdown, reload),
+    /// waiting at most `within`.
+    pub fn stop(&self, within: Duration) {
+        let _ = self.tx.send_timeout_compat(within);
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            let deadline = std::time::Instant::now() + within;
+            while !h.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+trait SendStop {
+    fn send_timeout_compat(&self, within: Duration) -> bool;
+}
+
+impl SendStop for SyncSender<Msg> {
+    /// Sends `Stop`, retrying while the queue is full, until `within`.
+    fn send_timeout_compat(&self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match self.try_send(Msg::Stop) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Full(_)) => return false,
+            }
+        }
+    }
+}
+
+impl Observer for Recorder {
+    fn finished(&self, fate: &Fate) {
+        if let Some(row) = row_of(fate) {
+            self.record(row);
+        }
+    }
+}
+
+/// The row of a finished message, stamped with the message's clock.
+pub fn row_of(fate: &Fate) -> Option<Row> {
+    let at = fate.message.as_ref().map_or(0, |m| m.at);
+    Row::from_fate(fate, i64::try_from(at).unwrap_or(i64::MAX))
+}
+
+/// The writer thread: connect, drain, batch, reconnect.
+fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
+    let mut db: Option<Db> = None;
+    let mut backoff = Duration::from_millis(250);
+    let mut next_try = std::time::Instant::now();
+    // Rows not stored since the last note: (first time, last time, count, why).
+    let mut lost: Option<(i64, i64, u64, String)> = None;
+    let mut noted_full = 0u64;
+    let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
+    let mut stopping = false;
+    while !stopping {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(Msg::Row(r)) => batch.push(*r),
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Row(r)) => batch.push(*r),
+                Ok(Msg::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        // Rows the queue refused are noted like rows the store refused.
+        let full = counters.dropped_full.load(Ordering::Relaxed);
+        if full > noted_full {
+            let now = crate::outcome::unix_now();
+            let now = i64::try_from(now).unwrap_or(i64::MAX);
+            add_lost(&mut lost, now, now, full - noted_full, "report queue full");
+            noted_full = full;
+        }
+        if db.is_none() && std::time::Instant::now() >= next_try {
+            match Db::open(url) {
+                Ok(d) => {
+                    if lost.is_none() && backoff > Duration::from_millis(250) {
+                        tracing::info!(store = %d.describe(), "report store reachable again");
+                    }
+                    db = Some(d);
+                    backoff = Duration::from_millis(250);
+                }
+                Err(e) => {
+                    tracing::warn!("report store unavailable, rows are counted as dropped: {e}");
+                    next_try = std::time::Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        let Some(d) = db.as_mut() else {
+            drop_batch(&mut batch, &mut lost, counters, "report store unavailable");
+            continue;
+        };
+        if let Some((from, to, n, why)) = &lost {
+            match store::note_dropped(d, *from, *to, *n, why) {
+                Ok(()) => {
+                    tracing::warn!(rows = n, reason = %why, "rows that never reached the report store noted");
+                    lost = None;
+                }
+                Err(e) => {
+                    tracing::warn!("report store failed: {e}");
+                    db = None;
+                    drop_batch(&mut batch, &mut lost, counters, "report store failed");
+                    continue;
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match store::insert_rows(d, &batch) {
+            Ok(()) => {
+                counters
+                    .stored
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+            }
+            Err(e) => {
+                tracing::warn!("report store failed, reconnecting: {e}");
+                db = None;
+                drop_batch(&mut batch, &mut lost, counters, "report store failed");
+            }
+        }
+    }
+    if let Some((from, to, n, why)) = lost {
+        tracing::warn!(
+            rows = n,
+            from,
+            to,
+            reason = %why,
+            "rows that never reached the report store (not noted: store unavailable at shutdown)"
+        );
+    }
+}
+
+fn add_lost(lost: &mut Option<(i64, i64, u64, String)>, from: i64, to: i64, n: u64, why: &str) {
+    match lost {
+        Some((f, t, c, _)) => {
+            *f = (*f).min(from);
+            *t = (*t).max(to);
+            *c = c.saturating_add(n);
+        }
+        None => *lost = Some((from, to, n, why.to_string())),
+    }
+}
+
+fn drop_batch(
+    batch: &mut Vec<Row>,
+    lost: &mut Option<(i64, i64, u64, String)>,
+    counters: &Counters,
+    why: &str,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let from = batch.iter().map(|r| r.time).min().unwrap_or(0);
+    let to = batch.iter().map(|r| r.time).max().unwrap_or(0);
+    add_lost(lost, from, to, batch.len() as u64, why);
+    counters
+        .dropped_store
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    batch.clear();
+}
+
+/// `pipe`'s one-shot write: one short transaction; a failing store is
+/// logged and never changes what happens to the message.
+pub fn record_once(store_url: &str, fate: &Fate) {
+    let Some(row) = row_of(fate) else {
+        return;
+    };
+    let result = Db::open(store_url).and_then(|mut db| store::insert_rows(&mut db, &[row]));
+    if let Err(e) = result {
+        tracing::warn!("report row dropped: {e}");
+    }
+}
+
+/// `pipe`'s observer: [`record_once`] per message.
+#[derive(Debug)]
+pub struct OneShot {
+    /// The store URL.
+    pub store: String,
+}
+
+impl Observer for OneShot {
+    fn finished(&self, fate: &Fate) {
+        record_once(&self.store, fate);
+    }
+}
