@@ -126,6 +126,9 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// Bumped whenever [`SCHEMA`] changes.
+const SCHEMA_VERSION: i64 = 1;
+
 /// The schema, one statement per entry; every one is idempotent.
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS agg_rows (
@@ -183,10 +186,42 @@ impl Db {
         } else {
             return Err(DbError::BadUrl(url.to_string()));
         };
-        for stmt in SCHEMA {
-            db.execute(stmt, &[])?;
-        }
+        db.migrate()?;
         Ok(db)
+    }
+
+    /// Creates the schema unless it is there at this version. Several
+    /// processes may open a new store at once (one-shot `pipe`s, nodes):
+    /// PostgreSQL's `CREATE ... IF NOT EXISTS` is not safe against that, so
+    /// the DDL runs under a transaction-wide advisory lock there (SQLite's
+    /// `BEGIN IMMEDIATE` is the lock).
+    fn migrate(&mut self) -> Result<(), DbError> {
+        let current = self
+            .query("SELECT value FROM authgate_meta WHERE name = 'schema'", &[])
+            .ok()
+            .and_then(|r| r.first().and_then(|r| r.first()).map(Value::int));
+        if current == Some(SCHEMA_VERSION) {
+            return Ok(());
+        }
+        self.transaction(|db| {
+            if db.is_postgres() {
+                db.execute("SELECT pg_advisory_xact_lock(7271692026)", &[])?;
+            }
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS authgate_meta (name TEXT NOT NULL PRIMARY KEY, \
+                 value BIGINT NOT NULL)",
+                &[],
+            )?;
+            for stmt in SCHEMA {
+                db.execute(stmt, &[])?;
+            }
+            db.execute(
+                "INSERT INTO authgate_meta (name, value) VALUES ('schema', $1) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                &[SCHEMA_VERSION.into()],
+            )?;
+            Ok(())
+        })
     }
 
     fn open_sqlite(path: &Path) -> Result<Db, DbError> {

@@ -82,3 +82,29 @@ fn an_unusable_store_never_changes_what_happens_to_the_message() {
     assert_eq!(pipe(&cfg, "192.0.2.1", "1796558400"), 0);
     assert_eq!(pipe(&cfg, "198.51.100.9", "1796558460"), 77);
 }
+
+#[test]
+fn postgres_store_holds_the_rows_of_several_writers() {
+    let pg = crate::support::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &pg.url());
+    // Several one-shot writers at once (several nodes, one store).
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || pipe(&cfg, "192.0.2.1", &(1_796_558_400 + i).to_string()))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 0);
+    }
+    let s = stats(&cfg);
+    assert_eq!(s["rows"], 4, "{s}");
+    assert!(s["store"].as_str().unwrap().starts_with("postgres://"));
+    // Down: mail still flows; back: rows are stored again.
+    pg.pause();
+    assert_eq!(pipe(&cfg, "192.0.2.1", "1796558500"), 0);
+    pg.resume();
+    assert_eq!(pipe(&cfg, "192.0.2.1", "1796558600"), 0);
+    assert_eq!(stats(&cfg)["rows"], 5);
+}

@@ -49,3 +49,117 @@ pub fn zone_for_key(dir: &Path, key: &Path, selector: &str, domain: &str) -> Pat
     std::fs::write(&path, existing).expect("write zone");
     path
 }
+
+/// A private PostgreSQL server for one test: its own data directory and
+/// port on 127.0.0.1, run as the `postgres` user (the server refuses
+/// root), trust authentication for the `authgate` role. `scripts/test`
+/// installs the packages; nothing here skips when they are missing.
+pub struct PgServer {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// The TCP port.
+    pub port: u16,
+}
+
+impl PgServer {
+    /// initdb + start; panics (a test failure) when PostgreSQL is missing.
+    pub fn start() -> PgServer {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (scripts/test installs it)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("a PostgreSQL bin directory");
+        let dir = tempfile::Builder::new()
+            .prefix("authgate-pg")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let s = PgServer { dir, bin, port };
+        s.as_postgres(&[
+            "initdb",
+            "-D",
+            &s.data(),
+            "-A",
+            "trust",
+            "-U",
+            "authgate",
+            "--no-sync",
+        ]);
+        s.resume();
+        s
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn as_postgres(&self, args: &[&str]) {
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(args[0]))
+            .args(&args[1..])
+            .output()
+            .expect("runuser");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The store URL for authgate.
+    pub fn url(&self) -> String {
+        format!("postgres://authgate@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server (immediate: like a crash or a network loss).
+    pub fn pause(&self) {
+        self.as_postgres(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+    }
+
+    /// Starts it (again).
+    pub fn resume(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        self.as_postgres(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-l",
+            &log,
+            "-o",
+            &opts,
+            "-w",
+            "start",
+        ]);
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
