@@ -104,7 +104,7 @@ pub type Loader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 pub async fn run(load: Loader) -> Result<(), String> {
     let config = load()?;
     let listeners = config.listeners().map_err(|e| e.to_string())?;
-    let mut reporting = crate::report::service::Reporting::start(&config.report);
+    let mut reporting = crate::report::service::Reporting::start(&config);
     let snap = Snapshot::build(config).map_err(|e| e.to_string())?;
     let bound = bind_all(&listeners).await?;
     for l in &listeners {
@@ -179,7 +179,7 @@ fn reload(
     };
     match snap {
         Ok(s) => {
-            reporting.apply(&s.config.report);
+            reporting.apply(&s.config);
             server.reload(s);
             tracing::info!("configuration and keys reloaded");
         }

@@ -1,6 +1,7 @@
 //! `authgate report ...`: the DMARC report commands.
 
 use std::io::Write;
+use std::ops::Not;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -14,6 +15,29 @@ use crate::report::{Db, store};
 pub(super) enum ReportCommand {
     /// What the report store holds: rows per policy domain, reports sent, reports received.
     Stats(StatsArgs),
+    /// Send the RFC 9990 aggregate reports of one UTC day (default: yesterday).
+    Send(SendArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct SendArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The UTC day to report (YYYY-MM-DD; default: yesterday).
+    #[arg(long)]
+    day: Option<String>,
+    /// Only this policy domain.
+    #[arg(long, short = 'd')]
+    domain: Option<String>,
+    /// Send nothing, mark nothing: write each report mail and attachment to --out.
+    #[arg(long, requires = "out")]
+    dry_run: bool,
+    /// Directory for --dry-run.
+    #[arg(long, value_name = "DIR", requires = "dry_run")]
+    out: Option<std::path::PathBuf>,
+    /// The clock (UNIX seconds) instead of the system's.
+    #[arg(long, hide = true)]
+    now: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -31,6 +55,7 @@ pub(super) struct StatsArgs {
 pub(super) fn dispatch(command: ReportCommand) -> Result<ExitCode> {
     match command {
         ReportCommand::Stats(a) => stats(a),
+        ReportCommand::Send(a) => send(a),
     }
 }
 
@@ -69,4 +94,65 @@ fn stats(a: StatsArgs) -> Result<ExitCode> {
     }
     writeln!(out, "reports received: {}", s.received)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn send(a: SendArgs) -> Result<ExitCode> {
+    use crate::report::send::{Run, Sender, is_done, mark_done};
+    let config = a.common.load(Figment::new())?;
+    let now = a
+        .now
+        .unwrap_or_else(|| i64::try_from(crate::outcome::unix_now()).unwrap_or(i64::MAX));
+    let today = now.div_euclid(crate::report::DAY) * crate::report::DAY;
+    let begin = match &a.day {
+        Some(d) => crate::report::parse_day(d)
+            .ok_or_else(|| anyhow::anyhow!("--day {d:?}: use YYYY-MM-DD"))?,
+        None => today - crate::report::DAY,
+    };
+    if a.dry_run.not() && begin >= today {
+        anyhow::bail!(
+            "--day {}: the day is not over yet (UTC); only --dry-run may name it",
+            crate::report::day_of(begin)
+        );
+    }
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("--out {}: {e}", dir.display()))?;
+    }
+    let resolver = std::sync::Arc::new(crate::dns::build(&config.dns)?);
+    let sender = Sender::new(&config, resolver)?;
+    let rt = super::runtime()?;
+    let mut db = Db::open(&config.report.store)?;
+    let run = Run {
+        begin,
+        domain: a.domain.clone(),
+        dry_run: a.out.clone(),
+        now,
+    };
+    let results = sender.day(&rt, &mut db, &run)?;
+    let mut out = std::io::stdout().lock();
+    let mut retry = false;
+    for s in &results {
+        let line = serde_json::json!({
+            "domain": s.domain,
+            "destinations": s.destinations,
+            "skipped": s.skipped,
+            "report_id": s.report_id,
+            "messages": s.messages,
+            "file": s.file,
+        });
+        writeln!(out, "{line}")?;
+        if a.dry_run {
+            continue;
+        }
+        if is_done(s) {
+            mark_done(&mut db, s, begin, now)?;
+        } else {
+            retry = true;
+        }
+    }
+    Ok(if retry {
+        ExitCode::from(75)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -8,6 +8,7 @@
 
 pub mod db;
 pub mod row;
+pub mod send;
 pub mod service;
 pub mod store;
 pub mod writer;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::writer::Recorder;
-use crate::config::ReportSettings;
+use crate::config::{Config, ReportSettings};
 use crate::outcome;
 
 /// The name the writer is registered under ([`outcome::observe`]).
@@ -23,22 +23,31 @@ const FLUSH: Duration = Duration::from_secs(5);
 pub struct Reporting {
     settings: Option<ReportSettings>,
     recorder: Option<Arc<Recorder>>,
+    daily: Option<Daily>,
 }
 
 impl Reporting {
-    /// Starts what `settings` asks for (nothing unless `enabled`).
-    pub fn start(settings: &ReportSettings) -> Reporting {
+    /// Starts what `config` asks for (nothing unless `report.enabled`).
+    pub fn start(config: &Config) -> Reporting {
         let mut r = Reporting::default();
-        r.apply(settings);
+        r.apply(config);
         r
     }
 
-    /// A reload: restarts the writer when `[report]` changed.
-    pub fn apply(&mut self, settings: &ReportSettings) {
+    /// A reload: restarts the writer when `[report]` changed, and the daily
+    /// run whenever the configuration did (its keys, DNS, submission).
+    pub fn apply(&mut self, config: &Config) {
+        let settings = &config.report;
+        if let Some(d) = self.daily.take() {
+            d.stop();
+        }
+        if settings.enabled {
+            self.daily = Daily::start(config);
+        }
         if self.settings.as_ref() == Some(settings) {
             return;
         }
-        self.stop();
+        self.stop_writer();
         self.settings = Some(settings.clone());
         if !settings.enabled {
             return;
@@ -58,14 +67,110 @@ impl Reporting {
         self.recorder.as_ref()
     }
 
-    /// Stops recording; what is queued is written first (bounded).
+    /// Stops recording and the daily run; what is queued is written first
+    /// (bounded).
     pub fn stop(&mut self) {
+        if let Some(d) = self.daily.take() {
+            d.stop();
+        }
+        self.stop_writer();
+    }
+
+    fn stop_writer(&mut self) {
         if let Some(rec) = self.recorder.take() {
             outcome::unobserve(OBSERVER);
             rec.stop(FLUSH);
         }
         self.settings = None;
     }
+}
+
+/// The daily run: a thread that sends every day's reports after UTC
+/// midnight plus `send_delay_minutes`, catching up on days missed while
+/// the daemon was down, and prunes what is older than `keep_days`.
+#[derive(Debug)]
+struct Daily {
+    stop: std::sync::mpsc::Sender<()>,
+}
+
+impl Daily {
+    fn start(config: &Config) -> Option<Daily> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let config = config.clone();
+        let spawned = std::thread::Builder::new()
+            .name("report-daily".into())
+            .spawn(move || daily(&config, &rx));
+        match spawned {
+            Ok(_) => Some(Daily { stop: tx }),
+            Err(e) => {
+                tracing::error!("cannot start the daily report run: {e}");
+                None
+            }
+        }
+    }
+
+    /// Tells the thread to stop; a run in progress finishes its current
+    /// report (each is bounded by the store's and SMTP's timeouts).
+    fn stop(self) {
+        let _ = self.stop.send(());
+    }
+}
+
+fn daily(config: &Config, stop: &std::sync::mpsc::Receiver<()>) {
+    use super::DAY;
+    let delay = i64::from(config.report.send_delay_minutes) * 60;
+    // A first look a minute after start: what was missed while down.
+    let mut wait = Duration::from_secs(60);
+    loop {
+        match stop.recv_timeout(wait) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let now = i64::try_from(outcome::unix_now()).unwrap_or(i64::MAX);
+        if let Err(e) = catch_up(config, now, delay) {
+            tracing::warn!("daily DMARC report run: {e}");
+        }
+        // Next: the coming midnight plus the delay.
+        let next = (now - delay).div_euclid(DAY) * DAY + DAY + delay;
+        wait = Duration::from_secs(u64::try_from(next - now).unwrap_or(60).max(60));
+    }
+}
+
+/// Sends every due day before `(now - delay)`'s day and prunes.
+pub fn catch_up(config: &Config, now: i64, delay: i64) -> Result<(), String> {
+    use super::DAY;
+    use super::send::{Run, Sender, due_days, is_done, mark_done};
+    let keep = i64::from(config.report.keep_days) * DAY;
+    let mut db = super::Db::open(&config.report.store).map_err(|e| e.to_string())?;
+    let cutoff = (now - delay).div_euclid(DAY) * DAY;
+    let days = due_days(&mut db, now - keep, cutoff + 1).map_err(|e| e.to_string())?;
+    let days: Vec<i64> = days.into_iter().filter(|d| *d < cutoff).collect();
+    if !days.is_empty() {
+        let resolver = Arc::new(crate::dns::build(&config.dns).map_err(|e| e.to_string())?);
+        let sender = Sender::new(config, resolver).map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        for begin in days {
+            let run = Run {
+                begin,
+                domain: None,
+                dry_run: None,
+                now,
+            };
+            for s in sender.day(&rt, &mut db, &run).map_err(|e| e.to_string())? {
+                if is_done(&s) {
+                    mark_done(&mut db, &s, begin, now).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+    let pruned = super::store::prune(&mut db, now - keep).map_err(|e| e.to_string())?;
+    if pruned > 0 {
+        tracing::info!(rows = pruned, "report rows older than keep_days pruned");
+    }
+    Ok(())
 }
 
 impl Drop for Reporting {

@@ -163,6 +163,7 @@ fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
     let mut noted_full = 0u64;
     let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
     let mut stopping = false;
+    let mut failing = false;
     while !stopping {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(Msg::Row(r)) => batch.push(*r),
@@ -190,14 +191,18 @@ fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
         if db.is_none() && std::time::Instant::now() >= next_try {
             match Db::open(url) {
                 Ok(d) => {
-                    if lost.is_none() && backoff > Duration::from_millis(250) {
+                    if failing {
                         tracing::info!(store = %d.describe(), "report store reachable again");
+                        failing = false;
                     }
                     db = Some(d);
                     backoff = Duration::from_millis(250);
                 }
                 Err(e) => {
-                    tracing::warn!("report store unavailable, rows are counted as dropped: {e}");
+                    if !failing {
+                        tracing::warn!("report store unavailable, rows are counted as dropped: {e}");
+                    }
+                    failing = true;
                     next_try = std::time::Instant::now() + backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -215,6 +220,7 @@ fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
                 }
                 Err(e) => {
                     tracing::warn!("report store failed: {e}");
+                    failing = true;
                     db = None;
                     drop_batch(&mut batch, &mut lost, counters, "report store failed");
                     continue;
@@ -233,6 +239,7 @@ fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
             }
             Err(e) => {
                 tracing::warn!("report store failed, reconnecting: {e}");
+                failing = true;
                 db = None;
                 drop_batch(&mut batch, &mut lost, counters, "report store failed");
             }

@@ -1280,3 +1280,49 @@ async fn a_next_hop_with_a_transaction_open_is_not_kept() {
     one_message_session(p.addr, 2).await;
     assert_eq!(relayed(&sink), (1, 2), "(messages, next-hop connections)");
 }
+
+/// `[report]` on: every message relayed is a row in the store; the store
+/// going away under load never slows or refuses mail, and every message is
+/// either a row or counted as dropped once the store is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn report_rows_are_recorded_and_a_store_outage_loses_no_mail_and_is_counted() {
+    let pg = crate::support::PgServer::start();
+    let sink = Sink::start(false, SinkMode::Accept).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("authgate.toml");
+    let report = format!("[report]\nenabled = true\nstore = \"{}\"", pg.url());
+    write_config(&config, "mx.example", sink.addr, &report);
+    let mut d = Daemon::start(&config, dir.path()).await;
+    let mut sent = 0;
+    for _ in 0..20 {
+        send_one(d.addr).await;
+        sent += 1;
+    }
+    pg.pause();
+    for _ in 0..20 {
+        // Every message is still relayed with the next hop's 250.
+        send_one(d.addr).await;
+        sent += 1;
+    }
+    d.wait_log("report store unavailable").await;
+    pg.resume();
+    for _ in 0..20 {
+        send_one(d.addr).await;
+        sent += 1;
+    }
+    d.wait_log("report store reachable again").await;
+    d.wait_log("rows that never reached the report store noted").await;
+    d.signal("-TERM");
+    // The writer stores what is queued before the process exits.
+    assert!(d.child.wait().unwrap().success(), "{}", d.log());
+    assert_eq!(sink.transactions().len(), sent);
+    let mut db = authgate::report::Db::open(&pg.url()).unwrap();
+    let rows = db.query("SELECT COUNT(*) FROM agg_rows", &[]).unwrap()[0][0].int();
+    let dropped = db
+        .query("SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM agg_dropped", &[])
+        .unwrap()[0][0]
+        .int();
+    assert!(rows >= 40, "rows {rows}, dropped {dropped}");
+    assert!(dropped >= 1, "rows {rows}, dropped {dropped}");
+    assert_eq!(rows + dropped, sent as i64, "every message is a row or counted as dropped");
+}
