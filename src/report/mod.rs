@@ -6,9 +6,11 @@
 //! from a [`crate::outcome::Fate`]) and below `cli`/`daemon`, which start
 //! the writer and the daily run.
 
+pub mod aggregate;
 pub mod db;
 pub mod row;
 pub mod store;
+pub mod uri;
 
 pub use db::{Db, DbError, Value};
 pub use row::{DkimRow, Row};
