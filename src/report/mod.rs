@@ -6,12 +6,15 @@
 //! from a [`crate::outcome::Fate`]) and below `cli`/`daemon`, which start
 //! the writer and the daily run.
 
+pub mod aggregate;
 pub mod db;
 pub mod row;
 pub mod send;
 pub mod service;
 pub mod store;
+pub mod uri;
 pub mod writer;
+
 
 pub use db::{Db, DbError, Value};
 pub use row::{DkimRow, Row};

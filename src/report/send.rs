@@ -154,6 +154,7 @@ impl<R: Resolver + Lookup + 'static> Sender<R> {
         Ok(Sender {
             reporter: Reporter {
                 org_name: org,
+                domain: crate::message::address::domain_of(&from).unwrap_or_else(|| host.clone()),
                 email: from.clone(),
                 contact: (!r.contact.is_empty()).then(|| r.contact.clone()),
                 generator: format!("authgate {}", env!("CARGO_PKG_VERSION")),
@@ -182,11 +183,12 @@ impl<R: Resolver + Lookup + 'static> Sender<R> {
         db: &mut Db,
         run: &Run,
     ) -> Result<Vec<Sent>, SendError> {
+        // The XML's date_range is the day's first and last second.
         let period = Period {
             begin: run.begin,
-            end: run.begin + DAY,
+            end: run.begin + DAY - 1,
         };
-        let mut domains = store::domains_in(db, period.begin, period.end)?;
+        let mut domains = store::domains_in(db, period.begin, period.begin + DAY)?;
         if let Some(d) = &run.domain {
             let d = d.trim_end_matches('.').to_ascii_lowercase();
             domains.retain(|x| *x == d);
@@ -206,20 +208,32 @@ impl<R: Resolver + Lookup + 'static> Sender<R> {
         domain: &str,
         period: Period,
     ) -> Result<Sent, SendError> {
-        let rows = store::rows_for(db, domain, period.begin, period.end)?;
-        let (dropped, reasons) = store::dropped_in(db, period.begin, period.end)?;
+        let end = period.begin + DAY;
+        let rows = store::rows_for(db, domain, period.begin, end)?;
+        let (dropped, reasons) = store::dropped_in(db, period.begin, end)?;
         let id = aggregate::report_id(&self.reporter.org_name, domain, period.begin);
-        let agg = aggregate::build(&self.reporter, domain, period, &rows, (dropped, &reasons), &id);
-        let gz = aggregate::gzip(&agg.xml);
         let mut sent = Sent {
             domain: domain.to_string(),
             day: day_of(period.begin),
             destinations: Vec::new(),
             skipped: Vec::new(),
             report_id: id.clone(),
-            messages: agg.messages,
-            file: agg.file_name.clone(),
+            messages: 0,
+            file: String::new(),
         };
+        let agg = match aggregate::build(&self.reporter, domain, period, &rows, (dropped, &reasons), &id) {
+            Ok(a) => a,
+            Err(e) => {
+                sent.skipped.push(Skipped {
+                    address: String::new(),
+                    reason: e.to_string(),
+                });
+                return Ok(sent);
+            }
+        };
+        let gz = aggregate::gzip(&agg.xml);
+        sent.messages = agg.messages;
+        sent.file = agg.file_name.clone();
         let uris = match rt.block_on(destinations(&*self.resolver, domain)) {
             Ok(u) => u,
             Err(why) => {

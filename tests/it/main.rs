@@ -18,6 +18,7 @@ mod oracles;
 mod proxy_io;
 mod report_send;
 mod report_store;
+mod report_xml;
 mod serve;
 mod spf;
 mod spf_suite;
