@@ -349,12 +349,17 @@ impl ZoneResolver {
         if let Some(mode) = self.failures.get(name) {
             return Step::Done(Outcome::Failed(*mode));
         }
-        let Some(records) = self.records.get(name) else {
-            return Step::Done(if self.empty_non_terminals.contains(name) {
-                Outcome::NoData
-            } else {
-                Outcome::NxDomain
-            });
+        let wildcard;
+        let records = match self.records.get(name) {
+            Some(r) => r,
+            None if self.empty_non_terminals.contains(name) => return Step::Done(Outcome::NoData),
+            None => match self.wildcard(name) {
+                Some(r) => {
+                    wildcard = r;
+                    &wildcard
+                }
+                None => return Step::Done(Outcome::NxDomain),
+            },
         };
         if let Some(cname) = records
             .iter()
@@ -372,6 +377,19 @@ impl ZoneResolver {
         } else {
             Outcome::Found(found)
         })
+    }
+
+    /// The records a wildcard synthesises for `name`, which does not exist
+    /// (RFC 4592 §3.3.1): `*.` the closest encloser (the nearest ancestor
+    /// that exists), owned by `name`. An existing ancestor without a
+    /// wildcard below it means no match.
+    fn wildcard(&self, name: &str) -> Option<Vec<ZoneRecord>> {
+        let encloser = ancestors(name)
+            .find(|a| self.records.contains_key(*a) || self.empty_non_terminals.contains(*a));
+        // A wildcard's parent always exists (as an owner or an empty
+        // non-terminal), so no existing ancestor means no wildcard.
+        let star = format!("*.{}", encloser?);
+        self.records.get(&star).map(|r| owned_by(r, name))
     }
 
     /// The SOA record of the closest enclosing zone apex of `name`, for the
@@ -492,6 +510,16 @@ fn to_records(records: &[ZoneRecord], rtype: RecordType) -> Records {
 }
 
 /// Proper ancestors of `name`, nearest first, root excluded.
+fn owned_by(records: &[ZoneRecord], name: &str) -> Vec<ZoneRecord> {
+    records
+        .iter()
+        .map(|r| ZoneRecord {
+            name: name.to_string(),
+            ..r.clone()
+        })
+        .collect()
+}
+
 fn ancestors(name: &str) -> impl Iterator<Item = &str> {
     name.match_indices('.')
         .filter_map(|(i, _)| name.get(i + 1..))
@@ -583,6 +611,38 @@ loop2    IN CNAME loop1
             ] {
                 assert_eq!(z.txt(name).await.unwrap_err(), want, "{name}");
             }
+        });
+    }
+
+    #[test]
+    fn wildcards_answer_for_names_that_do_not_exist_rfc4592() {
+        let z = ZoneResolver::parse(
+            "$ORIGIN example.\n*._report._dmarc.rcv IN TXT \"v=DMARC1\"\n\
+             host.rcv IN A 192.0.2.9\n*.w IN TXT \"wild\"\nsub.w IN TXT \"own\"\n",
+            None,
+        )
+        .unwrap();
+        block(async {
+            // RFC 4592 §2.2.1's cases: synthesised below the closest encloser,
+            assert_eq!(
+                z.txt("example.org._report._dmarc.rcv.example")
+                    .await
+                    .unwrap(),
+                [b"v=DMARC1".to_vec()]
+            );
+            assert_eq!(z.txt("a.b.w.example").await.unwrap(), [b"wild".to_vec()]);
+            // not for names that exist (own data or none of the type),
+            assert_eq!(z.txt("sub.w.example").await.unwrap(), [b"own".to_vec()]);
+            assert_eq!(z.a("x.w.example").await.unwrap_err(), DnsError::NoData);
+            // and not below an existing name without a wildcard of its own.
+            assert_eq!(
+                z.txt("x.sub.w.example").await.unwrap_err(),
+                DnsError::NxDomain
+            );
+            assert_eq!(
+                z.txt("x.host.rcv.example").await.unwrap_err(),
+                DnsError::NxDomain
+            );
         });
     }
 

@@ -15,7 +15,6 @@ pub mod store;
 pub mod uri;
 pub mod writer;
 
-
 pub use db::{Db, DbError, Value};
 pub use row::{DkimRow, Row};
 

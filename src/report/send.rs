@@ -221,7 +221,14 @@ impl<R: Resolver + Lookup + 'static> Sender<R> {
             messages: 0,
             file: String::new(),
         };
-        let agg = match aggregate::build(&self.reporter, domain, period, &rows, (dropped, &reasons), &id) {
+        let agg = match aggregate::build(
+            &self.reporter,
+            domain,
+            period,
+            &rows,
+            (dropped, &reasons),
+            &id,
+        ) {
             Ok(a) => a,
             Err(e) => {
                 sent.skipped.push(Skipped {
@@ -271,14 +278,17 @@ impl<R: Resolver + Lookup + 'static> Sender<R> {
             {
                 sent.skipped.push(Skipped {
                     address: u.address.clone(),
-                    reason: format!("report is {} bytes, the destination takes at most {max}", gz.len()),
+                    reason: format!(
+                        "report is {} bytes, the destination takes at most {max}",
+                        gz.len()
+                    ),
                 });
                 continue;
             }
             ok.push(u);
         }
         if let Some(dir) = &run.dry_run {
-            let eml = self.mail(rt, &agg, &ok, period.end)?;
+            let eml = self.mail(rt, &agg, &ok, run.now)?;
             let file = dir.join(&agg.file_name);
             write(&file, &gz)?;
             write(&dir.join(format!("{}.eml", agg.file_name)), &eml)?;
@@ -301,7 +311,7 @@ impl<R: Resolver + Lookup + 'static> Sender<R> {
                 }
                 Claim::Mine => {}
             }
-            let eml = self.mail(rt, &agg, std::slice::from_ref(u), period.end)?;
+            let eml = self.mail(rt, &agg, std::slice::from_ref(u), run.now)?;
             match rt.block_on(submit(&self.submission, &self.from, &u.address, &eml)) {
                 Ok(()) => {
                     mark(db, domain, period, &u.address, "sent", "", run.now)?;
@@ -340,7 +350,12 @@ impl<R: Resolver + Lookup + 'static> Sender<R> {
         self.sign(rt, raw, date)
     }
 
-    fn sign(&self, rt: &tokio::runtime::Runtime, raw: Vec<u8>, date: i64) -> Result<Vec<u8>, SendError> {
+    fn sign(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        raw: Vec<u8>,
+        date: i64,
+    ) -> Result<Vec<u8>, SendError> {
         use crate::outcome::{Front, InFlight, Origin, plan};
         let envelope = crate::pipeline::Envelope {
             mail_from: Some(self.from.clone()),
@@ -372,7 +387,10 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), SendError> {
 }
 
 /// The `rua=` destinations published now at `_dmarc.<domain>`.
-pub async fn destinations<R: Resolver>(resolver: &R, domain: &str) -> Result<Vec<ReportUri>, String> {
+pub async fn destinations<R: Resolver>(
+    resolver: &R,
+    domain: &str,
+) -> Result<Vec<ReportUri>, String> {
     let name = format!("_dmarc.{domain}");
     let txts = match resolver.txt(&name).await {
         Ok(t) => t,
@@ -410,7 +428,9 @@ pub async fn authorised<R: Resolver>(
     }
     let name = format!("{domain}._report._dmarc.{dest}");
     match resolver.txt(&name).await {
-        Ok(txts) => Ok(txts.iter().any(|t| crate::dmarc::record::is_dmarc_record(t))),
+        Ok(txts) => Ok(txts
+            .iter()
+            .any(|t| crate::dmarc::record::is_dmarc_record(t))),
         Err(crate::dns::DnsError::NxDomain | crate::dns::DnsError::NoData) => Ok(false),
         Err(e) => Err(e),
     }
@@ -518,7 +538,10 @@ pub fn due_days(db: &mut Db, since: i64, now: i64) -> Result<Vec<i64>, DbError> 
          ORDER BY 1",
         &[since.into(), today.into()],
     )?;
-    Ok(rows.iter().filter_map(|r| r.first().map(Value::int)).collect())
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.first().map(Value::int))
+        .collect())
 }
 
 /// Marks a domain's day as handled (every destination sent or skipped
@@ -562,10 +585,9 @@ fn submission(config: &Config) -> Result<Submission, SendError> {
             });
         hop.unwrap_or_else(|| ("127.0.0.1".into(), 25))
     } else {
-        let (h, p) = r
-            .submission
-            .rsplit_once(':')
-            .ok_or_else(|| SendError::Config(format!("submission = {:?}: use host:port", r.submission)))?;
+        let (h, p) = r.submission.rsplit_once(':').ok_or_else(|| {
+            SendError::Config(format!("submission = {:?}: use host:port", r.submission))
+        })?;
         let port = p
             .parse()
             .map_err(|_| SendError::Config(format!("submission = {:?}: bad port", r.submission)))?;
@@ -659,6 +681,9 @@ pub async fn submit(s: &Submission, from: &str, to: &str, mail: &[u8]) -> Result
     match tokio::time::timeout(SUBMIT_TIMEOUT, send).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer from {}:{} within {SUBMIT_TIMEOUT:?}", s.host, s.port)),
+        Err(_) => Err(format!(
+            "no answer from {}:{} within {SUBMIT_TIMEOUT:?}",
+            s.host, s.port
+        )),
     }
 }

@@ -31,6 +31,8 @@ pub struct Counters {
     pub dropped_full: AtomicU64,
     /// Rows dropped because the store failed.
     pub dropped_store: AtomicU64,
+    /// The writer is asked to stop.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// What the writer thread is told.
@@ -100,6 +102,7 @@ impl Recorder {
     /// Writes what is queued and stops the thread (shutdown, reload),
     /// waiting at most `within`.
     pub fn stop(&self, within: Duration) {
+        self.counters.stopping.store(true, Ordering::Relaxed);
         let _ = self.tx.send_timeout_compat(within);
         let handle = self
             .thread
@@ -153,7 +156,11 @@ pub fn row_of(fate: &Fate) -> Option<Row> {
     Row::from_fate(fate, i64::try_from(at).unwrap_or(i64::MAX))
 }
 
-/// The writer thread: connect, drain, batch, reconnect.
+/// The writer thread: connect, drain, batch, reconnect. While the store
+/// is away the queue itself is the buffer: rows wait there (and a failed
+/// batch waits here) until the store is back, so a short outage loses
+/// nothing; only rows the full queue refuses are dropped, and they are
+/// noted in the store once it is back.
 fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
     let mut db: Option<Db> = None;
     let mut backoff = Duration::from_millis(250);
@@ -164,96 +171,119 @@ fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
     let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
     let mut stopping = false;
     let mut failing = false;
-    while !stopping {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(Msg::Row(r)) => batch.push(*r),
-            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
-            Err(RecvTimeoutError::Timeout) => {}
+    loop {
+        // Rows the queue refused are noted like rows the store refused.
+        let full = counters.dropped_full.load(Ordering::Relaxed);
+        if full > noted_full {
+            let now = i64::try_from(crate::outcome::unix_now()).unwrap_or(i64::MAX);
+            add_lost(&mut lost, now, now, full - noted_full, "report queue full");
+            noted_full = full;
+        }
+        if db.is_none() {
+            if std::time::Instant::now() >= next_try {
+                match Db::open(url) {
+                    Ok(d) => {
+                        if failing {
+                            tracing::info!(store = %d.describe(), "report store reachable again");
+                            failing = false;
+                        }
+                        db = Some(d);
+                        backoff = Duration::from_millis(250);
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!("report store unavailable, rows wait in the queue: {e}");
+                        }
+                        failing = true;
+                        next_try = std::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+            if db.is_none() {
+                // The queue is left alone: it is the buffer.
+                if stopping || counters.stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        }
+        let Some(d) = db.as_mut() else { continue };
+        if let Some((from, to, n, why)) = &lost {
+            if let Err(e) = store::note_dropped(d, *from, *to, *n, why) {
+                tracing::warn!("report store failed, reconnecting: {e}");
+                failing = true;
+                db = None;
+                continue;
+            }
+            tracing::warn!(rows = n, reason = %why, "rows that never reached the report store noted");
+            lost = None;
+        }
+        if batch.is_empty() && !stopping {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(Msg::Row(r)) => batch.push(*r),
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
         }
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(Msg::Row(r)) => batch.push(*r),
-                Ok(Msg::Stop) => {
-                    stopping = true;
-                    break;
-                }
+                Ok(Msg::Stop) => stopping = true,
                 Err(_) => break,
             }
         }
-        // Rows the queue refused are noted like rows the store refused.
-        let full = counters.dropped_full.load(Ordering::Relaxed);
-        if full > noted_full {
-            let now = crate::outcome::unix_now();
-            let now = i64::try_from(now).unwrap_or(i64::MAX);
-            add_lost(&mut lost, now, now, full - noted_full, "report queue full");
-            noted_full = full;
-        }
-        if db.is_none() && std::time::Instant::now() >= next_try {
-            match Db::open(url) {
-                Ok(d) => {
-                    if failing {
-                        tracing::info!(store = %d.describe(), "report store reachable again");
-                        failing = false;
-                    }
-                    db = Some(d);
-                    backoff = Duration::from_millis(250);
-                }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!("report store unavailable, rows are counted as dropped: {e}");
-                    }
-                    failing = true;
-                    next_try = std::time::Instant::now() + backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-        let Some(d) = db.as_mut() else {
-            drop_batch(&mut batch, &mut lost, counters, "report store unavailable");
-            continue;
-        };
-        if let Some((from, to, n, why)) = &lost {
-            match store::note_dropped(d, *from, *to, *n, why) {
+        if !batch.is_empty() {
+            match store::insert_rows(d, &batch) {
                 Ok(()) => {
-                    tracing::warn!(rows = n, reason = %why, "rows that never reached the report store noted");
-                    lost = None;
+                    counters
+                        .stored
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
                 }
                 Err(e) => {
-                    tracing::warn!("report store failed: {e}");
+                    // The batch is kept and written after reconnecting.
+                    tracing::warn!("report store failed, reconnecting: {e}");
                     failing = true;
                     db = None;
-                    drop_batch(&mut batch, &mut lost, counters, "report store failed");
                     continue;
                 }
             }
         }
-        if batch.is_empty() {
-            continue;
-        }
-        match store::insert_rows(d, &batch) {
-            Ok(()) => {
-                counters
-                    .stored
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
-            }
-            Err(e) => {
-                tracing::warn!("report store failed, reconnecting: {e}");
-                failing = true;
-                db = None;
-                drop_batch(&mut batch, &mut lost, counters, "report store failed");
-            }
+        if stopping && batch.is_empty() && rx_is_empty(rx, &mut batch) {
+            break;
         }
     }
-    if let Some((from, to, n, why)) = lost {
+    // Stopping with the store away: what is left is lost; say how much.
+    let mut left = batch.len() as u64;
+    while let Ok(m) = rx.try_recv() {
+        if let Msg::Row(_) = m {
+            left += 1;
+        }
+    }
+    if left > 0 {
+        counters.dropped_store.fetch_add(left, Ordering::Relaxed);
+    }
+    let noted = lost.map_or(0, |(_, _, n, _)| n);
+    if left + noted > 0 {
         tracing::warn!(
-            rows = n,
-            from,
-            to,
-            reason = %why,
-            "rows that never reached the report store (not noted: store unavailable at shutdown)"
+            rows = left + noted,
+            "rows that never reached the report store (store unavailable at shutdown)"
         );
     }
+}
+
+/// Moves what is queued into `batch`; true when nothing was.
+fn rx_is_empty(rx: &Receiver<Msg>, batch: &mut Vec<Row>) -> bool {
+    while batch.len() < BATCH {
+        match rx.try_recv() {
+            Ok(Msg::Row(r)) => batch.push(*r),
+            Ok(Msg::Stop) => {}
+            Err(_) => break,
+        }
+    }
+    batch.is_empty()
 }
 
 fn add_lost(lost: &mut Option<(i64, i64, u64, String)>, from: i64, to: i64, n: u64, why: &str) {
@@ -265,24 +295,6 @@ fn add_lost(lost: &mut Option<(i64, i64, u64, String)>, from: i64, to: i64, n: u
         }
         None => *lost = Some((from, to, n, why.to_string())),
     }
-}
-
-fn drop_batch(
-    batch: &mut Vec<Row>,
-    lost: &mut Option<(i64, i64, u64, String)>,
-    counters: &Counters,
-    why: &str,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    let from = batch.iter().map(|r| r.time).min().unwrap_or(0);
-    let to = batch.iter().map(|r| r.time).max().unwrap_or(0);
-    add_lost(lost, from, to, batch.len() as u64, why);
-    counters
-        .dropped_store
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    batch.clear();
 }
 
 /// `pipe`'s one-shot write: one short transaction; a failing store is

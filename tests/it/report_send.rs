@@ -94,11 +94,9 @@ impl Setup {
     }
 
     fn states(&self) -> Vec<(String, String)> {
-        let mut db = authgate::report::Db::open(&format!(
-            "sqlite:{}/reports.db",
-            self.path().display()
-        ))
-        .unwrap();
+        let mut db =
+            authgate::report::Db::open(&format!("sqlite:{}/reports.db", self.path().display()))
+                .unwrap();
         db.query(
             "SELECT destination, state FROM agg_sent ORDER BY destination",
             &[],
@@ -188,13 +186,25 @@ fn dry_run_writes_the_mail_and_attachment_names_the_same_file_twice_and_marks_no
     );
     assert_eq!(l["skipped"][0]["address"], "x@unauth.example");
     let file = PathBuf::from(l["file"].as_str().unwrap());
-    assert!(file.starts_with(&out) && file.to_str().unwrap().ends_with(".xml.gz"), "{file:?}");
+    assert!(
+        file.starts_with(&out) && file.to_str().unwrap().ends_with(".xml.gz"),
+        "{file:?}"
+    );
     assert!(std::fs::metadata(&file).unwrap().len() > 100);
-    let eml = std::fs::read_to_string(format!("{}.eml", file.display())).unwrap();
+    let eml = std::fs::read_to_string(format!("{}.eml", file.display()))
+        .unwrap()
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ");
     assert!(eml.contains("DKIM-Signature:"), "{eml}");
-    assert!(eml.contains(&format!("Report-ID: <{}>", l["report_id"].as_str().unwrap())));
+    assert!(eml.contains(&format!(
+        "Report-ID: <{}>",
+        l["report_id"].as_str().unwrap()
+    )));
     // Again: the same id and file; and nothing was marked sent.
-    let (_, again, _) = s.send(&["--dry-run", "--out", out.to_str().unwrap()], NEXT_DAY + 600);
+    let (_, again, _) = s.send(
+        &["--dry-run", "--out", out.to_str().unwrap()],
+        NEXT_DAY + 600,
+    );
     assert_eq!(again[0]["file"], l["file"]);
     assert_eq!(again[0]["report_id"], l["report_id"]);
     assert!(s.states().is_empty());
@@ -216,15 +226,27 @@ fn reports_go_once_per_destination_signed_and_passing_dmarc() {
     s.message("198.51.100.9", DAY_NOON + 60);
     let (code, lines, err) = s.send(&[], NEXT_DAY);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(lines[0]["destinations"].as_array().unwrap().len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0]["destinations"].as_array().unwrap().len(),
+        2,
+        "{lines:?}"
+    );
     let got = sink.received();
     assert_eq!(got.len(), 2);
-    let mut to: Vec<String> = got.iter().map(|(e, _)| e["to"][0].as_str().unwrap().to_string()).collect();
+    let mut to: Vec<String> = got
+        .iter()
+        .map(|(e, _)| e["to"][0].as_str().unwrap().to_string())
+        .collect();
     to.sort();
     assert_eq!(to, ["agg@reports.example.net", "d@example.org"]);
     for (env, eml) in &got {
         assert_eq!(env["from"], "dmarc@example.com");
-        assert!(eml.contains("Subject: Report Domain: example.org Submitter: mx.example.com Report-ID:"), "{eml}");
+        let unfolded = eml.replace("\r\n ", " ").replace("\r\n\t", " ");
+        assert!(
+            unfolded
+                .contains("Subject: Report Domain: example.org Submitter: example.com Report-ID:"),
+            "{eml}"
+        );
         // The report mail passes DKIM and DMARC at its receiver.
         let out = authgate()
             .args(["verify", "--json", "--config"])
@@ -258,8 +280,19 @@ fn starttls_and_auth_submission() {
     let cert = pre.path().join("cert.pem");
     let key = pre.path().join("key.pem");
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -268,7 +301,15 @@ fn starttls_and_auth_submission() {
     assert!(ok.status.success());
     let sink = Sink::start(
         pre.path(),
-        &["--tls", cert.to_str().unwrap(), key.to_str().unwrap(), "--user", "reports", "--password", "s3cret pass"],
+        &[
+            "--tls",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            "--user",
+            "reports",
+            "--password",
+            "s3cret pass",
+        ],
     );
     let pass = pre.path().join("pass");
     std::fs::write(&pass, "s3cret pass\n").unwrap();
@@ -299,7 +340,9 @@ fn a_refusing_server_is_retried_and_a_kill_mid_send_neither_loses_nor_doubles() 
     let pre = tempfile::tempdir().unwrap();
     let s0 = Sink::start(pre.path(), &["--reject-at", "rcpt"]);
     let port = s0.port;
-    let s = Setup::new(&format!("submission = \"127.0.0.1:{port}\"\nsubmission_tls = \"none\""));
+    let s = Setup::new(&format!(
+        "submission = \"127.0.0.1:{port}\"\nsubmission_tls = \"none\""
+    ));
     s.message("192.0.2.1", DAY_NOON);
     // 450 at RCPT: not sent, exit 75, nothing marked.
     let (code, lines, _) = s.send(&[], NEXT_DAY);
@@ -351,6 +394,12 @@ fn a_refusing_server_is_retried_and_a_kill_mid_send_neither_loses_nor_doubles() 
 
 fn stall_received(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("sink"))
-        .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))).count())
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            })
+            .count()
+        })
         .unwrap_or(0)
 }
