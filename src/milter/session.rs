@@ -787,7 +787,7 @@ mod tests {
                 queue_id: Some("4ABC".into()),
                 recipients: 2,
                 size: 21 + 2 + 3 + 5,
-                rcpt_domain: None,
+                rcpt_domain: Some("x".into()),
             })]
         );
         assert!(matches!(
