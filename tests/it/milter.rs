@@ -428,3 +428,100 @@ async fn shutdown_closes_idle_milter_connections_and_lets_a_message_finish() {
     assert!(stop.await.unwrap(), "every session finished");
     drop(dir);
 }
+
+/// `authgate milter` with `[report] enabled`: each finished message is a
+/// row in the store (the same `Fate::emit` as the proxy and the pipe).
+#[tokio::test]
+async fn the_milter_records_report_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("spf.zone");
+    std::fs::write(
+        &zone,
+        "example.com. 300 IN TXT \"v=spf1 ip4:192.0.2.0/24 -all\"\n\
+         _dmarc.example.com. 300 IN TXT \"v=DMARC1; p=reject\"\n\
+         evil.example. 300 IN TXT \"v=spf1 -all\"\n\
+         _dmarc.evil.example. 300 IN TXT \"v=DMARC1; p=reject\"\n",
+    )
+    .unwrap();
+    let config = dir.path().join("authgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "authserv_id = \"mx.test\"\n[dns]\nzone_files = [\"{}\"]\n[iprev]\nenabled = false\n\
+             [report]\nenabled = true\nstore = \"sqlite:{}/r.db\"\n",
+            zone.display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["milter", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut s = None;
+    for _ in 0..200 {
+        if let Ok(c) = TcpStream::connect(addr).await {
+            s = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let mut c = Client {
+        s: s.expect("milter listening"),
+        buf: Vec::new(),
+    };
+    c.negotiate().await;
+    c.connect("mail.example.com", "192.0.2.7").await;
+    let eom = c
+        .message("alice@example.com", None, MESSAGE.as_bytes(), 64)
+        .await;
+    assert_eq!(eom.last.0, b'c', "{eom:?}");
+    let spoof = MESSAGE.replace("alice@example.com", "ceo@evil.example");
+    let eom = c
+        .message("ceo@evil.example", None, spoof.as_bytes(), 64)
+        .await;
+    assert!(eom.last.1.starts_with("550 5.7.1 "), "{eom:?}");
+    c.send(b'Q', b"").await;
+    let _ = c.reply().await;
+    // SIGTERM: the writer stores what is queued before the process exits.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+    let url = format!("sqlite:{}/r.db", dir.path().display());
+    let rows = tokio::task::spawn_blocking(move || {
+        let mut db = authgate::report::Db::open(&url).unwrap();
+        db.query(
+            "SELECT policy_domain, source_ip, env_to, dmarc, disposition FROM agg_rows ORDER BY time, policy_domain",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.iter().map(|v| v.text()).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let mut rows = rows;
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            "evil.example 192.0.2.7 example.org fail reject",
+            "example.com 192.0.2.7 example.org pass none"
+        ]
+    );
+}
