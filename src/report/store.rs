@@ -167,6 +167,7 @@ pub fn prune(db: &mut Db, before: i64) -> Result<u64, DbError> {
             &[before.into()],
         )?;
         db.execute("DELETE FROM fail_sent WHERE time < $1", &[before.into()])?;
+        db.execute("DELETE FROM fail_queue WHERE time < $1", &[before.into()])?;
         db.execute(
             "DELETE FROM rcv_records WHERE (reporter, report_id) IN \
              (SELECT reporter, report_id FROM rcv_reports WHERE end_time < $1)",
