@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 pub mod db;
+pub mod failure;
 pub mod row;
 pub mod store;
 pub mod uri;
