@@ -417,7 +417,8 @@ fn header_block(raw: &[u8], redact: &Redactor<'_>) -> Vec<u8> {
             out.extend(redact.field(&field));
             field.clear();
         }
-        field.extend_from_slice(line);
+        // A bare CR inside a line would read as a line end to some.
+        field.extend(line.iter().map(|&b| if b == b'\r' { b' ' } else { b }));
         field.extend_from_slice(b"\r\n");
     }
     if !field.is_empty() {
@@ -611,6 +612,10 @@ mod tests {
         assert!(red.contains(&format!("From: {}@example.com", redacted(b"a", key))));
         assert!(red.contains(&format!(" {}@example.org\r\n", redacted(b"c", key))));
         assert!(!red.contains("body"));
+        assert_eq!(
+            header_block(b"Subject: a\rb\r\n", &Redactor(None)),
+            b"Subject: a b\r\n"
+        );
     }
 
     #[test]
@@ -877,6 +882,37 @@ mod tests {
                 ..input(AuthFailure::Dmarc)
             };
             assert_eq!(identity_alignment(&i), want);
+        }
+    }
+
+    proptest::proptest! {
+        /// Hostile header bytes and field values: CRLF only, and the MIME
+        /// boundary only where we put it (Content-Type, three delimiters,
+        /// the close), so nothing from the message ends or starts a part.
+        #[test]
+        fn hostile_input_keeps_the_mime_structure(
+            header in proptest::collection::vec(proptest::sample::select(
+                b"From:To<>@a.\r\n \t\"=-_;\xe9".to_vec()), 0..300),
+            value in "[ -~\r\n\u{e9}@=;]{0,80}",
+            redact in proptest::bool::ANY,
+        ) {
+            let mut i = input(AuthFailure::Dmarc);
+            i.header = header;
+            i.auth_results = value.clone();
+            i.mail_from = Some(value.clone());
+            i.reported_domain = value;
+            let mail = compose_failure(&i, &reporter(redact), 0).expect("composed");
+            for (n, &b) in mail.iter().enumerate() {
+                if b == b'\n' {
+                    proptest::prop_assert_eq!(n.checked_sub(1).map(|j| mail[j]), Some(b'\r'));
+                }
+            }
+            let text = String::from_utf8_lossy(&mail);
+            let boundary = format!("=_authgate_afrf_{}", fingerprint(&i));
+            proptest::prop_assert_eq!(text.matches(&boundary).count(), 5);
+            let (types, fields, _) = parse(&mail);
+            proptest::prop_assert_eq!(types.len(), 3);
+            proptest::prop_assert_eq!(field(&fields, "Feedback-Type"), Some("auth-failure"));
         }
     }
 }
