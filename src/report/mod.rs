@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 pub mod db;
+pub mod failure;
 pub mod row;
 pub mod send;
 pub mod service;

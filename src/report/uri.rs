@@ -168,4 +168,19 @@ mod tests {
             vec![uri("r@example.org", "example.org", None)]
         );
     }
+
+    proptest::proptest! {
+        /// Any text: no more URIs than items, each an address whose domain
+        /// field is its own domain.
+        #[test]
+        fn any_list_gives_well_formed_uris(list in "[ -~\u{e9}\u{fc}]{0,80}|(mailto:[a-z%!,@.0-9]{0,20}){1,4}") {
+            let uris = parse_uris(&list);
+            proptest::prop_assert!(uris.len() <= list.split(',').count());
+            for u in uris {
+                let (local, domain) = u.address.rsplit_once('@').expect("an address");
+                proptest::prop_assert!(!local.is_empty());
+                proptest::prop_assert_eq!(u.domain, domain.to_ascii_lowercase());
+            }
+        }
+    }
 }

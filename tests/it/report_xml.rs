@@ -458,3 +458,93 @@ fn the_report_mail_carries_the_report() {
         .sum();
     assert_eq!(total, agg.messages);
 }
+
+/// An RFC 9991 failure report (AFRF) as parsedmarc reads it.
+#[test]
+fn parsedmarc_reads_our_failure_report() {
+    use authgate::report::failure::{
+        AuthFailure, DeliveryResult, DkimFailure, FailureInput, FailureReporter, compose_failure,
+    };
+    let input = FailureInput {
+        auth_failure: AuthFailure::Dmarc,
+        arrival: DAY.begin + 3_600,
+        client_ip: Some("198.51.100.7".parse().expect("ip")),
+        mail_from: Some("bounce@bounce.esp.example".into()),
+        rcpt_to: Some("someone@receiver.example".into()),
+        envelope_id: None,
+        reported_domain: "example.com".into(),
+        auth_results: "mx.receiver.example; dkim=fail header.d=example.com header.s=s2026; \
+                       spf=softfail smtp.mailfrom=bounce.esp.example; dmarc=fail header.from=example.com"
+            .into(),
+        header: b"From: Someone <someone@example.com>\r\nTo: someone@receiver.example\r\n\
+                  Subject: invoice\r\nDate: Mon, 7 Dec 2026 01:00:00 +0000\r\n\
+                  Message-ID: <abc@example.com>\r\n\r\n"
+            .to_vec(),
+        delivery: Some(DeliveryResult::Reject),
+        dkim_aligned_failed: true,
+        spf_aligned_failed: false,
+        dkim: Some(DkimFailure {
+            domain: "example.com".into(),
+            selector: "s2026".into(),
+            identity: "@example.com".into(),
+            ..DkimFailure::default()
+        }),
+        spf_dns: None,
+    };
+    let reporter = FailureReporter {
+        from: "dmarc-failures@receiver.example".into(),
+        to: vec!["ruf@example.com".into()],
+        user_agent: "authgate/0.1.0".into(),
+        message_id_host: "receiver.example".into(),
+        redaction_key: None,
+    };
+    let mail = compose_failure(&input, &reporter, DAY.begin + 3_660).expect("composed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let eml = dir.path().join("failure.eml");
+    std::fs::write(&eml, &mail).expect("write");
+    const SCRIPT: &str = r#"
+import json, sys
+import parsedmarc
+with open(sys.argv[1], "rb") as f:
+    r = parsedmarc.parse_report_file(f.read(), offline=True, always_use_local_files=True)
+rep = r["report"]
+print(json.dumps({
+    "type": r["report_type"],
+    "feedback_type": rep.get("feedback_type"),
+    "auth_failure": rep.get("auth_failure"),
+    "ip": rep["source"]["ip_address"],
+    "reported_domain": rep.get("reported_domain"),
+    "mechanisms": rep.get("authentication_mechanisms"),
+    "delivery_result": rep.get("delivery_result"),
+    "dkim_domain": rep.get("dkim_domain"),
+    "subject": rep["parsed_sample"]["subject"],
+}, default=str))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&eml)
+        .output()
+        .expect("python3 with parsedmarc");
+    assert!(
+        out.status.success(),
+        "parsedmarc failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&mail)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "type": "failure",
+            "feedback_type": "auth-failure",
+            "auth_failure": ["dmarc"],
+            "ip": "198.51.100.7",
+            "reported_domain": "example.com",
+            "mechanisms": ["dkim"],
+            "delivery_result": "reject",
+            "dkim_domain": "example.com",
+            "subject": "invoice",
+        })
+    );
+}
