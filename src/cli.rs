@@ -771,7 +771,14 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
     let spool = spool_settings(&config);
     if config.report.enabled {
         let store = config.report.store.clone();
-        crate::outcome::observe("report", Arc::new(crate::report::writer::OneShot { store }));
+        let failure_reports = config.report.failure_reports;
+        crate::outcome::observe(
+            "report",
+            Arc::new(crate::report::writer::OneShot {
+                store,
+                failure_reports,
+            }),
+        );
     }
     let mut input = std::io::stdin().lock();
     let run = |out: &mut dyn Write| -> Result<Fate> {

@@ -150,6 +150,16 @@ fn send(a: SendArgs) -> Result<ExitCode> {
             retry = true;
         }
     }
+    if !a.dry_run && config.report.failure_reports {
+        let f = crate::report::service::flush_failures(&config, now).map_err(anyhow::Error::msg)?;
+        if f.sent + f.skipped + f.retry > 0 {
+            eprintln!(
+                "authgate: failure reports: {} sent, {} skipped, {} left to retry",
+                f.sent, f.skipped, f.retry
+            );
+        }
+        retry |= f.retry > 0;
+    }
     Ok(if retry {
         ExitCode::from(75)
     } else {

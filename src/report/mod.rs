@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod db;
 pub mod failure;
+pub mod outbox;
 pub mod row;
 pub mod send;
 pub mod service;

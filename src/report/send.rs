@@ -347,10 +347,11 @@ impl<R: Resolver + Lookup + 'static> Sender<R> {
     ) -> Result<Vec<u8>, SendError> {
         let to: Vec<String> = to.iter().map(|u| u.address.clone()).collect();
         let raw = aggregate::compose(agg, &self.from, &to, date, &self.host);
-        self.sign(rt, raw, date)
+        self.sign_mail(rt, raw, date)
     }
 
-    fn sign(
+    /// `raw` signed by the signing table (as any outbound mail of ours).
+    pub fn sign_mail(
         &self,
         rt: &tokio::runtime::Runtime,
         raw: Vec<u8>,

@@ -52,7 +52,7 @@ impl Reporting {
         if !settings.enabled {
             return;
         }
-        match Recorder::start(&settings.store, settings.queue) {
+        match Recorder::start(&settings.store, settings.queue, settings.failure_reports) {
             Ok(rec) => {
                 outcome::observe(OBSERVER, Arc::clone(&rec) as Arc<dyn outcome::Observer>);
                 tracing::info!(store = %super::db::redact(&settings.store), "DMARC report rows recorded");
@@ -119,21 +119,48 @@ impl Daily {
 fn daily(config: &Config, stop: &std::sync::mpsc::Receiver<()>) {
     use super::DAY;
     let delay = i64::from(config.report.send_delay_minutes) * 60;
-    // A first look a minute after start: what was missed while down.
-    let mut wait = Duration::from_secs(60);
+    // A first look a minute after start: what was missed while down; then
+    // every minute the failure-report outbox, and once a day the aggregates.
+    let mut next_daily = 0i64;
     loop {
-        match stop.recv_timeout(wait) {
+        match stop.recv_timeout(Duration::from_secs(60)) {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
         let now = i64::try_from(outcome::unix_now()).unwrap_or(i64::MAX);
-        if let Err(e) = catch_up(config, now, delay) {
-            tracing::warn!("daily DMARC report run: {e}");
+        if config.report.failure_reports
+            && let Err(e) = flush_failures(config, now)
+        {
+            tracing::warn!("DMARC failure reports: {e}");
         }
-        // Next: the coming midnight plus the delay.
-        let next = (now - delay).div_euclid(DAY) * DAY + DAY + delay;
-        wait = Duration::from_secs(u64::try_from(next - now).unwrap_or(60).max(60));
+        if now >= next_daily {
+            if let Err(e) = catch_up(config, now, delay) {
+                tracing::warn!("daily DMARC report run: {e}");
+            }
+            // Next: the coming midnight plus the delay.
+            next_daily = (now - delay).div_euclid(DAY) * DAY + DAY + delay;
+        }
     }
+}
+
+/// Sends what the failure-report outbox holds.
+pub fn flush_failures(config: &Config, now: i64) -> Result<super::outbox::Flushed, String> {
+    let mut db = super::Db::open(&config.report.store).map_err(|e| e.to_string())?;
+    let resolver = Arc::new(crate::dns::build(&config.dns).map_err(|e| e.to_string())?);
+    let sender = super::send::Sender::new(config, resolver).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    super::outbox::flush(
+        &sender,
+        &rt,
+        &mut db,
+        config.report.failure_rate_per_hour,
+        config.report.failure_redact,
+        now,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Sends every due day before `(now - delay)`'s day and prunes.

@@ -13,16 +13,19 @@ const ROW_COLUMNS: &str = "time, source_ip, env_from, env_to, header_from, polic
 
 /// Appends rows in one transaction.
 pub fn insert_rows(db: &mut Db, rows: &[Row]) -> Result<(), DbError> {
+    db.transaction(|db| insert_rows_in(db, rows))
+}
+
+/// Appends rows inside the caller's transaction.
+pub fn insert_rows_in(db: &mut Db, rows: &[Row]) -> Result<(), DbError> {
     let sql = format!(
         "INSERT INTO agg_rows ({ROW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
          $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
     );
-    db.transaction(|db| {
-        for r in rows {
-            db.execute(&sql, &row_values(r))?;
-        }
-        Ok(())
-    })
+    for r in rows {
+        db.execute(&sql, &row_values(r))?;
+    }
+    Ok(())
 }
 
 fn row_values(r: &Row) -> Vec<Value> {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::db::Db;
+use super::outbox::{Pending, enqueue, pending_of};
 use super::row::Row;
 use super::store;
 use crate::outcome::{Fate, Observer};
@@ -37,13 +38,23 @@ pub struct Counters {
 
 /// What the writer thread is told.
 enum Msg {
-    Row(Box<Row>),
+    Item(Box<Item>),
     Stop,
+}
+
+/// What the writer stores.
+#[derive(Debug)]
+enum Item {
+    /// An aggregate report row.
+    Row(Row),
+    /// A failure report to send (the outbox).
+    Failure(Pending),
 }
 
 /// The daemons' recorder: [`Observer`] for every finished message.
 pub struct Recorder {
     tx: SyncSender<Msg>,
+    failure_reports: bool,
     counters: Arc<Counters>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -60,7 +71,13 @@ impl Recorder {
     /// Starts the writer thread for `store` with room for `queue` rows.
     /// The store is opened by the thread: an unreachable store at start is
     /// the same as one lost later (rows counted, retried).
-    pub fn start(store: &str, queue: usize) -> std::io::Result<Arc<Recorder>> {
+    /// With `failure_reports`, failing messages that ask for one also queue
+    /// a failure report in the store's outbox.
+    pub fn start(
+        store: &str,
+        queue: usize,
+        failure_reports: bool,
+    ) -> std::io::Result<Arc<Recorder>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue.max(1));
         let counters = Arc::new(Counters::default());
         let url = store.to_string();
@@ -70,6 +87,7 @@ impl Recorder {
             .spawn(move || run(&url, &rx, &c))?;
         Ok(Arc::new(Recorder {
             tx,
+            failure_reports,
             counters,
             thread: Mutex::new(Some(thread)),
         }))
@@ -77,7 +95,11 @@ impl Recorder {
 
     /// Queues one row; never waits.
     pub fn record(&self, row: Row) {
-        match self.tx.try_send(Msg::Row(Box::new(row))) {
+        self.queue(Item::Row(row));
+    }
+
+    fn queue(&self, item: Item) {
+        match self.tx.try_send(Msg::Item(Box::new(item))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let n = self.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
@@ -147,6 +169,11 @@ impl Observer for Recorder {
         if let Some(row) = row_of(fate) {
             self.record(row);
         }
+        if self.failure_reports
+            && let Some(p) = pending_of(fate)
+        {
+            self.queue(Item::Failure(p));
+        }
     }
 }
 
@@ -168,7 +195,7 @@ fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
     // Rows not stored since the last note: (first time, last time, count, why).
     let mut lost: Option<(i64, i64, u64, String)> = None;
     let mut noted_full = 0u64;
-    let mut batch: Vec<Row> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
     let mut stopping = false;
     let mut failing = false;
     loop {
@@ -222,20 +249,20 @@ fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
         }
         if batch.is_empty() && !stopping {
             match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(Msg::Row(r)) => batch.push(*r),
+                Ok(Msg::Item(r)) => batch.push(*r),
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(Msg::Row(r)) => batch.push(*r),
+                Ok(Msg::Item(r)) => batch.push(*r),
                 Ok(Msg::Stop) => stopping = true,
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
-            match store::insert_rows(d, &batch) {
+            match write_items(d, &batch) {
                 Ok(()) => {
                     counters
                         .stored
@@ -258,7 +285,7 @@ fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
     // Stopping with the store away: what is left is lost; say how much.
     let mut left = batch.len() as u64;
     while let Ok(m) = rx.try_recv() {
-        if let Msg::Row(_) = m {
+        if let Msg::Item(_) = m {
             left += 1;
         }
     }
@@ -274,11 +301,31 @@ fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
     }
 }
 
+/// Stores a batch in one transaction.
+fn write_items(db: &mut Db, items: &[Item]) -> Result<(), super::DbError> {
+    let rows: Vec<Row> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Row(r) => Some(r.clone()),
+            Item::Failure(_) => None,
+        })
+        .collect();
+    db.transaction(|db| {
+        store::insert_rows_in(db, &rows)?;
+        for i in items {
+            if let Item::Failure(p) = i {
+                enqueue(db, p)?;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Moves what is queued into `batch`; true when nothing was.
-fn rx_is_empty(rx: &Receiver<Msg>, batch: &mut Vec<Row>) -> bool {
+fn rx_is_empty(rx: &Receiver<Msg>, batch: &mut Vec<Item>) -> bool {
     while batch.len() < BATCH {
         match rx.try_recv() {
-            Ok(Msg::Row(r)) => batch.push(*r),
+            Ok(Msg::Item(r)) => batch.push(*r),
             Ok(Msg::Stop) => {}
             Err(_) => break,
         }
@@ -299,11 +346,15 @@ fn add_lost(lost: &mut Option<(i64, i64, u64, String)>, from: i64, to: i64, n: u
 
 /// `pipe`'s one-shot write: one short transaction; a failing store is
 /// logged and never changes what happens to the message.
-pub fn record_once(store_url: &str, fate: &Fate) {
-    let Some(row) = row_of(fate) else {
+pub fn record_once(store_url: &str, failure_reports: bool, fate: &Fate) {
+    let mut items: Vec<Item> = row_of(fate).map(Item::Row).into_iter().collect();
+    if failure_reports && let Some(p) = pending_of(fate) {
+        items.push(Item::Failure(p));
+    }
+    if items.is_empty() {
         return;
-    };
-    let result = Db::open(store_url).and_then(|mut db| store::insert_rows(&mut db, &[row]));
+    }
+    let result = Db::open(store_url).and_then(|mut db| write_items(&mut db, &items));
     if let Err(e) = result {
         tracing::warn!("report row dropped: {e}");
     }
@@ -314,10 +365,12 @@ pub fn record_once(store_url: &str, fate: &Fate) {
 pub struct OneShot {
     /// The store URL.
     pub store: String,
+    /// Queue failure reports too.
+    pub failure_reports: bool,
 }
 
 impl Observer for OneShot {
     fn finished(&self, fate: &Fate) {
-        record_once(&self.store, fate);
+        record_once(&self.store, self.failure_reports, fate);
     }
 }
