@@ -1,4 +1,4 @@
-//! `rua=`/`ruf=` URI lists (RFC 7489 §6.2, RFC 9990 §3): `parse_uris` on
+//! `rua=`/`ruf=` URI lists (RFC 7489 §6.2, RFC 9989 §4.7): `parse_uris` on
 //! whatever a DMARC record holds.
 //!
 //! Asserts: never more URIs than comma-separated items, and each is an

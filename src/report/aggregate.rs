@@ -4,7 +4,7 @@
 //! Owns: grouping stored [`Row`]s into `<record>`s, the XML itself (namespace
 //! `urn:ietf:params:xml:ns:dmarc-2.0`, element order and vocabulary of the
 //! RFC 9990 schema, Appendix A), the Report-ID, the file name and Subject of
-//! RFC 9990 §3 (Email), gzip, and the report mail. Must not: read the clock,
+//! RFC 9990's "Email" section, gzip, and the report mail. Must not: read the clock,
 //! the store or the configuration, sign, or send. The same rows give
 //! byte-identical output, so a report sent again is the same report.
 
@@ -28,7 +28,7 @@ use super::row::{DkimRow, Row};
 /// RFC 9990's XML namespace.
 pub const NAMESPACE: &str = "urn:ietf:params:xml:ns:dmarc-2.0";
 
-/// RFC 9990 §3 (DKIM Signatures in Aggregate Reports): "no more than 100
+/// RFC 9990, "DKIM Signatures in Aggregate Reports": "no more than 100
 /// signatures for a given row".
 const MAX_DKIM_PER_RECORD: usize = 100;
 
@@ -38,7 +38,7 @@ pub struct Reporter {
     /// `org_name`: the Reporting Organization.
     pub org_name: String,
     /// The Mail Receiver's domain: `receiver` in the file name and
-    /// `Submitter:` in the Subject (both a domain-name in RFC 9990 §3).
+    /// `Submitter:` in the Subject (both a domain-name in RFC 9990's "Email" section).
     pub domain: String,
     /// `email`: where the Domain Owner can reach us.
     pub email: String,
@@ -96,7 +96,7 @@ pub enum AggregateError {
 /// period), so a report sent again keeps its id and file name: the period's
 /// start and 16 hex digits of SHA-256 over the three. Letters and digits
 /// only, so it is both a Report-ID (`dot-atom-text`) and the file name's
-/// `unique-id` (`1*(ALPHA / DIGIT)`), which RFC 9990 §3 wants identical.
+/// `unique-id` (`1*(ALPHA / DIGIT)`), which RFC 9990 wants identical ("Unique Identifiers").
 pub fn report_id(org_name: &str, domain: &str, begin: i64) -> String {
     let mut h = Sha256::new();
     h.update(org_name.as_bytes());
@@ -130,7 +130,7 @@ pub fn build(
         .collect();
     let no_ip = rows.iter().filter(|r| r.source_ip.is_empty()).count();
     let groups = group(&rows);
-    // The published policy as last seen (RFC 9990 §3: "note only the final
+    // The published policy as last seen (RFC 9990, "Aggregate Reports": "note only the final
     // configuration observed during the period"); max_by_key keeps the last
     // of equal times.
     let latest = rows
@@ -178,7 +178,7 @@ pub fn gzip(xml: &str) -> Vec<u8> {
 
 /// The report mail: From, To, Subject, and Date and Message-ID from the
 /// arguments (`<report_id@message_id_host>`, the same when sent again, as
-/// RFC 9990 §3 allows), a text/plain part saying what it is, and the
+/// RFC 9990 allows), a text/plain part saying what it is, and the
 /// `.xml.gz` as `application/gzip`. CRLF line ends; to be DKIM-signed by the
 /// caller.
 pub fn compose(
@@ -248,7 +248,7 @@ fn boundary(report_id: &str) -> String {
     format!("=_authgate_{id}")
 }
 
-/// RFC 9990 §3 file name; characters that are not in a domain name become
+/// RFC 9990 file name ("Email" section); characters that are not in a domain name become
 /// `_`, and the unique-id is left out unless it is letters and digits.
 fn file_name(receiver: &str, domain: &str, period: Period, report_id: &str) -> String {
     let clean = |s: &str| -> String {
@@ -331,7 +331,7 @@ fn key(row: &Row) -> Key<'_> {
     let reason = (!row.override_type.is_empty())
         .then_some((row.override_type.as_str(), row.override_comment.as_str()));
     let mut dkim: Vec<&DkimRow> = row.dkim.iter().collect();
-    // RFC 9990 §3's preference: aligned passes (strict, then relaxed), other
+    // RFC 9990's preference ("DKIM Signatures in Aggregate Reports"): aligned passes (strict, then relaxed), other
     // passes, then the rest; header order within each.
     dkim.sort_by_key(|d| dkim_rank(d, &row.header_from));
     dkim.truncate(MAX_DKIM_PER_RECORD);
@@ -516,7 +516,7 @@ impl Doc<'_> {
                 if let Some(d) = ["psl", "treewalk"].into_iter().find(|d| *d == p.discovery) {
                     leaf(w, "discovery_method", d)?;
                 }
-                // DMARCbis: a record without p= (but with rua=) is p=none.
+                // RFC 9989: a record without p= (but with rua=) counts as p=none.
                 leaf(w, "p", policy(&p.p).unwrap_or("none"))?;
                 for (name, value) in [("sp", policy(&p.sp)), ("np", policy(&p.np))] {
                     if let Some(v) = value {

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 /// `Auth-Failure:` (RFC 6591 §3.1 and its registry; `dmarc` is RFC 9991's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
-    /// DMARC: no aligned pass (RFC 9991 §4).
+    /// DMARC: no aligned pass (RFC 9991, "Reporting Format Update").
     Dmarc,
     /// SPF failed (RFC 6652).
     Spf,
@@ -131,7 +131,7 @@ pub struct FailureInput {
     /// What we did with it.
     pub delivery: Option<DeliveryResult>,
     /// DKIM had an aligned identifier that failed to authenticate
-    /// (`Identity-Alignment`, RFC 9991 §4).
+    /// (`Identity-Alignment`, RFC 9991, "Reporting Format Update").
     pub dkim_aligned_failed: bool,
     /// SPF had an aligned identifier that failed.
     pub spf_aligned_failed: bool,
@@ -169,7 +169,7 @@ pub enum FailureError {
     MissingDkim,
 }
 
-/// Whether `fo=` asks for a failure report (RFC 9991 §3 with DMARCbis
+/// Whether `fo=` asks for a failure report (RFC 9991 and RFC 9989
 /// §4.7; RFC 7489 §6.3): a colon-separated list of `0` (every mechanism
 /// failed to produce an aligned pass, the default), `1` (any did), `d` (a
 /// DKIM signature failed, aligned or not), `s` (SPF failed, aligned or
@@ -278,7 +278,7 @@ fn human_text(input: &FailureInput) -> String {
 }
 
 /// The `message/feedback-report` part: RFC 5965 §3.1's required fields
-/// first, then RFC 6591 §3's and RFC 9991 §4's.
+/// first, then RFC 6591 §3's and RFC 9991's ("Reporting Format Update").
 fn feedback_fields(
     input: &FailureInput,
     reporter: &FailureReporter,
@@ -331,7 +331,7 @@ fn feedback_fields(
     f.0
 }
 
-/// RFC 9991 §4: the mechanisms that failed to authenticate an aligned
+/// RFC 9991 ("Reporting Format Update"): the mechanisms that failed to authenticate an aligned
 /// identifier, or `none`.
 fn identity_alignment(input: &FailureInput) -> &'static str {
     match (input.dkim_aligned_failed, input.spf_aligned_failed) {

@@ -1,9 +1,9 @@
 //! The report destinations a DMARC record asks for: the `rua=` and `ruf=`
-//! tag values (RFC 7489 §6.2, DMARCbis §4.7, RFC 9990 §3).
+//! tag values (RFC 7489 §6.2, RFC 9989 §4.7, RFC 9990 "Report Delivery").
 //!
 //! Owns: splitting a URI list, keeping the `mailto:` ones, their optional
 //! size limit and the percent-decoding of the address. Must not: check
-//! that a destination is willing to receive reports (RFC 9990 §4, that
+//! that a destination is willing to receive reports (RFC 9990 "Verifying External Destinations", that
 //! needs DNS), or send anything.
 //!
 //! ```text
@@ -23,7 +23,7 @@ pub struct ReportUri {
 }
 
 /// The `mailto:` destinations of a `rua=`/`ruf=` value, in the order given.
-/// Other schemes and malformed URIs are skipped (RFC 9990 §3: "If any of
+/// Other schemes and malformed URIs are skipped (RFC 9990, "Report Delivery": "If any of
 /// the URIs are malformed, they SHOULD be ignored").
 pub fn parse_uris(list: &str) -> Vec<ReportUri> {
     list.split(',').filter_map(parse_one).collect()
