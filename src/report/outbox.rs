@@ -88,7 +88,12 @@ pub fn pending_of(fate: &Fate) -> Option<Pending> {
         .as_ref()
         .is_some_and(|s| matches!(s.result, SpfResult::Fail | SpfResult::SoftFail));
     let dmarc_failed = o.result == DmarcResult::Fail;
-    if !fo_wants(rec.fo.as_deref(), dkim_fail.is_some(), spf_failed, dmarc_failed) {
+    if !fo_wants(
+        rec.fo.as_deref(),
+        dkim_fail.is_some(),
+        spf_failed,
+        dmarc_failed,
+    ) {
         return None;
     }
     let kind = if dmarc_failed {
@@ -102,14 +107,20 @@ pub fn pending_of(fate: &Fate) -> Option<Pending> {
     } else {
         "spf"
     };
-    let aligned = |d: &str| crate::dkim::signature::is_same_or_subdomain(d, &o.domain)
-        || crate::dkim::signature::is_same_or_subdomain(&o.domain, d);
+    let aligned = |d: &str| {
+        crate::dkim::signature::is_same_or_subdomain(d, &o.domain)
+            || crate::dkim::signature::is_same_or_subdomain(&o.domain, d)
+    };
     let mut header: Vec<u8> = m.headers.iter().flat_map(|h| h.raw().to_vec()).collect();
     header.truncate(MAX_HEADER);
     Some(Pending {
         kind: kind.into(),
         arrival: i64::try_from(m.at).unwrap_or(0),
-        client_ip: fate.envelope.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        client_ip: fate
+            .envelope
+            .client_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
         mail_from: fate.envelope.mail_from.clone(),
         rcpt_domain: fate.meta.rcpt_domain.clone(),
         reported_domain: o.domain.clone(),
@@ -159,7 +170,11 @@ impl Pending {
             envelope_id: None,
             reported_domain: self.reported_domain.clone(),
             auth_results: self.auth_results.clone(),
-            header: self.header.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect(),
+            header: self
+                .header
+                .chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                .collect(),
             delivery: Some(match self.delivery.as_str() {
                 "reject" => DeliveryResult::Reject,
                 "spam" => DeliveryResult::Spam,
@@ -185,7 +200,12 @@ pub fn enqueue(db: &mut Db, p: &Pending) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO fail_queue (time, policy_domain, ruf, pending, state, updated) \
          VALUES ($1, $2, $3, $4, 'queued', $1)",
-        &[p.arrival.into(), (&p.policy_domain).into(), (&p.ruf).into(), json.into()],
+        &[
+            p.arrival.into(),
+            (&p.policy_domain).into(),
+            (&p.ruf).into(),
+            json.into(),
+        ],
     )?;
     Ok(())
 }
@@ -204,7 +224,10 @@ pub struct Flushed {
 /// The secret of RFC 6590 redaction: made once per store, shared by its
 /// nodes, so a sender is redacted the same way by each.
 fn redaction_secret(db: &mut Db) -> Result<Vec<u8>, DbError> {
-    let found = db.query("SELECT value FROM authgate_secret WHERE name = 'redaction'", &[])?;
+    let found = db.query(
+        "SELECT value FROM authgate_secret WHERE name = 'redaction'",
+        &[],
+    )?;
     if let Some(v) = found.first().and_then(|r| r.first()) {
         return Ok(v.text().into_bytes());
     }
@@ -217,7 +240,10 @@ fn redaction_secret(db: &mut Db) -> Result<Vec<u8>, DbError> {
         "INSERT INTO authgate_secret (name, value) VALUES ('redaction', $1) ON CONFLICT DO NOTHING",
         &[secret.into()],
     )?;
-    let found = db.query("SELECT value FROM authgate_secret WHERE name = 'redaction'", &[])?;
+    let found = db.query(
+        "SELECT value FROM authgate_secret WHERE name = 'redaction'",
+        &[],
+    )?;
     Ok(found
         .first()
         .and_then(|r| r.first())
@@ -247,7 +273,11 @@ pub fn flush<R: Resolver + Lookup + 'static>(
         "UPDATE fail_queue SET state = 'queued' WHERE state = 'sending' AND updated < $1",
         &[(now - super::send::CLAIM_TTL).into()],
     )?;
-    let secret = if redact { Some(redaction_secret(db)?) } else { None };
+    let secret = if redact {
+        Some(redaction_secret(db)?)
+    } else {
+        None
+    };
     let queued = db.query(
         "SELECT id, pending FROM fail_queue WHERE state = 'queued' ORDER BY time LIMIT 1000",
         &[],
@@ -340,4 +370,3 @@ fn set_state(db: &mut Db, id: i64, state: &str, now: i64) -> Result<(), DbError>
     )?;
     Ok(())
 }
-

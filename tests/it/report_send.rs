@@ -28,7 +28,7 @@ impl Setup {
             .unwrap()
             .replace(
                 "\"v=DMARC1; p=reject; rua=mailto:d@example.org\"",
-                "\"v=DMARC1; p=reject; rua=mailto:d@example.org,mailto:agg@reports.example.net!10m,mailto:x@unauth.example\"",
+                "\"v=DMARC1; p=reject; rua=mailto:d@example.org,mailto:agg@reports.example.net!10m,mailto:x@unauth.example; ruf=mailto:f@example.org; fo=1\"",
             );
         let zone = dir.path().join("all.zone");
         std::fs::write(
@@ -402,4 +402,66 @@ fn stall_received(dir: &Path) -> usize {
             .count()
         })
         .unwrap_or(0)
+}
+
+#[test]
+fn failure_reports_are_afrf_rate_limited_redacted_and_never_about_reports() {
+    let pre = tempfile::tempdir().unwrap();
+    let sink = Sink::start(pre.path(), &[]);
+    let s = Setup::new(&format!(
+        "submission = \"127.0.0.1:{}\"\nsubmission_tls = \"none\"\nfailure_reports = true\n\
+         failure_rate_per_hour = 2\nfailure_redact = true",
+        sink.port
+    ));
+    // Three spoofs (DMARC fail, rejected) and one that is itself a report.
+    for i in 0..3 {
+        s.message("198.51.100.9", DAY_NOON + i);
+    }
+    let report = "From: <ceo@example.org>\nTo: <a@example.com>\nSubject: Report Domain: x\n\
+                  Content-Type: multipart/report; report-type=feedback-report; boundary=b\n\n--b--\n";
+    let out = authgate()
+        .args(["pipe", "--config"])
+        .arg(&s.config)
+        .args(["--client-ip", "198.51.100.9", "--helo", "evil.example"])
+        .args([
+            "--mail-from",
+            "ceo@example.org",
+            "--now",
+            &(DAY_NOON + 10).to_string(),
+        ])
+        .write_stdin(report)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(77));
+    let (code, _, err) = s.send(&[], NEXT_DAY);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("failure reports: 2 sent, 1 skipped"), "{err}");
+    let failures: Vec<String> = sink
+        .received()
+        .into_iter()
+        .filter(|(e, _)| e["to"][0] == "f@example.org")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(failures.len(), 2);
+    for m in &failures {
+        assert!(m.contains("multipart/report"), "{m}");
+        assert!(
+            m.contains("report-type=\"feedback-report\"")
+                || m.contains("report-type=feedback-report"),
+            "{m}"
+        );
+        assert!(m.contains("Feedback-Type: auth-failure"), "{m}");
+        assert!(m.contains("Auth-Failure: dmarc"), "{m}");
+        assert!(m.contains("Reported-Domain: example.org"), "{m}");
+        assert!(m.contains("Source-IP: 198.51.100.9"), "{m}");
+        assert!(m.contains("DKIM-Signature:"), "signed: {m}");
+        // RFC 6590: the sender's local-part is not disclosed.
+        let afrf = &m[m.find("text/rfc822-headers").unwrap()..];
+        assert!(!afrf.contains("ceo@example.org"), "{m}");
+        assert!(afrf.contains("redacted-"), "{m}");
+    }
+    // Nothing more to send on the next run.
+    let (code, _, err) = s.send(&[], NEXT_DAY + 60);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("failure reports:"), "{err}");
 }
