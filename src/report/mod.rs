@@ -7,6 +7,8 @@
 //! the writer and the daily run.
 
 pub mod db;
+pub mod feedback;
+pub mod ingest;
 pub mod row;
 pub mod store;
 
