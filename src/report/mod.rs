@@ -9,7 +9,9 @@
 pub mod db;
 pub mod feedback;
 pub mod ingest;
+pub mod received;
 pub mod row;
+pub mod show;
 pub mod store;
 
 pub use db::{Db, DbError, Value};
