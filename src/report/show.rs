@@ -301,7 +301,8 @@ fn write_text_lists(out: &mut impl Write, d: &DomainSummary) -> io::Result<()> {
     }
     writeln!(out, "  new sources on {} (not seen before):", d.last_day)?;
     for s in new {
-        writeln!(out, "    {} ({}): {} messages", s.ip, s.ptr, s.messages)?;
+        let ptr = if s.ptr.is_empty() { "no PTR" } else { &s.ptr };
+        writeln!(out, "    {} ({ptr}): {} messages", s.ip, s.messages)?;
     }
     Ok(())
 }
@@ -620,7 +621,7 @@ fn html_lists(page: &mut String, d: &DomainSummary) {
             "<li data-ip=\"{}\">{} ({}): {} messages</li>",
             esc(&s.ip),
             esc(&s.ip),
-            esc(&s.ptr),
+            esc(if s.ptr.is_empty() { "no PTR" } else { &s.ptr }),
             s.messages
         );
     }
