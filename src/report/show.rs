@@ -371,7 +371,7 @@ fn esc(s: &str) -> String {
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
 h1{font-size:1.5em}h2{margin-top:2em;border-bottom:1px solid #ccc}\
 .totals span{display:inline-block;margin-right:2em}.totals b{font-size:1.3em}\
-table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right}\
+table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;white-space:nowrap;border-bottom:1px solid #eee;text-align:right}\
 th{cursor:pointer;background:#f4f4f4;user-select:none}th.text,td.text{text-align:left}\
 th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after{content:' \\25BC'}\
 tr.failing td{background:#fde8e8}tr.failing td.dmarc{color:#b00;font-weight:bold}\
@@ -396,10 +396,15 @@ document.querySelectorAll('table.sources').forEach(function(t){
    if(td.getAttribute('data-type')==='num'){sum[f]=(sum[f]||0)+(parseFloat(td.textContent)||0);}});});
  t.querySelectorAll('tfoot td[data-field]').forEach(function(td){var f=td.getAttribute('data-field');td.textContent=String(sum[f]||0);});
 });
+var m=/^#sort=([a-z_]+)(-desc)?$/.exec(location.hash);
+if(m){document.querySelectorAll('table.sources thead th[data-field="'+m[1]+'"]').forEach(function(th){th.click();if(m[2])th.click();});}
 document.body.setAttribute('data-js','ran');
 })();"#;
 
 /// One self-contained page (inline CSS, SVG and JS; nothing fetched).
+/// The source tables sort by a click on a column header; `#sort=ip` (or
+/// `#sort=messages-desc`) at the end of the page's address sorts them on
+/// opening, for a link that shows the list as wanted.
 pub fn write_html(
     out: &mut impl Write,
     domains: &[DomainSummary],
@@ -487,14 +492,16 @@ fn html_chart(page: &mut String, d: &DomainSummary) {
             page,
             "<rect class=\"{class}\" data-day=\"{}\" data-compliance=\"{c:.4}\" x=\"{x}\" y=\"{}\" \
              width=\"{bar}\" height=\"{bh}\"><title>{}: {} of {} messages pass</title></rect>\
-             <text x=\"{x}\" y=\"{}\">{}</text>",
+             <text x=\"{x}\" y=\"{}\">{}</text><text class=\"pct\" x=\"{x}\" y=\"{}\">{}</text>",
             day.day,
             top + plot - bh,
             day.day,
             day.dmarc_pass,
             day.messages,
             h - bottom + 16,
-            &day.day[day.day.len().saturating_sub(5)..]
+            &day.day[day.day.len().saturating_sub(5)..],
+            (top + plot - bh).saturating_sub(4).max(12),
+            percent(c)
         );
     }
     page.push_str("</svg>\n");

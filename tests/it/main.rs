@@ -16,6 +16,7 @@ mod keygen;
 mod milter;
 mod oracles;
 mod proxy_io;
+mod report_ingest;
 mod serve;
 mod spf;
 mod spf_suite;
