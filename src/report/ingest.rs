@@ -12,6 +12,7 @@
 //! with where it came from. Must not: touch the store or print; a bad
 //! attachment is a value, never a stop.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -129,8 +130,8 @@ fn walk(source: &str, msg: &Message<'_>, depth: usize, out: &mut Vec<Extracted>)
             PartType::Message(inner) if depth < MAX_NESTING => walk(&label, inner, depth + 1, out),
             PartType::Message(_) => out.push(failed(&label, "forwarded messages nested too deep")),
             PartType::Multipart(_) => {}
-            _ if sniff(part.contents()).is_some() => {
-                out.extend(attachment(&label, part.contents()));
+            _ if sniff(&part_bytes(msg, part)).is_some() => {
+                out.extend(attachment(&label, &part_bytes(msg, part)));
             }
             _ if labelled_as_report(part) => {
                 out.push(failed(&label, "not a report: neither gzip, zip nor XML"));
@@ -138,6 +139,34 @@ fn walk(source: &str, msg: &Message<'_>, depth: usize, out: &mut Vec<Extracted>)
             _ => {}
         }
     }
+}
+
+/// A part's bytes as sent. mail-parser hands text parts (`text/xml`)
+/// over converted from their charset, which breaks a gzip labelled as
+/// text: base64 text parts are decoded again from the raw message.
+fn part_bytes<'a>(msg: &'a Message<'_>, part: &'a mail_parser::MessagePart<'_>) -> Cow<'a, [u8]> {
+    use base64::Engine as _;
+    let is_text = matches!(part.body, PartType::Text(_) | PartType::Html(_));
+    if !is_text || part.encoding != mail_parser::Encoding::Base64 {
+        return Cow::Borrowed(part.contents());
+    }
+    let raw = msg
+        .raw_message
+        .get(part.offset_body as usize..part.offset_end as usize)
+        .unwrap_or_default();
+    let clean: Vec<u8> = raw
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    engine
+        .decode(clean)
+        .map_or(Cow::Borrowed(part.contents()), Cow::Owned)
 }
 
 /// Parts a reporter would have put a report in (by type or file name):
@@ -410,6 +439,21 @@ mod tests {
         let parts = split_mbox(mbox);
         assert_eq!(parts.len(), 2);
         assert!(parts[1].starts_with(b"Subject: 2"));
+    }
+
+    #[test]
+    fn a_gzip_labelled_text_xml_is_read_by_its_content() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(gzip(XML.as_bytes()));
+        let msg = format!(
+            "From: r@example.net\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/plain\r\n\r\nreport\r\n\
+             --b\r\nContent-Type: text/xml; charset=utf-8; name=\"r.xml.gz\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--b--\r\n"
+        );
+        let r = only(message("m", msg.as_bytes())).unwrap();
+        assert_eq!(r.messages(), 5);
     }
 
     #[test]
