@@ -626,6 +626,96 @@ mod tests {
     }
 
     #[test]
+    fn fixture_reports_of_each_reporter_parse() {
+        macro_rules! fixture {
+            ($name:literal) => {
+                include_bytes!(concat!("../../tests/fixtures/reports/xml/", $name)).as_slice()
+            };
+        }
+        // (xml, reporter, version, domain, sp, records, messages, passing)
+        for (xml, reporter, version, domain, sp, records, messages, passing) in [
+            (
+                fixture!("google-example.com.xml"),
+                "google.com",
+                "",
+                "example.com",
+                "none",
+                2,
+                13,
+                10,
+            ),
+            (
+                fixture!("google-example.org.xml"),
+                "google.com",
+                "",
+                "example.org",
+                "reject",
+                1,
+                5,
+                5,
+            ),
+            (
+                fixture!("outlook-example.com.xml"),
+                "Outlook.com",
+                "",
+                "example.com",
+                "none",
+                2,
+                6,
+                6,
+            ),
+            (
+                fixture!("yahoo-example.com.xml"),
+                "Yahoo",
+                "",
+                "example.com",
+                "",
+                2,
+                7,
+                5,
+            ),
+            (
+                fixture!("yahoo-example.org.xml"),
+                "Yahoo",
+                "",
+                "example.org",
+                "",
+                2,
+                3,
+                2,
+            ),
+            (
+                fixture!("rfc9990-example.com.xml"),
+                "mx.example.net",
+                "1.0",
+                "example.com",
+                "none",
+                3,
+                10,
+                8,
+            ),
+        ] {
+            let r = ReceivedReport::parse(xml).unwrap();
+            assert_eq!(r.reporter, reporter);
+            assert_eq!(r.version, version, "{reporter}");
+            assert_eq!(r.policy.domain, domain, "{reporter}");
+            assert_eq!(r.policy.sp, sp, "{reporter}");
+            assert_eq!(
+                (r.records.len(), r.messages()),
+                (records, messages),
+                "{reporter}"
+            );
+            let pass: u64 = r
+                .records
+                .iter()
+                .filter(|x| x.dmarc_pass())
+                .map(|x| x.count)
+                .sum();
+            assert_eq!(pass, passing, "{reporter}");
+        }
+    }
+
+    #[test]
     fn records_sum_their_counts() {
         let xml = RFC7489.replace(
             "</feedback>",
