@@ -371,8 +371,8 @@ fn esc(s: &str) -> String {
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
 h1{font-size:1.5em}h2{margin-top:2em;border-bottom:1px solid #ccc}\
 .totals span{display:inline-block;margin-right:2em}.totals b{font-size:1.3em}\
-table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;white-space:nowrap;border-bottom:1px solid #eee;text-align:right}\
-th{cursor:pointer;background:#f4f4f4;user-select:none}th.text,td.text{text-align:left}\
+table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right}\
+th{cursor:pointer;background:#f4f4f4;user-select:none}td.num,td.ip,td[data-field=first_seen]{white-space:nowrap}th.text,td.text{text-align:left}\
 th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after{content:' \\25BC'}\
 tr.failing td{background:#fde8e8}tr.failing td.dmarc{color:#b00;font-weight:bold}\
 tr.new td.ip::after{content:' new';color:#06c;font-size:.8em}tfoot td{font-weight:bold}\
