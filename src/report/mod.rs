@@ -9,10 +9,14 @@
 pub mod aggregate;
 pub mod db;
 pub mod failure;
+pub mod feedback;
+pub mod ingest;
 pub mod outbox;
+pub mod received;
 pub mod row;
 pub mod send;
 pub mod service;
+pub mod show;
 pub mod store;
 pub mod uri;
 pub mod writer;

@@ -16,6 +16,7 @@ mod keygen;
 mod milter;
 mod oracles;
 mod proxy_io;
+mod report_ingest;
 mod report_send;
 mod report_store;
 mod report_xml;
