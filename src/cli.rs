@@ -771,12 +771,12 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
     let spool = spool_settings(&config);
     if config.report.enabled {
         let store = config.report.store.clone();
-        let failure_reports = config.report.failure_reports;
         crate::outcome::observe(
             "report",
             Arc::new(crate::report::writer::OneShot {
                 store,
-                failure_reports,
+                failure_reports: config.report.failure_reports,
+                dkim_reports: config.report.dkim_failure_reports,
             }),
         );
     }

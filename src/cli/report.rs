@@ -215,7 +215,7 @@ fn send(a: SendArgs) -> Result<ExitCode> {
             retry = true;
         }
     }
-    if !a.dry_run && config.report.failure_reports {
+    if !a.dry_run && (config.report.failure_reports || config.report.dkim_failure_reports) {
         let f = crate::report::service::flush_failures(&config, now).map_err(anyhow::Error::msg)?;
         if f.sent + f.skipped + f.retry > 0 {
             eprintln!(

@@ -130,14 +130,16 @@ pub struct SignatureSummary {
     pub identity: Option<String>,
     /// `b=` without whitespace, if any.
     pub b: Option<String>,
+    /// `r=y`: the signer asks for failure reports (RFC 6651 §3.1).
+    pub reports: bool,
 }
 
 impl SignatureSummary {
     /// Best-effort extraction from a header value that may not parse.
     pub fn of(value: &[u8]) -> SignatureSummary {
         // Split as leniently as possible; the first occurrence of a tag wins.
-        const NAMES: [&str; 5] = ["d", "s", "a", "i", "b"];
-        let mut found: [Option<String>; 5] = Default::default();
+        const NAMES: [&str; 6] = ["d", "s", "a", "i", "b", "r"];
+        let mut found: [Option<String>; 6] = Default::default();
         let text = String::from_utf8_lossy(value);
         for spec in text.split(';') {
             let Some((k, v)) = spec.split_once('=') else {
@@ -149,13 +151,14 @@ impl SignatureSummary {
                 found[slot] = Some(strip_fws(v.trim()).into_owned());
             }
         }
-        let [domain, selector, algorithm, identity, b] = found;
+        let [domain, selector, algorithm, identity, b, r] = found;
         SignatureSummary {
             domain,
             selector,
             algorithm,
             identity,
             b,
+            reports: r.as_deref() == Some("y"),
         }
     }
 }

@@ -71,6 +71,9 @@ pub struct DkimOutcome {
     pub b: Option<String>,
     /// The key record had `t=y`.
     pub testing: bool,
+    /// The signature asks for failure reports (`r=y`, RFC 6651).
+    #[serde(skip)]
+    pub reports: bool,
 }
 
 impl DkimOutcome {
@@ -84,6 +87,7 @@ impl DkimOutcome {
             identity: summary.identity.clone(),
             b: summary.b.clone(),
             testing: false,
+            reports: summary.reports,
         }
     }
 }

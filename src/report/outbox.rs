@@ -15,7 +15,7 @@ use super::failure::{
     fo_wants,
 };
 use super::send::{Sender, authorised, submit};
-use super::uri::parse_uris;
+use super::uri::{ReportUri, parse_uris};
 use crate::dkim::verify::DkimResult;
 use crate::dmarc::{DmarcResult, Psd};
 use crate::dns::{Lookup, Resolver};
@@ -56,14 +56,85 @@ pub struct Pending {
     pub spf_aligned_failed: bool,
     /// The failing signature (d, s, i).
     pub dkim: Option<(String, String, String)>,
-    /// The policy domain's `ruf=`.
+    /// The policy domain's `ruf=` (empty for a DKIM report, which goes to
+    /// the signer's `_report._domainkey` address).
     pub ruf: String,
     /// The policy domain.
     pub policy_domain: String,
 }
 
-/// The failure report a finished message calls for, if any.
-pub fn pending_of(fate: &Fate) -> Option<Pending> {
+/// The failure reports a finished message calls for: the DMARC one when
+/// the policy asks, and with `dkim_reports` one per failing signature
+/// that asks with `r=y` (RFC 6651).
+pub fn pending_of(fate: &Fate, dkim_reports: bool) -> Vec<Pending> {
+    let mut out: Vec<Pending> = dmarc_pending(fate).into_iter().collect();
+    if dkim_reports {
+        out.extend(dkim_pending(fate));
+    }
+    out
+}
+
+/// RFC 6651 reports: one per failing signature with `r=y`.
+fn dkim_pending(fate: &Fate) -> Vec<Pending> {
+    if fate.disposition == Disposition::Tempfail {
+        return Vec::new();
+    }
+    let Some(m) = fate.message.as_ref().filter(|m| !m.is_report()) else {
+        return Vec::new();
+    };
+    let v = &m.verdict;
+    let mut header: Vec<u8> = m.headers.iter().flat_map(|h| h.raw().to_vec()).collect();
+    header.truncate(MAX_HEADER);
+    v.dkim
+        .iter()
+        .filter(|d| d.reports && matches!(d.result, DkimResult::Fail))
+        .filter_map(|d| {
+            let domain = d.domain.clone()?;
+            let identity = d.identity.clone().unwrap_or_else(|| format!("@{domain}"));
+            Some(Pending {
+                kind: if d.reason.contains("body hash") {
+                    "bodyhash"
+                } else {
+                    "signature"
+                }
+                .into(),
+                arrival: i64::try_from(m.at).unwrap_or(0),
+                client_ip: fate
+                    .envelope
+                    .client_ip
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default(),
+                mail_from: fate.envelope.mail_from.clone(),
+                rcpt_domain: fate.meta.rcpt_domain.clone(),
+                reported_domain: domain.clone(),
+                auth_results: m
+                    .edits
+                    .authentication_results()
+                    .map(|h| String::from_utf8_lossy(h.value()).trim().to_string())
+                    .unwrap_or_default(),
+                header: header.iter().map(|&b| char::from(b)).collect(),
+                delivery: match fate.disposition {
+                    Disposition::Reject => "reject",
+                    Disposition::Quarantine => "spam",
+                    _ => "delivered",
+                }
+                .into(),
+                dkim_aligned_failed: false,
+                spf_aligned_failed: false,
+                dkim: Some((
+                    domain.clone(),
+                    d.selector.clone().unwrap_or_default(),
+                    identity,
+                )),
+                ruf: String::new(),
+                policy_domain: domain,
+            })
+        })
+        .collect()
+}
+
+/// The DMARC failure report, when the policy asks for one.
+fn dmarc_pending(fate: &Fate) -> Option<Pending> {
     if fate.disposition == Disposition::Tempfail {
         return None;
     }
@@ -299,10 +370,18 @@ pub fn flush<R: Resolver + Lookup + 'static>(
         }
         let mut sent_any = false;
         let mut retry = false;
-        for u in parse_uris(&p.ruf) {
-            if !rt
-                .block_on(authorised(&*sender.resolver, &p.policy_domain, &u.domain))
-                .unwrap_or(false)
+        let destinations = if p.ruf.is_empty() {
+            rt.block_on(signer_destination(&*sender.resolver, &p))
+                .into_iter()
+                .collect()
+        } else {
+            parse_uris(&p.ruf)
+        };
+        for u in destinations {
+            if !p.ruf.is_empty()
+                && !rt
+                    .block_on(authorised(&*sender.resolver, &p.policy_domain, &u.domain))
+                    .unwrap_or(false)
             {
                 tracing::info!(domain = %p.policy_domain, to = %u.address, "failure report skipped: destination does not accept reports for the domain");
                 continue;
@@ -361,6 +440,42 @@ pub fn flush<R: Resolver + Lookup + 'static>(
         }
     }
     Ok(done)
+}
+
+/// Where an RFC 6651 report goes: `ra=` at the signing domain, from the
+/// TXT record at `_report._domainkey.<d>`, when `rr=` asks for
+/// verification failures (`all` or `v`) and the `rp=` sample takes it.
+async fn signer_destination<R: Resolver>(resolver: &R, p: &Pending) -> Option<ReportUri> {
+    let (domain, _, _) = p.dkim.as_ref()?;
+    let txts = resolver
+        .txt(&format!("_report._domainkey.{domain}"))
+        .await
+        .ok()?;
+    let [txt] = txts.as_slice() else {
+        return None;
+    };
+    let text = String::from_utf8_lossy(txt);
+    let tag = |name: &str| {
+        text.split(';')
+            .filter_map(|t| t.split_once('='))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let ra = tag("ra").filter(|ra| !ra.is_empty() && !ra.contains(['@', ' ']))?;
+    let wanted = tag("rr").is_none_or(|rr| rr.split(':').any(|t| matches!(t.trim(), "all" | "v")));
+    let percent: u8 = tag("rp")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .min(100);
+    let mut dice = [0u8; 1];
+    let sampled = percent == 100
+        || (aws_lc_rs::rand::fill(&mut dice).is_ok()
+            && u32::from(dice[0]) * 100 < u32::from(percent) * 256);
+    (wanted && sampled).then(|| ReportUri {
+        address: format!("{ra}@{domain}"),
+        domain: domain.clone(),
+        max_size: None,
+    })
 }
 
 fn set_state(db: &mut Db, id: i64, state: &str, now: i64) -> Result<(), DbError> {

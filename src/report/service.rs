@@ -52,7 +52,12 @@ impl Reporting {
         if !settings.enabled {
             return;
         }
-        match Recorder::start(&settings.store, settings.queue, settings.failure_reports) {
+        match Recorder::start(
+            &settings.store,
+            settings.queue,
+            settings.failure_reports,
+            settings.dkim_failure_reports,
+        ) {
             Ok(rec) => {
                 outcome::observe(OBSERVER, Arc::clone(&rec) as Arc<dyn outcome::Observer>);
                 tracing::info!(store = %super::db::redact(&settings.store), "DMARC report rows recorded");
@@ -128,7 +133,7 @@ fn daily(config: &Config, stop: &std::sync::mpsc::Receiver<()>) {
             _ => return,
         }
         let now = i64::try_from(outcome::unix_now()).unwrap_or(i64::MAX);
-        if config.report.failure_reports
+        if (config.report.failure_reports || config.report.dkim_failure_reports)
             && let Err(e) = flush_failures(config, now)
         {
             tracing::warn!("DMARC failure reports: {e}");

@@ -55,6 +55,7 @@ enum Item {
 pub struct Recorder {
     tx: SyncSender<Msg>,
     failure_reports: bool,
+    dkim_reports: bool,
     counters: Arc<Counters>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -77,6 +78,7 @@ impl Recorder {
         store: &str,
         queue: usize,
         failure_reports: bool,
+        dkim_reports: bool,
     ) -> std::io::Result<Arc<Recorder>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue.max(1));
         let counters = Arc::new(Counters::default());
@@ -88,6 +90,7 @@ impl Recorder {
         Ok(Arc::new(Recorder {
             tx,
             failure_reports,
+            dkim_reports,
             counters,
             thread: Mutex::new(Some(thread)),
         }))
@@ -169,10 +172,12 @@ impl Observer for Recorder {
         if let Some(row) = row_of(fate) {
             self.record(row);
         }
-        if self.failure_reports
-            && let Some(p) = pending_of(fate)
-        {
-            self.queue(Item::Failure(p));
+        if self.failure_reports || self.dkim_reports {
+            for p in pending_of(fate, self.dkim_reports) {
+                if p.ruf.is_empty() || self.failure_reports {
+                    self.queue(Item::Failure(p));
+                }
+            }
         }
     }
 }
@@ -346,10 +351,14 @@ fn add_lost(lost: &mut Option<(i64, i64, u64, String)>, from: i64, to: i64, n: u
 
 /// `pipe`'s one-shot write: one short transaction; a failing store is
 /// logged and never changes what happens to the message.
-pub fn record_once(store_url: &str, failure_reports: bool, fate: &Fate) {
+pub fn record_once(store_url: &str, failure_reports: bool, dkim_reports: bool, fate: &Fate) {
     let mut items: Vec<Item> = row_of(fate).map(Item::Row).into_iter().collect();
-    if failure_reports && let Some(p) = pending_of(fate) {
-        items.push(Item::Failure(p));
+    if failure_reports || dkim_reports {
+        for p in pending_of(fate, dkim_reports) {
+            if p.ruf.is_empty() || failure_reports {
+                items.push(Item::Failure(p));
+            }
+        }
     }
     if items.is_empty() {
         return;
@@ -365,12 +374,14 @@ pub fn record_once(store_url: &str, failure_reports: bool, fate: &Fate) {
 pub struct OneShot {
     /// The store URL.
     pub store: String,
-    /// Queue failure reports too.
+    /// Queue DMARC failure reports too.
     pub failure_reports: bool,
+    /// Queue RFC 6651 DKIM failure reports too.
+    pub dkim_reports: bool,
 }
 
 impl Observer for OneShot {
     fn finished(&self, fate: &Fate) {
-        record_once(&self.store, self.failure_reports, fate);
+        record_once(&self.store, self.failure_reports, self.dkim_reports, fate);
     }
 }

@@ -36,7 +36,8 @@ impl Setup {
             policy
                 + &std::fs::read_to_string(keys).unwrap()
                 + "_dmarc.example.com. IN TXT \"v=DMARC1; p=reject\"\n\
-                   *._report._dmarc.reports.example.net. IN TXT \"v=DMARC1\"\n",
+                   *._report._dmarc.reports.example.net. IN TXT \"v=DMARC1\"\n\
+                   _report._domainkey.example.com. IN TXT \"ra=dkim-reports; rr=v\"\n",
         )
         .unwrap();
         let config = dir.path().join("authgate.toml");
@@ -464,4 +465,61 @@ fn failure_reports_are_afrf_rate_limited_redacted_and_never_about_reports() {
     let (code, _, err) = s.send(&[], NEXT_DAY + 60);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("failure reports:"), "{err}");
+}
+
+#[test]
+fn dkim_failure_reports_go_to_the_signers_reporting_address_rfc6651() {
+    let pre = tempfile::tempdir().unwrap();
+    let sink = Sink::start(pre.path(), &[]);
+    let s = Setup::new(&format!(
+        "submission = \"127.0.0.1:{}\"\nsubmission_tls = \"none\"\ndkim_failure_reports = true",
+        sink.port
+    ));
+    let msg = "From: <news@example.com>\nTo: <a@example.org>\nSubject: s\n\nbody\n";
+    let signed = authgate()
+        .args([
+            "sign",
+            "-d",
+            "example.com",
+            "-s",
+            "r",
+            "--now",
+            &(DAY_NOON - 60).to_string(),
+            "-k",
+        ])
+        .arg(s.path().join("rfc8463-rsa.pem"))
+        .write_stdin(msg)
+        .output()
+        .unwrap();
+    assert!(signed.status.success());
+    let text = String::from_utf8(signed.stdout).unwrap();
+    // The signer asks for reports (r=y); the signature then fails.
+    let broken = text.replacen("DKIM-Signature: v=1;", "DKIM-Signature: v=1; r=y;", 1);
+    let out = authgate()
+        .args(["pipe", "--config"])
+        .arg(&s.config)
+        .args(["--client-ip", "192.0.2.1", "--helo", "mail.example.org"])
+        .args([
+            "--mail-from",
+            "news@example.com",
+            "--now",
+            &DAY_NOON.to_string(),
+        ])
+        .write_stdin(broken)
+        .output()
+        .unwrap();
+    // DKIM fails and so does DMARC (p=reject): refused, and reported.
+    assert_eq!(out.status.code(), Some(77));
+    let (code, _, err) = s.send(&[], NEXT_DAY);
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<String> = sink
+        .received()
+        .into_iter()
+        .filter(|(e, _)| e["to"][0] == "dkim-reports@example.com")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(got.len(), 1, "{err}");
+    assert!(got[0].contains("Auth-Failure: signature"), "{}", got[0]);
+    assert!(got[0].contains("DKIM-Domain: example.com"), "{}", got[0]);
+    assert!(got[0].contains("DKIM-Selector: r"), "{}", got[0]);
 }
