@@ -598,3 +598,31 @@ fn report_show_html_renders_the_numbers_in_chromium() {
         shot.display()
     );
 }
+
+/// The same ingest and summary with the shared PostgreSQL store (a real
+/// server): the numbers equal the SQLite ones.
+#[test]
+fn report_ingest_and_show_on_postgres_give_the_sqlite_numbers() {
+    let pg = crate::support::PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("authgate.toml");
+    std::fs::write(&config, format!("[report]\nstore = \"{}\"\n", pg.url())).unwrap();
+    let (lite_dir, lite) = store();
+    let files = all_fixtures();
+    let (code_pg, lines_pg) = ingest(&config, &files, None);
+    let (code_lite, lines_lite) = ingest(&lite, &files, None);
+    assert_eq!(code_pg, code_lite);
+    assert_eq!(lines_pg, lines_lite);
+    // Again: every report is a duplicate now.
+    let (_, again) = ingest(&config, &files, None);
+    assert!(
+        again
+            .iter()
+            .filter(|l| l["status"] != "error")
+            .all(|l| l["status"] == "duplicate")
+    );
+    let zone = reports().join("ptr.zone");
+    let args = ["--json", "--dns-zone", zone.to_str().unwrap()];
+    assert_eq!(show(&config, &args), show(&lite, &args));
+    drop(lite_dir);
+}

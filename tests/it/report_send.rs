@@ -201,6 +201,54 @@ fn dry_run_writes_the_mail_and_attachment_names_the_same_file_twice_and_marks_no
         "Report-ID: <{}>",
         l["report_id"].as_str().unwrap()
     )));
+    // The attachment is valid against the RFC 9990 schema.
+    let xml = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gunzip -c '{}' | xmllint --noout --schema '{}' -",
+            file.display(),
+            fixtures().join("dmarc-2.0.xsd").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        xml.status.success(),
+        "{}",
+        String::from_utf8_lossy(&xml.stderr)
+    );
+    // What we send is what a receiver's `report ingest` reads back.
+    let other = s.path().join("receiver.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "[report]\nstore = \"sqlite:{}/rcv.db\"\n",
+            s.path().display()
+        ),
+    )
+    .unwrap();
+    let ing = authgate()
+        .args(["report", "ingest", "-c"])
+        .arg(&other)
+        .arg(format!("{}.eml", file.display()))
+        .output()
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&ing.stdout).unwrap();
+    assert_eq!(line["status"], "stored", "{line}");
+    assert_eq!(line["messages"], 2);
+    assert_eq!(line["report_id"], l["report_id"]);
+    let shown = authgate()
+        .args(["report", "show", "--json", "--dns-zone"])
+        .arg(fixtures().join("policy/policy.zone"))
+        .arg("-c")
+        .arg(&other)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(doc[0]["domain"], "example.org");
+    assert_eq!(
+        (doc[0]["messages"].as_u64(), doc[0]["dmarc_pass"].as_u64()),
+        (Some(2), Some(1))
+    );
     // Again: the same id and file; and nothing was marked sent.
     let (_, again, _) = s.send(
         &["--dry-run", "--out", out.to_str().unwrap()],
