@@ -247,6 +247,7 @@ struct Builder {
     authserv_ids: Vec<String>,
     spf: Vec<String>,
     dmarc: Vec<String>,
+    report: Vec<String>,
     milter: Vec<String>,
     dns: Vec<String>,
     comments: Vec<String>,
@@ -366,6 +367,22 @@ impl Builder {
                 Ok(mask) => Self::set(&mut self.milter, m, format!("socket_mode = {}       # UMask {value}", q(&format!("0{:o}", 0o666 & !mask)))),
                 Err(_) => self.skip(line, "not an octal mask"),
             },
+            "sendreports" => match boolean(value) {
+                Some(b) => Self::set(
+                    &mut self.report,
+                    m,
+                    format!("dkim_failure_reports = {b}   # SendReports (RFC 6651: r=y signatures)"),
+                ),
+                None => self.skip(line, "expected true or false"),
+            },
+            "reportaddress" if self.report.iter().any(|l| l.starts_with("from =")) => {
+                self.skip(line, "[report] from is already set")
+            }
+            "reportaddress" => Self::set(
+                &mut self.report,
+                m,
+                format!("from = {}   # ReportAddress", q(value.trim())),
+            ),
             "nameservers" => {
                 let servers: Vec<String> = value.split(',').map(|s| s.trim().to_string()).collect();
                 Self::set(&mut self.dns, m, format!("servers = {}", list(&servers)));
@@ -593,6 +610,37 @@ impl Builder {
                     "always so in authgate: authenticated clients are signed, never rejected",
                 ),
                 "socket" => self.socket(value, &line),
+                "historyfile" => Self::set(
+                    &mut self.report,
+                    m,
+                    "enabled = true   # HistoryFile: rows go to the report store; `authgate report send` replaces opendmarc-import and opendmarc-reports".into(),
+                ),
+                "failurereports" => match boolean(value) {
+                    Some(b) => Self::set(
+                        &mut self.report,
+                        m,
+                        format!("failure_reports = {b}   # FailureReports"),
+                    ),
+                    None => self.skip(&line, "expected true or false"),
+                },
+                "failurereportssentby"
+                    if self.report.iter().any(|l| l.starts_with("from =")) =>
+                {
+                    self.skip(&line, "[report] from is already set (OpenDKIM ReportAddress)")
+                }
+                "failurereportssentby" => Self::set(
+                    &mut self.report,
+                    m,
+                    format!("from = {}   # FailureReportsSentBy", q(value.trim())),
+                ),
+                "failurereportsbcc" => self.skip(
+                    &line,
+                    "failure reports go only to the domain's ruf= destinations",
+                ),
+                "reportcommand" => self.skip(
+                    &line,
+                    "authgate submits report mail itself ([report] submission, or the next hop)",
+                ),
                 "softwareheader" => self.skip(
                     &line,
                     "authgate adds no DMARC-Filter: header; the log line has the details",
@@ -676,6 +724,7 @@ impl Builder {
         section(&mut out, Some("[trust]"), &trust);
         section(&mut out, Some("[spf]"), &self.spf);
         section(&mut out, Some("[dmarc]"), &self.dmarc);
+        section(&mut out, Some("[report]"), &self.report);
         section(&mut out, Some("[milter]"), &self.milter);
         section(&mut out, Some("[dns]"), &self.dns);
         if !self.comments.is_empty() {
@@ -833,6 +882,11 @@ mod tests {
                 "Frobnicate yes",
                 "# Frobnicate yes\n#   not mapped: no authgate equivalent",
             ),
+            ("SendReports yes", "dkim_failure_reports = true"),
+            (
+                "ReportAddress postmaster@example.com",
+                "from = \"postmaster@example.com\"",
+            ),
         ] {
             let out = run(line, None, &[]);
             assert!(out.toml.contains(want), "{line}: {}", out.toml);
@@ -852,6 +906,19 @@ mod tests {
             ),
             ("SPFSelfValidate true", "[spf]\nenabled = true"),
             ("IgnoreHosts 192.0.2.0/24", "\"192.0.2.0/24\""),
+            (
+                "HistoryFile /var/run/opendmarc/opendmarc.dat",
+                "[report]\nenabled = true",
+            ),
+            ("FailureReports true", "failure_reports = true"),
+            (
+                "FailureReportsSentBy dmarc@example.com",
+                "from = \"dmarc@example.com\"",
+            ),
+            (
+                "ReportCommand /usr/sbin/sendmail -t",
+                "#   not mapped: authgate submits",
+            ),
         ] {
             let out = run("", Some(line), &[]);
             assert!(out.toml.contains(want), "{line}: {}", out.toml);
