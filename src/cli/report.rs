@@ -143,13 +143,17 @@ fn stats(a: StatsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(out, "store: {}", s.store)?;
-    writeln!(
-        out,
-        "rows: {} ({} .. {})",
-        s.rows,
-        crate::report::day_of(s.oldest),
-        crate::report::day_of(s.newest)
-    )?;
+    if s.rows == 0 {
+        writeln!(out, "rows: 0")?;
+    } else {
+        writeln!(
+            out,
+            "rows: {} ({} .. {})",
+            s.rows,
+            crate::report::day_of(s.oldest),
+            crate::report::day_of(s.newest)
+        )?;
+    }
     writeln!(out, "dropped (never stored): {}", s.dropped)?;
     for (d, n) in &s.domains {
         writeln!(out, "  {d}: {n} rows")?;

@@ -108,3 +108,53 @@ fn postgres_store_holds_the_rows_of_several_writers() {
     assert_eq!(pipe(&cfg, "192.0.2.1", "1796558600"), 0);
     assert_eq!(stats(&cfg)["rows"], 5);
 }
+
+#[test]
+fn concurrent_pipe_processes_share_one_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}/reports.db", dir.path().display());
+    let cfg = config(dir.path(), &store);
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || pipe(&cfg, "192.0.2.1", &(1_796_558_400 + i).to_string()))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 0);
+    }
+    assert_eq!(stats(&cfg)["rows"], 8);
+}
+
+#[test]
+fn the_store_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}/env.db", dir.path().display());
+    let out = authgate()
+        .args(["report", "stats", "--json", "--config", "/dev/null"])
+        .env("AUTHGATE_REPORT__STORE", &store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["store"],
+        format!("sqlite:{}/env.db", dir.path().display())
+    );
+    // A bad URL is one clear line.
+    let out = authgate()
+        .args(["report", "stats", "--config", "/dev/null"])
+        .env("AUTHGATE_REPORT__STORE", "mysql://db/x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("use sqlite:/path/to/reports.db or postgres://"),
+        "{err}"
+    );
+}
