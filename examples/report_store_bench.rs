@@ -8,6 +8,9 @@
 //! for SQLite, the bound beside them: the same rows inserted with bare
 //! rusqlite in one prepared statement and one transaction.
 
+// A measuring tool run by hand: a failure is a panic with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use authgate::report::row::{DkimRow, Row};
