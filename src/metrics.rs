@@ -562,4 +562,76 @@ mod tests {
             assert!(status(req).starts_with(want), "{req:?}: {}", status(req));
         }
     }
+
+    /// Every `expr` in the dashboard JSON, recursively.
+    fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match v {
+                        serde_json::Value::String(e) if k == "expr" => out.push(e.clone()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn metrics_grafana_dashboard_parses_and_uses_only_exposed_names() {
+        let json = include_str!("../contrib/grafana/authgate.json");
+        let dash: serde_json::Value = serde_json::from_str(json).unwrap();
+        let mut all = Vec::new();
+        exprs(&dash, &mut all);
+        assert!(all.len() >= 10, "{all:?}");
+        // Families and their type, from the exposition itself.
+        // Every family with a sample (empty families are not written).
+        let m = Metrics::new();
+        m.messages
+            .get_or_create(&[("front", "proxy"), ("disposition", "accept")])
+            .inc();
+        for f in [&m.dkim, &m.spf, &m.dmarc, &m.iprev, &m.reloads] {
+            f.get_or_create(&[("result", "pass")]).inc();
+        }
+        m.tempfails.get_or_create(&[("cause", "dns")]).inc();
+        let _open = m.session(Front::Proxy);
+        let text = m.encode(true).unwrap();
+        let families: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        let exposed = |name: &str| {
+            families.iter().any(|(f, t)| {
+                let suffixes: &[&str] = match t.as_str() {
+                    "counter" => &["_total"],
+                    "histogram" => &["_bucket", "_sum", "_count"],
+                    _ => &[""],
+                };
+                suffixes
+                    .iter()
+                    .any(|s| name.strip_suffix(s) == Some(f.as_str()))
+            })
+        };
+        let mut used = std::collections::BTreeSet::new();
+        for e in &all {
+            let mut rest = e.as_str();
+            while let Some(i) = rest.find("authgate_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(exposed(&name), "{name} (in {e}) is not exposed:\n{text}");
+                rest = &rest[i + name.len()..];
+                used.insert(name);
+            }
+        }
+        // Every family is on the dashboard.
+        for (f, _) in &families {
+            assert!(used.iter().any(|u| u.starts_with(f.as_str())), "{f} unused");
+        }
+    }
 }
