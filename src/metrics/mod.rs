@@ -3,19 +3,15 @@
 //! Owns: every metric's name (all prefixed `authgate_`), labels, help text
 //! and histogram buckets; the [`Observer`] that counts each finished
 //! message at [`Fate::emit`]; the per-front session gauge guards; the
-//! report writer's row counts read at scrape time; and the endpoint, a
-//! minimal HTTP/1.1 responder (one request per connection, a size limit and
-//! timeouts on the request and the response, a cap on concurrent
-//! scrapers). The text is written by `prometheus-client`, never by hand.
+//! report writer's row counts read at scrape time. The text is written by
+//! `prometheus-client`, never by hand; [`http`] serves it.
 //!
 //! Must not: block a front (the observer only touches atomics and the
 //! metric families' short locks), decide anything about a message, or
 //! answer anything but `GET /metrics`. The daemon starts the endpoint and
 //! registers the observer; the fronts know nothing of metrics.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -24,13 +20,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 
 use crate::outcome::{Fate, Front, Observer};
 use crate::report::writer::Counters;
+
+mod http;
+pub use http::{Endpoint, OPENMETRICS};
 
 /// One label.
 type Label = (&'static str, &'static str);
@@ -40,9 +35,6 @@ type Label = (&'static str, &'static str);
 const LATENCY_BUCKETS: [f64; 15] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
-
-/// The OpenMetrics content type (what Prometheus asks for first).
-pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The name the observer is registered under ([`crate::outcome::observe`]).
 const OBSERVER: &str = "metrics";
@@ -256,7 +248,7 @@ pub fn global() -> &'static Metrics {
     &METRICS
 }
 
-/// The per-message observer over [`global`].
+/// The per-message observer over [`global`] (registered by [`Endpoint::start`]).
 struct Messages;
 
 impl Observer for Messages {
@@ -330,157 +322,6 @@ impl Collector for ReportRows {
     }
 }
 
-/// Concurrent scrapes at most; more wait for the listener's backlog.
-const MAX_SCRAPERS: usize = 4;
-/// Longest request head read.
-const MAX_REQUEST: usize = 8192;
-/// Time for the whole request head, and for the whole response.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The `/metrics` endpoint, listening.
-#[derive(Debug)]
-pub struct Endpoint {
-    addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Endpoint {
-    /// Binds `addr`, registers the per-message observer and serves the
-    /// [`global`] metrics until [`Endpoint::stop`]. A bind failure names
-    /// the address.
-    pub async fn start(addr: SocketAddr) -> Result<Endpoint, String> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr} for metrics (metrics.listen): {e}"))?;
-        let addr = listener.local_addr().unwrap_or(addr);
-        crate::outcome::observe(OBSERVER, Arc::new(Messages));
-        let task = tokio::spawn(accept_loop(listener));
-        Ok(Endpoint { addr, task })
-    }
-
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops listening and counting messages.
-    pub fn stop(self) {
-        crate::outcome::unobserve(OBSERVER);
-        self.task.abort();
-    }
-}
-
-async fn accept_loop(listener: TcpListener) {
-    let scrapers = Arc::new(Semaphore::new(MAX_SCRAPERS));
-    loop {
-        let Ok(permit) = Arc::clone(&scrapers).acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(async move {
-                    scrape(stream).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!("metrics endpoint: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// One connection: read the request head (bounded), answer, close.
-async fn scrape(mut stream: TcpStream) {
-    let head = match tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(head)) => head,
-        _ => return,
-    };
-    let response = respond(head.as_deref(), global());
-    let write = async {
-        stream.write_all(&response).await?;
-        stream.shutdown().await
-    };
-    let _ = tokio::time::timeout(IO_TIMEOUT, write).await;
-}
-
-/// Reads up to the blank line ending the request head; `None` past
-/// [`MAX_REQUEST`] bytes (answered 400) or at an early close.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            return Ok(Some(head));
-        }
-        if head.len() > MAX_REQUEST {
-            return Ok(None);
-        }
-    }
-}
-
-/// The whole HTTP response to a request head (`None`: too large or cut
-/// off).
-fn respond(head: Option<&[u8]>, metrics: &Metrics) -> Vec<u8> {
-    let Some(head) = head.and_then(|h| std::str::from_utf8(h).ok()) else {
-        return response(
-            "400 Bad Request",
-            "text/plain; charset=utf-8",
-            "bad request\n",
-        );
-    };
-    let mut lines = head.lines();
-    let mut parts = lines.next().unwrap_or_default().split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    if method != "GET" {
-        return response(
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "GET only\n",
-        );
-    }
-    if path != "/metrics" {
-        return response(
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "see /metrics\n",
-        );
-    }
-    let openmetrics = lines.any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.eq_ignore_ascii_case("accept") && v.contains("application/openmetrics-text")
-        })
-    });
-    match metrics.encode(openmetrics) {
-        Ok(body) if openmetrics => response("200 OK", OPENMETRICS, &body),
-        Ok(body) => response(
-            "200 OK",
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-            &body,
-        ),
-        Err(_) => response(
-            "500 Internal Server Error",
-            "text/plain; charset=utf-8",
-            "encoding failed\n",
-        ),
-    }
-}
-
-fn response(status: &str, content_type: &str, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,33 +377,6 @@ mod tests {
         drop(b);
     }
 
-    #[test]
-    fn metrics_endpoint_answers_get_metrics_only() {
-        let m = Metrics::new();
-        let status = |req: Option<&str>| {
-            let r = respond(req.map(str::as_bytes), &m);
-            String::from_utf8(r).unwrap()
-        };
-        for (req, want) in [
-            (
-                Some("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4",
-            ),
-            (
-                Some(
-                    "GET /metrics?x=1 HTTP/1.0\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n",
-                ),
-                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0",
-            ),
-            (Some("GET / HTTP/1.1\r\n\r\n"), "HTTP/1.1 404 "),
-            (Some("POST /metrics HTTP/1.1\r\n\r\n"), "HTTP/1.1 405 "),
-            (Some("\u{0}\u{1}\r\n\r\n"), "HTTP/1.1 405 "),
-            (None, "HTTP/1.1 400 "),
-        ] {
-            assert!(status(req).starts_with(want), "{req:?}: {}", status(req));
-        }
-    }
-
     /// Every `expr` in the dashboard JSON, recursively.
     fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
         match v {
@@ -581,7 +395,7 @@ mod tests {
 
     #[test]
     fn metrics_grafana_dashboard_parses_and_uses_only_exposed_names() {
-        let json = include_str!("../contrib/grafana/authgate.json");
+        let json = include_str!("../../contrib/grafana/authgate.json");
         let dash: serde_json::Value = serde_json::from_str(json).unwrap();
         let mut all = Vec::new();
         exprs(&dash, &mut all);
