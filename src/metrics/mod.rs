@@ -4,7 +4,7 @@
 //! and histogram buckets; the [`Observer`] that counts each finished
 //! message at [`Fate::emit`]; the per-front session gauge guards; the
 //! report writer's row counts read at scrape time. The text is written by
-//! `prometheus-client`, never by hand; [`http`] serves it.
+//! `prometheus-client`, never by hand; `http.rs` serves it.
 //!
 //! Must not: block a front (the observer only touches atomics and the
 //! metric families' short locks), decide anything about a message, or
