@@ -807,7 +807,7 @@ fn pipe_cmd(a: PipeArgs) -> Result<ExitCode> {
     if let (Some(r), Some(file), true) = (&reinject, output, fate.delivers())
         && let Err(e) = r.send(file)
     {
-        fate.overrule(crate::outcome::Refusal::Abandoned(e.to_string()));
+        fate.overrule(crate::outcome::Refusal::NextHop(e.to_string()));
         fate.told = Some(format!("tempfail: try again later: {e}"));
         fate.emit();
         eprintln!("authgate: try again later: {e}");

@@ -65,6 +65,8 @@ pub struct Config {
     pub milter: MilterSettings,
     /// `[report]`: DMARC reports (the store, sending, failure reports).
     pub report: ReportSettings,
+    /// `[metrics]`: the Prometheus endpoint of `serve` and `milter`.
+    pub metrics: MetricsSettings,
     /// The file these settings were read from, if any: errors found later
     /// (a key file, a table) name its line. Not a setting.
     #[serde(skip)]
@@ -357,6 +359,31 @@ pub struct ReportSettings {
     /// Minutes after UTC midnight that `serve`/`milter` send yesterday's
     /// reports.
     pub send_delay_minutes: u32,
+}
+
+/// `[metrics]`: Prometheus metrics at `GET /metrics` (off by default).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// `IP:PORT` the endpoint listens on (e.g. `127.0.0.1:9155`); empty:
+    /// no endpoint.
+    pub listen: String,
+}
+
+impl MetricsSettings {
+    /// The endpoint's address (`None`: metrics are off).
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let listen = self.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        listen.parse().map(Some).map_err(|_| {
+            invalid(
+                "metrics.listen",
+                format!("{listen:?} is not IP:PORT (e.g. \"127.0.0.1:9155\")"),
+            )
+        })
+    }
 }
 
 /// Where the report store lives unless configured.
@@ -901,6 +928,30 @@ mod tests {
             let c = Config::load(Some(Path::new("c.toml")), Figment::new())
                 .map_err(|e| e.to_string())?;
             assert_eq!(c.dkim.verify.max_signatures, 5);
+            Ok(())
+        });
+    }
+
+    #[test]
+    // figment's Jail API fixes the closure's error type; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
+    fn metrics_listen_is_off_by_default_and_set_by_file_or_environment() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(Config::default().metrics.address().unwrap(), None);
+            jail.create_file("c.toml", "[metrics]\nlisten = \"127.0.0.1:9155\"\n")?;
+            let load = || Config::load(Some(Path::new("c.toml")), Figment::new());
+            let c = load().map_err(|e| e.to_string())?;
+            assert_eq!(c.metrics.address().unwrap(), "127.0.0.1:9155".parse().ok());
+            jail.set_env("AUTHGATE_METRICS__LISTEN", "[::1]:9156");
+            let c = load().map_err(|e| e.to_string())?;
+            assert_eq!(c.metrics.address().unwrap(), "[::1]:9156".parse().ok());
+            jail.set_env("AUTHGATE_METRICS__LISTEN", "localhost");
+            let err = load()
+                .map_err(|e| e.to_string())?
+                .metrics
+                .address()
+                .unwrap_err();
+            assert!(err.to_string().starts_with("metrics.listen"), "{err}");
             Ok(())
         });
     }

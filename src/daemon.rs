@@ -7,8 +7,10 @@
 //! the DNS cache survives a reload that leaves `[dns]` alone), and [`Front`],
 //! the [`Service`] that sends a listener's connections to the SMTP/LMTP
 //! proxy or the milter front by its `protocol`. It sits beside the fronts,
-//! above `server`, so that the server need not know them. Must not: handle
-//! connections itself (the fronts do) or accept them (the server does).
+//! above `server`, so that the server need not know them. It also starts
+//! the metrics endpoint (`[metrics] listen`), counts sessions per front and
+//! reloads. Must not: handle connections itself (the fronts do) or accept
+//! them (the server does).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +56,10 @@ impl Service for Front {
         snap: Arc<Snapshot>,
         shutdown: watch::Receiver<bool>,
     ) {
+        let _open = crate::metrics::global().session(match self {
+            Front::Smtp(_) => crate::outcome::Front::Proxy,
+            Front::Milter => crate::outcome::Front::Milter,
+        });
         match self {
             Front::Smtp(hops) => {
                 let cx = ConnContext {
@@ -104,9 +110,19 @@ pub type Loader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 pub async fn run(load: Loader) -> Result<(), String> {
     let config = load()?;
     let listeners = config.listeners().map_err(|e| e.to_string())?;
+    let metrics_at = config.metrics.address().map_err(|e| e.to_string())?;
     let mut reporting = crate::report::service::Reporting::start(&config);
     let snap = Snapshot::build(config).map_err(|e| e.to_string())?;
     let bound = bind_all(&listeners).await?;
+    let endpoint = match metrics_at {
+        Some(addr) => {
+            let e = crate::metrics::Endpoint::start(addr).await?;
+            tracing::info!(listen = %e.local_addr(), "metrics at GET /metrics");
+            Some(e)
+        }
+        None => None,
+    };
+    crate::metrics::global().report_writer(reporting.recorder().map(|r| r.shared_counters()));
     for l in &listeners {
         tracing::info!(
             listen = %l.listen,
@@ -143,6 +159,9 @@ pub async fn run(load: Loader) -> Result<(), String> {
         );
     }
     reporting.stop();
+    if let Some(e) = endpoint {
+        e.stop();
+    }
     Ok(())
 }
 
@@ -152,12 +171,23 @@ fn reload(
     load: &Loader,
     reporting: &mut crate::report::service::Reporting,
 ) {
+    let ok = try_reload(server, listeners, load, reporting);
+    crate::metrics::global().reload(ok);
+}
+
+/// [`reload`]; `false` when the new configuration was refused.
+fn try_reload(
+    server: &Server<Front>,
+    listeners: &[ListenerSettings],
+    load: &Loader,
+    reporting: &mut crate::report::service::Reporting,
+) -> bool {
     let old = server.snapshot();
     let config = match load() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("reload refused, keeping the running configuration: {e}");
-            return;
+            return false;
         }
     };
     match config.listeners() {
@@ -169,8 +199,13 @@ fn reload(
         Ok(_) => {}
         Err(e) => {
             tracing::error!("reload refused, keeping the running configuration: {e}");
-            return;
+            return false;
         }
+    }
+    if config.metrics != old.config.metrics {
+        tracing::warn!(
+            "metrics.listen changes take effect after a restart; keeping the current endpoint"
+        );
     }
     let snap = if config.dns == old.config.dns {
         Snapshot::with_resolver(config, Arc::clone(&old.resolver))
@@ -180,9 +215,15 @@ fn reload(
     match snap {
         Ok(s) => {
             reporting.apply(&s.config);
+            crate::metrics::global()
+                .report_writer(reporting.recorder().map(|r| r.shared_counters()));
             server.reload(s);
             tracing::info!("configuration and keys reloaded");
+            true
         }
-        Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
+        Err(e) => {
+            tracing::error!("reload refused, keeping the running configuration: {e}");
+            false
+        }
     }
 }

@@ -29,6 +29,7 @@ pub mod keyfile;
 pub mod keygen;
 pub mod log;
 pub mod message;
+pub mod metrics;
 pub mod milter;
 pub mod outcome;
 pub mod pipe;

@@ -205,9 +205,39 @@ pub enum Refusal {
     /// The body could not be spooled or read back (disk full, spool
     /// directory missing or failing): a local temporary failure.
     Spool(String),
-    /// The connection ended before the message did (timeout, next hop
-    /// lost, client gone, shutdown); the front's own reply, if any, said so.
+    /// The next hop was unavailable or lost the message (closed, timed
+    /// out, answered nonsense) before it took it; the front's own reply
+    /// (the proxy's 421, pipe's exit 75) said so.
+    NextHop(String),
+    /// The connection ended before the message did (client gone or timed
+    /// out, shutdown); the front's own reply, if any, said so.
     Abandoned(String),
+}
+
+/// Why a message was tempfailed, for the metrics
+/// (`authgate_tempfails_total{cause}`): typed, never parsed from a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TempfailCause {
+    /// A DNS temporary error with `tempfail` policy ([`crate::policy::decide`]).
+    Dns,
+    /// The spool failed ([`Refusal::Spool`]).
+    Spool,
+    /// The next hop was unavailable or lost the message ([`Refusal::NextHop`]).
+    NextHop,
+    /// The pipeline failed or panicked ([`Refusal::Failed`]).
+    Internal,
+}
+
+impl TempfailCause {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TempfailCause::Dns => "dns",
+            TempfailCause::Spool => "spool",
+            TempfailCause::NextHop => "next_hop",
+            TempfailCause::Internal => "internal",
+        }
+    }
 }
 
 impl Refusal {
@@ -239,8 +269,16 @@ impl Refusal {
                 Some(Answer::spool_failure()),
                 format!("spool: {why}"),
             ),
-            Refusal::Abandoned(why) => (Disposition::Tempfail, None, why.clone()),
+            Refusal::NextHop(why) | Refusal::Abandoned(why) => {
+                (Disposition::Tempfail, None, why.clone())
+            }
         }
+    }
+
+    /// Whether the message's end of data was reached (a client that left
+    /// mid-message got no reply at all).
+    fn reached_end(&self) -> bool {
+        !matches!(self, Refusal::Abandoned(_))
     }
 }
 
@@ -311,6 +349,7 @@ impl<R: Lookup + 'static> InFlight<R> {
             front,
             started,
         } = self;
+        let end_of_data = Instant::now();
         let envelope = job.envelope().clone();
         let result = CatchUnwind(std::pin::pin!(job.finish())).await;
         let done = |f: Result<Finished, PipelineError>| match f {
@@ -318,7 +357,11 @@ impl<R: Lookup + 'static> InFlight<R> {
             Err(e) => Err(e.to_string()),
         };
         match result.map_or_else(|_| Err("pipeline panicked".to_string()), done) {
-            Ok(finished) => Fate::decided(front, meta, finished, started, dns.stats()),
+            Ok(finished) => {
+                let mut f = Fate::decided(front, meta, finished, started, dns.stats());
+                f.end_of_data = Some(end_of_data);
+                f
+            }
             Err(why) => {
                 tracing::error!(
                     queue_id = meta.queue_id.as_deref().unwrap_or("-"),
@@ -327,6 +370,7 @@ impl<R: Lookup + 'static> InFlight<R> {
                 let mut f = Fate::refused(front, meta, envelope, Refusal::Failed(why));
                 f.elapsed = started.elapsed();
                 f.dns = dns.stats();
+                f.end_of_data = Some(end_of_data);
                 f
             }
         }
@@ -336,7 +380,9 @@ impl<R: Lookup + 'static> InFlight<R> {
     /// results so far are dropped.
     pub fn refuse(self, meta: Meta, why: Refusal) -> Fate {
         let envelope = self.job.envelope().clone();
+        let end_of_data = why.reached_end().then(Instant::now);
         let mut f = Fate::refused(self.front, meta, envelope, why);
+        f.end_of_data = end_of_data;
         f.elapsed = self.started.elapsed();
         f.dns = self.dns.stats();
         f
@@ -364,8 +410,17 @@ pub struct Fate {
     pub meta: Meta,
     /// The envelope (as recovered from trace headers where given).
     pub envelope: Envelope,
-    /// From start to decision.
+    /// From the message's start (MAIL FROM in the proxy, the envelope in
+    /// the milter, the first byte in pipe mode) to the decision.
     pub elapsed: Duration,
+    /// When the front reached the end of the message's data and asked for
+    /// the decision (`None`: the message never got there, or the fate was
+    /// made without [`InFlight`]). The metrics' reply latency runs from
+    /// here to [`Fate::emit`], which the fronts call just before replying.
+    pub end_of_data: Option<Instant>,
+    /// Why the front refused, lost or overruled the message itself
+    /// (`None`: the pipeline's decision stands).
+    pub refusal: Option<Refusal>,
     /// DNS cost of the message.
     pub dns: DnsStats,
     /// What the MTA was told, when the front knows better than the
@@ -417,6 +472,8 @@ impl Fate {
             front,
             meta,
             elapsed: started.elapsed(),
+            end_of_data: None,
+            refusal: None,
             dns,
             told: None,
         }
@@ -434,6 +491,8 @@ impl Fate {
             meta,
             envelope,
             elapsed: Duration::ZERO,
+            end_of_data: None,
+            refusal: Some(why),
             dns: DnsStats::default(),
             told: None,
         }
@@ -446,6 +505,22 @@ impl Fate {
         self.disposition = disposition;
         self.answer = answer;
         self.reason = Some(reason);
+        self.refusal = Some(why);
+    }
+
+    /// Why a tempfailed message was tempfailed (`None`: not a tempfail, or
+    /// a client that left mid-message, which is no tempfail of ours).
+    pub fn tempfail_cause(&self) -> Option<TempfailCause> {
+        if self.disposition != Disposition::Tempfail {
+            return None;
+        }
+        match &self.refusal {
+            None => Some(TempfailCause::Dns),
+            Some(Refusal::Spool(_)) => Some(TempfailCause::Spool),
+            Some(Refusal::NextHop(_)) => Some(TempfailCause::NextHop),
+            Some(Refusal::Failed(_)) => Some(TempfailCause::Internal),
+            Some(_) => None,
+        }
     }
 
     /// The results, when the pipeline ran.
@@ -811,6 +886,65 @@ mod tests {
         assert_eq!(f.disposition, Disposition::Tempfail);
         assert!(f.verdict().is_some(), "the results stay in the record");
         assert_eq!(f.record().told(), "abandoned");
+    }
+
+    #[test]
+    fn each_tempfail_has_one_typed_cause() {
+        let refused =
+            |why: Refusal| Fate::refused(Front::Proxy, Meta::default(), Envelope::default(), why);
+        for (why, want) in [
+            (
+                Refusal::Spool("disk full".into()),
+                Some(TempfailCause::Spool),
+            ),
+            (
+                Refusal::NextHop("next hop: closed".into()),
+                Some(TempfailCause::NextHop),
+            ),
+            (
+                Refusal::Failed("pipeline panicked".into()),
+                Some(TempfailCause::Internal),
+            ),
+            // A client that left got no tempfail from us.
+            (Refusal::Abandoned("client timed out".into()), None),
+            (Refusal::TooBig, None),
+            (Refusal::LineTooLong(998), None),
+            (Refusal::TooManyHeaders(9), None),
+        ] {
+            assert_eq!(refused(why.clone()).tempfail_cause(), want, "{why:?}");
+        }
+        let decided = |tempfail: Option<&str>, reject: Option<&str>| {
+            let d = Decision {
+                tempfail: tempfail.map(str::to_string),
+                reject: reject.map(str::to_string),
+                ..Decision::default()
+            };
+            Fate::decided(
+                Front::Milter,
+                Meta::default(),
+                finished(d),
+                Instant::now(),
+                DnsStats::default(),
+            )
+        };
+        // policy::decide tempfails only on a DNS temporary error.
+        let mut f = decided(Some("DMARC temporary error for x.example"), None);
+        assert_eq!(f.tempfail_cause(), Some(TempfailCause::Dns));
+        assert_eq!(decided(None, Some("DMARC")).tempfail_cause(), None);
+        assert_eq!(decided(None, None).tempfail_cause(), None);
+        // The front's overrule wins: lost on the way to the next hop.
+        f.overrule(Refusal::NextHop("next hop: connection closed".into()));
+        assert_eq!(f.tempfail_cause(), Some(TempfailCause::NextHop));
+        assert_eq!(
+            [
+                TempfailCause::Dns,
+                TempfailCause::Spool,
+                TempfailCause::NextHop,
+                TempfailCause::Internal
+            ]
+            .map(TempfailCause::as_str),
+            ["dns", "spool", "next_hop", "internal"]
+        );
     }
 
     /// Answers every lookup only after a pause, then panics: the key lookup

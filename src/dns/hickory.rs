@@ -304,7 +304,7 @@ fn from_error(err: NetError) -> Answer {
         NetError::Dns(HickoryDnsError::ResponseCode(code)) => {
             Answer::temporary(format!("response code {code}"))
         }
-        NetError::Timeout => Answer::temporary("timed out"),
+        NetError::Timeout => Answer::timed_out(),
         other => Answer::temporary(other.to_string()),
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Owns [`Metered`], a cheap wrapper a pipeline creates per message around
 //! the shared resolver, so the per-message log line can report how many
-//! queries the message cost, how many the cache answered, and how long it
-//! waited. It counts; it does not log.
+//! queries the message cost, how many the cache answered, how many timed
+//! out, and how long it waited. It counts; it does not log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,6 +19,8 @@ pub struct DnsStats {
     pub queries: u64,
     /// Lookups answered by the cache or shared with an identical query.
     pub cache_hits: u64,
+    /// Lookups that timed out ([`super::Answer::is_timeout`]).
+    pub timeouts: u64,
     /// Sum of the time each lookup took (concurrent lookups add up).
     pub waited: Duration,
 }
@@ -29,6 +31,7 @@ pub struct Metered<L> {
     inner: L,
     queries: AtomicU64,
     cache_hits: AtomicU64,
+    timeouts: AtomicU64,
     waited_micros: AtomicU64,
 }
 
@@ -39,6 +42,7 @@ impl<L: Lookup> Metered<L> {
             inner,
             queries: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
             waited_micros: AtomicU64::new(0),
         }
     }
@@ -48,6 +52,7 @@ impl<L: Lookup> Metered<L> {
         DnsStats {
             queries: self.queries.load(Ordering::Relaxed),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
             waited: Duration::from_micros(self.waited_micros.load(Ordering::Relaxed)),
         }
     }
@@ -64,6 +69,8 @@ impl<L: Lookup> Metered<L> {
         self.queries.fetch_add(1, Ordering::Relaxed);
         self.cache_hits
             .fetch_add(u64::from(answer.cached), Ordering::Relaxed);
+        self.timeouts
+            .fetch_add(u64::from(answer.is_timeout()), Ordering::Relaxed);
         self.waited_micros.fetch_add(micros, Ordering::Relaxed);
         answer
     }
@@ -100,5 +107,26 @@ mod tests {
         per_message.txt("b.example").await.unwrap_err();
         let stats = per_message.stats();
         assert_eq!((stats.queries, stats.cache_hits), (3, 1));
+    }
+
+    struct Slow;
+
+    impl Lookup for Slow {
+        async fn lookup(&self, name: &str, _: RecordType) -> Answer {
+            if name.starts_with("slow") {
+                Answer::timed_out()
+            } else {
+                Answer::temporary("response code SERVFAIL")
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_timeouts_apart_from_other_temporary_failures() {
+        let m = Metered::new(Slow);
+        m.txt("slow.example").await.unwrap_err();
+        m.txt("broken.example").await.unwrap_err();
+        let stats = m.stats();
+        assert_eq!((stats.queries, stats.timeouts), (2, 1));
     }
 }

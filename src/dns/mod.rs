@@ -174,7 +174,23 @@ impl Answer {
     pub fn temporary(reason: impl Into<String>) -> Self {
         Self::new(Err(DnsError::Temporary(reason.into())), 0)
     }
+
+    /// No answer within the configured time and attempts (a temporary
+    /// failure that [`Answer::is_timeout`] recognises, for the metrics).
+    pub fn timed_out() -> Self {
+        Self::temporary(TIMED_OUT)
+    }
+
+    /// Whether this is the answer of a query that timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(&self.result, Err(DnsError::Temporary(why)) if why == TIMED_OUT)
+    }
 }
+
+/// The reason of [`Answer::timed_out`].
+const TIMED_OUT: &str = "timed out";
+
+impl Answer {}
 
 /// Record-level lookups that report TTLs; the layer below [`Resolver`].
 ///

@@ -995,6 +995,8 @@ mod tests {
             meta: Meta::default(),
             envelope: Envelope::default(),
             elapsed: std::time::Duration::ZERO,
+            end_of_data: None,
+            refusal: None,
             dns: Default::default(),
             told: None,
         }

@@ -124,6 +124,11 @@ impl Recorder {
         &self.counters
     }
 
+    /// The counters, shared (the metrics read them at scrape time).
+    pub fn shared_counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
     /// Writes what is queued and stops the thread (shutdown, reload),
     /// waiting at most `within`.
     pub fn stop(&self, within: Duration) {

@@ -64,6 +64,16 @@ enum ProxyError {
     Shutdown,
 }
 
+/// What a message cut off by `e` was: lost by the next hop (a tempfail
+/// of ours, `next_hop` in the metrics) or abandoned by the client or the
+/// shutdown.
+fn refusal_of(e: &ProxyError) -> Refusal {
+    match e {
+        ProxyError::Hop(_) => Refusal::NextHop(e.to_string()),
+        _ => Refusal::Abandoned(e.to_string()),
+    }
+}
+
 fn io_err(e: std::io::Error) -> ProxyError {
     ProxyError::Client(e)
 }
@@ -932,7 +942,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
                 return reset;
             }
             Err(e) => {
-                fate.overrule(Refusal::Abandoned(e.to_string()));
+                fate.overrule(refusal_of(&e));
                 fate.emit();
                 return Err(e);
             }
@@ -958,9 +968,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Conn<'_, S> {
     /// The connection ends inside a message: its record says why.
     fn abandon(&self, msg: Incoming, e: &ProxyError) {
         let meta = self.meta(&msg);
-        msg.job
-            .refuse(meta, Refusal::Abandoned(e.to_string()))
-            .emit();
+        msg.job.refuse(meta, refusal_of(e)).emit();
     }
 
     /// DATA to the next hop: the new header block, the spooled body.

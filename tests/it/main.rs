@@ -13,6 +13,7 @@ mod import;
 mod interop;
 mod keycheck;
 mod keygen;
+mod metrics;
 mod milter;
 mod oracles;
 mod proxy_io;

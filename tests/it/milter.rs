@@ -95,22 +95,22 @@ impl Server {
     }
 }
 
-struct Client {
-    s: TcpStream,
-    buf: Vec<u8>,
+pub(crate) struct Client {
+    pub(crate) s: TcpStream,
+    pub(crate) buf: Vec<u8>,
 }
 
 /// What the filter answered at end of message.
 #[derive(Debug, Default)]
-struct Eom {
+pub(crate) struct Eom {
     inserted: Vec<(u32, String, String)>,
     changed: Vec<(u32, String, String)>,
     quarantined: bool,
-    last: (u8, String),
+    pub(crate) last: (u8, String),
 }
 
 impl Client {
-    async fn send(&mut self, cmd: u8, data: &[u8]) {
+    pub(crate) async fn send(&mut self, cmd: u8, data: &[u8]) {
         self.s
             .write_all(&codec::encode_command(cmd, data))
             .await
@@ -118,7 +118,7 @@ impl Client {
     }
 
     /// The next reply, or `None` when the filter closed the connection.
-    async fn reply(&mut self) -> Option<(u8, Vec<u8>)> {
+    pub(crate) async fn reply(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
             if let Some((cmd, data, used)) = codec::decode_reply(&self.buf).unwrap() {
                 self.buf.drain(..used);
@@ -137,7 +137,7 @@ impl Client {
         }
     }
 
-    async fn negotiate(&mut self) -> (u32, u32) {
+    pub(crate) async fn negotiate(&mut self) -> (u32, u32) {
         let mut opt = Vec::new();
         for v in [6u32, 0x1ff, 0x1f_ffff] {
             opt.extend_from_slice(&v.to_be_bytes());
@@ -150,7 +150,7 @@ impl Client {
         (word(1), word(2))
     }
 
-    async fn connect(&mut self, host: &str, ip: &str) {
+    pub(crate) async fn connect(&mut self, host: &str, ip: &str) {
         self.send(b'D', b"C{daemon_name}\0smtpd\0").await;
         let mut d = format!("{host}\0").into_bytes();
         d.push(b'4');
@@ -162,7 +162,13 @@ impl Client {
 
     /// Sends MAIL .. end of message for `msg` (CRLF text), body in
     /// `chunk`-byte pieces, and collects the end-of-message replies.
-    async fn message(&mut self, from: &str, auth: Option<&str>, msg: &[u8], chunk: usize) -> Eom {
+    pub(crate) async fn message(
+        &mut self,
+        from: &str,
+        auth: Option<&str>,
+        msg: &[u8],
+        chunk: usize,
+    ) -> Eom {
         self.start(from, auth, msg).await;
         let body = &msg[msg.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
         for c in body.chunks(chunk) {
@@ -233,7 +239,7 @@ impl Client {
     }
 }
 
-const MESSAGE: &str = "From: Alice <alice@example.com>\r\n\
+pub(crate) const MESSAGE: &str = "From: Alice <alice@example.com>\r\n\
 To: Bob <bob@example.org>\r\n\
 Subject: milter\r\n\x20round trip\r\n\
 Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n\

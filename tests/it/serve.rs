@@ -295,7 +295,7 @@ async fn proxied(listener_extra: &str, extra: &str) -> (Sink, Proxy, Client) {
     (sink, p, c)
 }
 
-async fn hello(addr: SocketAddr, verb: &str) -> Client {
+pub(crate) async fn hello(addr: SocketAddr, verb: &str) -> Client {
     let mut c = Client::connect(addr).await;
     c.expect(220).await;
     c.send(&format!("{verb} client.example\r\n")).await;
@@ -304,7 +304,7 @@ async fn hello(addr: SocketAddr, verb: &str) -> Client {
 }
 
 /// MAIL FROM `from`, RCPT TO b@example.test, DATA: both accepted, 354.
-async fn start_data(c: &mut Client, from: &str) {
+pub(crate) async fn start_data(c: &mut Client, from: &str) {
     c.send(&format!(
         "MAIL FROM:<{from}>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n"
     ))
@@ -478,7 +478,7 @@ async fn a_next_hop_dying_at_end_of_data_is_a_4xx_never_a_2xx() {
     }
 }
 
-const DMARC_FAIL: &str =
+pub(crate) const DMARC_FAIL: &str =
     "From: <ceo@example.org>\r\nTo: <b@example.test>\r\nSubject: pay\r\n\r\nwire money\r\n.\r\n";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -626,7 +626,7 @@ async fn shutdown_lets_a_message_in_flight_finish_and_closes_idle_sessions() {
 }
 
 /// A free loopback port (bound and released; the race is harmless here).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
