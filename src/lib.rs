@@ -22,6 +22,7 @@ pub mod dkim;
 pub mod dmarc;
 pub mod dns;
 pub mod dnsbl;
+pub mod domaincheck;
 pub mod import;
 pub mod iprev;
 pub mod keycheck;
