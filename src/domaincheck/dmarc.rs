@@ -159,7 +159,7 @@ fn policy(
             format!(
                 "{tag}=none: monitoring only; mail failing DMARC is delivered as usual. Once the reports show your own mail passes, move to quarantine, then reject."
             ),
-            fix("p", Some("quarantine")),
+            fix(tag, Some("quarantine")),
         ),
         Some(Policy::Quarantine) => add(
             out,

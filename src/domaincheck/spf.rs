@@ -76,7 +76,7 @@ pub(super) async fn check<R: Resolver>(r: &R, domain: &str, out: &mut Vec<Findin
 
 /// The record with the terms that do not parse dropped (and `~all`
 /// added when no `all` or `redirect` is left).
-fn salvage(text: &str) -> String {
+pub(super) fn salvage(text: &str) -> String {
     let good: Vec<&str> = text
         .split(' ')
         .skip(1)
@@ -116,8 +116,11 @@ fn describe(domain: &str, text: &str, record: &Record) -> String {
         });
     }
     let mut msg = format!("SPF record: \"{text}\"; it authorises ");
-    msg.push_str(&if allowed.is_empty() {
-        "no host".to_owned()
+    let plus_all = first_all(record).is_some_and(|(_, d)| d.qualifier == Qualifier::Pass);
+    msg.push_str(&if plus_all {
+        "every host on the internet (+all)".to_owned()
+    } else if allowed.is_empty() {
+        "no host itself".to_owned()
     } else {
         allowed.join(", ")
     });
