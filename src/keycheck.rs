@@ -503,7 +503,14 @@ pub fn check_published(
 
 fn published_record(name: &str, domain: &str, raw: &[u8], expected: bool, out: &mut Vec<Finding>) {
     let damage = undo_damage(raw);
-    let cleaned = String::from_utf8_lossy(&damage.cleaned).into_owned();
+    let mut cleaned = String::from_utf8_lossy(&damage.cleaned).into_owned();
+    let p = TagList::parse(cleaned.as_bytes())
+        .ok()
+        .and_then(|t| t.get("p").map(|p| p.replace(char::is_whitespace, "")));
+    if let Some(p) = p {
+        // The fix publishes p= without the spaces web panels add.
+        cleaned = with_tag(&cleaned, "p", Some(&p));
+    }
     let fix = |value: &str| Some(crate::keygen::zone_line(name, value));
     for (level, text) in &damage.problems {
         out.push(finding(

@@ -132,6 +132,8 @@ fn warnings_only_exit_1() {
         "testing",
         "-s",
         "revoked",
+        "-s",
+        "spaced",
     ];
     let (rows, code) = findings("warn.zone", &args);
     assert_eq!(code, 1, "{rows:#?}");
@@ -173,6 +175,12 @@ fn warnings_only_exit_1() {
             "warning",
             "revoked._domainkey.warn.example: the key is revoked",
             "",
+        ),
+        (
+            "dkim",
+            "warning",
+            "spaced._domainkey.warn.example: the public key (p=) contains spaces",
+            "spaced._domainkey.warn.example. IN TXT \"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"",
         ),
         (
             "dmarc",
@@ -330,6 +338,8 @@ fn errors_exit_2() {
         "dsa",
         "-s",
         "nok",
+        "-s",
+        "vlast",
     ];
     let (rows, code) = findings("broken.zone", &args);
     assert_eq!(code, 2, "{rows:#?}");
@@ -382,6 +392,12 @@ fn errors_exit_2() {
             "error",
             "nok._domainkey.broken.example: the record has no k= tag",
             "\"v=DKIM1; k=ed25519; p=",
+        ),
+        (
+            "dkim",
+            "error",
+            "vlast._domainkey.broken.example: v=DKIM1 is not the first tag",
+            "vlast._domainkey.broken.example. IN TXT \"k=ed25519; p=",
         ),
         (
             "dmarc",
@@ -438,7 +454,13 @@ fn syntax_policy_report_authorisation_and_lookup_failures_are_errors() {
             "dmarc",
             "error",
             "p= has an invalid value",
-            "\"v=DMARC1; p=none; rua=mailto:reports@elsewhere.example.org\"",
+            "\"v=DMARC1; p=none; sp=bogus; rua=mailto:reports@elsewhere.example.org\"",
+        ),
+        (
+            "dmarc",
+            "warning",
+            "sp= has an invalid value and is ignored",
+            "\"v=DMARC1; p=bogus; rua=mailto:reports@elsewhere.example.org\"",
         ),
         (
             "report-auth",
@@ -487,6 +509,22 @@ fn spf_lookup_limits_broken_includes_and_null_mx() {
         has(&rows, want);
     }
     assert!(!rows.iter().any(|(a, ..)| a == "rdns"), "{rows:#?}");
+}
+
+#[test]
+fn a_domain_that_does_not_exist_is_an_error() {
+    let (rows, code) = findings("good.zone", &["nosuch.example"]);
+    assert_eq!(code, 2, "{rows:#?}");
+    has(
+        &rows,
+        (
+            "mx",
+            "error",
+            "nosuch.example does not exist (NXDOMAIN)",
+            "",
+        ),
+    );
+    has(&rows, ("spf", "error", "no SPF record", ""));
 }
 
 #[test]
