@@ -1193,7 +1193,12 @@ fn domain_check(a: CheckArgs) -> Result<ExitCode> {
         .iter()
         .filter(|k| k.domain == "%" || same_domain(&k.domain, &domain))
         .map(|k| k.selector.clone())
-        .collect();
+        .fold(Vec::new(), |mut v, s| {
+            if !v.contains(&s) {
+                v.push(s);
+            }
+            v
+        });
     let selectors = match (a.selector.is_empty(), configured.is_empty()) {
         (false, _) => Selectors::Given(a.selector.clone()),
         (true, false) => Selectors::Configured(configured),

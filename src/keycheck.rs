@@ -1,6 +1,7 @@
 //! DKIM key record check (`authgate key check`): compares the TXT answer at
 //! `selector._domainkey.domain` with the public half of a configured private
-//! key and says what is wrong and how to fix it.
+//! key and says what is wrong and how to fix it. [`check_published`] gives
+//! the same diagnosis without a private key (`authgate check DOMAIN`).
 //!
 //! Owns: the findings (missing, unknown, several records, quote/backslash or
 //! whitespace damage from web panels, `v=` not first, revoked, wrong `k=`,

@@ -1,5 +1,8 @@
 //! DKIM findings: the key record of each selector (RFC 6376 §3.6.1,
 //! RFC 8463, RFC 8301), diagnosed by [`crate::keycheck::check_published`].
+//!
+//! Owns: which selectors are looked up and how a guessed one that is absent
+//! is reported. Must not: judge a key record itself (that is keycheck's).
 
 use super::{Area, COMMON_SELECTORS, Finding, Level, Selectors, add};
 use crate::dns::{DnsError, Resolver};

@@ -3,6 +3,10 @@
 //! `t`, `psd`, the retired `pct`), its report destinations (`rua`, `ruf`)
 //! and, area `report-auth`, whether each destination outside the domain's
 //! organisation agrees to receive its reports (RFC 9990 §3).
+//!
+//! Owns: the DMARC and report-auth findings and their fixed records. Must
+//! not: parse the record or walk the tree itself ([`crate::dmarc`] does),
+//! or send reports.
 
 use super::{Area, Finding, Level, add, txt_line, unchecked};
 use crate::dmarc::orgdomain::{Walker, psl_org_domain};

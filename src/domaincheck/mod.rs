@@ -2,13 +2,13 @@
 //! for mail authentication, judged the way receivers judge it, with the
 //! record line that fixes each problem.
 //!
-//! Owns: the [`Finding`]s per [`Area`] — SPF ([`spf`]: presence, syntax,
+//! Owns: the [`Finding`]s per [`Area`] — SPF (`spf`: presence, syntax,
 //! RFC 7208 §4.6.4 lookup and void-lookup limits, `all`, `ptr`), DKIM
-//! ([`dkim`]: the records of the selectors handed in, diagnosed by
-//! [`crate::keycheck::check_published`]), DMARC ([`dmarc`]: discovery by
+//! (`dkim`: the records of the selectors handed in, diagnosed by
+//! [`crate::keycheck::check_published`]), DMARC (`dmarc`: discovery by
 //! the RFC 9989 tree walk, policy strength, report destinations and their
-//! RFC 9990 §3 authorisation), MX and reverse DNS ([`mx`]: null MX of
-//! RFC 7505, addresses, FCrDNS), MTA-STS and TLS-RPT ([`sts`]: the TXT
+//! RFC 9990 §3 authorisation), MX and reverse DNS (`mx`: null MX of
+//! RFC 7505, addresses, FCrDNS), MTA-STS and TLS-RPT (`sts`: the TXT
 //! records of RFC 8461 §3.1 and RFC 8460 §3).
 //! Must not: read files or the configuration (the caller passes the
 //! selectors), print, or fetch anything but DNS through [`Resolver`]; the

@@ -1,6 +1,9 @@
 //! MX and reverse-DNS findings: the MX records (RFC 5321 §5.1), null MX
 //! (RFC 7505), each host's A/AAAA, and forward-confirmed reverse DNS of
 //! each address (the PTR name resolves back to the address).
+//!
+//! Owns: the MX and rDNS findings (at most `MAX_HOSTS` hosts). Must not:
+//! connect to the hosts (no SMTP or TLS probing).
 
 use std::net::IpAddr;
 

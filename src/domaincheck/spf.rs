@@ -2,6 +2,10 @@
 //! project's parser, [`crate::spf::record`]), the DNS lookup and void
 //! lookup limits of §4.6.4 counted by walking the record tree, the `all`
 //! term (§5.1), `ptr` (§5.5), and what the record authorises.
+//!
+//! Owns: the SPF findings and the lookup walk (bounded by `MAX_RECORDS`
+//! records; loops end). Must not: evaluate SPF for a client address (that
+//! is [`crate::spf::check_host`]) or expand macros.
 
 use std::collections::HashSet;
 

@@ -1,6 +1,9 @@
 //! MTA-STS and TLS-RPT findings: the `_mta-sts` TXT record (RFC 8461
 //! §3.1) and the `_smtp._tls` TXT record (RFC 8460 §3). The MTA-STS
 //! policy file is served over HTTPS and is not fetched here.
+//!
+//! Owns: the MTA-STS and TLS-RPT findings. Must not: fetch the policy or
+//! send anything.
 
 use super::{Area, Finding, Level, add, txt_line, txt_starting, unchecked};
 use crate::dns::Resolver;
