@@ -7,8 +7,6 @@
 //! records; loops end). Must not: evaluate SPF for a client address (that
 //! is [`crate::spf::check_host`]) or expand macros.
 
-use std::collections::HashSet;
-
 use super::{Area, Finding, Level, add, txt_line, unchecked};
 use crate::dns::{DnsError, Resolver};
 use crate::spf::macros::{MacroString, Token};
@@ -241,13 +239,15 @@ fn is_void<T>(answer: &Result<Vec<T>, DnsError>) -> bool {
     }
 }
 
+/// Records still to walk, each with the chain of names that led to it.
+type Queue = Vec<(Vec<String>, Record)>;
+
 /// Counts DNS lookups and void lookups over the whole record tree.
 struct Walk<'r, R> {
     r: &'r R,
     lookups: usize,
     voids: Vec<String>,
     with_macros: Vec<String>,
-    seen: HashSet<String>,
 }
 
 impl<'r, R: Resolver> Walk<'r, R> {
@@ -257,25 +257,27 @@ impl<'r, R: Resolver> Walk<'r, R> {
             lookups: 0,
             voids: Vec::new(),
             with_macros: Vec::new(),
-            seen: HashSet::new(),
         }
     }
 
     async fn run(mut self, domain: &str, record: Record, out: &mut Vec<Finding>) {
-        let mut queue = vec![(domain.to_owned(), record)];
-        self.seen.insert(domain.to_owned());
+        // Each record with the chain of names that led to it: a name met
+        // again on its own chain is a loop; elsewhere it counts again, as
+        // receivers evaluate it again.
+        let mut queue = vec![(vec![domain.to_owned()], record)];
         let mut walked = 0;
-        while let Some((here, rec)) = queue.pop() {
+        while let Some((chain, rec)) = queue.pop() {
             walked += 1;
             if walked > MAX_RECORDS || self.lookups > 2 * LOOKUP_LIMIT {
                 break;
             }
             for d in &rec.directives {
-                self.directive(&here, &d.mechanism, &mut queue, out).await;
+                self.directive(&chain, &d.mechanism, &mut queue, out).await;
             }
             if let Some(spec) = &rec.redirect {
                 self.lookups += 1;
-                self.follow(&here, "redirect=", spec, &mut queue, out).await;
+                self.follow(&chain, "redirect=", spec, &mut queue, out)
+                    .await;
             }
         }
         self.report(out);
@@ -283,9 +285,9 @@ impl<'r, R: Resolver> Walk<'r, R> {
 
     async fn directive(
         &mut self,
-        here: &str,
+        chain: &[String],
         m: &Mechanism,
-        queue: &mut Vec<(String, Record)>,
+        queue: &mut Queue,
         out: &mut Vec<Finding>,
     ) {
         if !m.queries_dns() {
@@ -293,11 +295,11 @@ impl<'r, R: Resolver> Walk<'r, R> {
         }
         self.lookups += 1;
         let target = |spec: &Option<MacroString>| match spec {
-            None => Some(here.to_owned()),
+            None => chain.last().cloned(),
             Some(s) => literal(s),
         };
         match m {
-            Mechanism::Include(spec) => self.follow(here, "include:", spec, queue, out).await,
+            Mechanism::Include(spec) => self.follow(chain, "include:", spec, queue, out).await,
             Mechanism::A(spec, _) => match target(spec) {
                 Some(name) => self.addresses(&name, m).await,
                 None => self.with_macros.push(m.to_string()),
@@ -344,12 +346,13 @@ impl<'r, R: Resolver> Walk<'r, R> {
     /// `include:` or `redirect=`: fetch the target's record and queue it.
     async fn follow(
         &mut self,
-        here: &str,
+        chain: &[String],
         term: &str,
         spec: &MacroString,
-        queue: &mut Vec<(String, Record)>,
+        queue: &mut Queue,
         out: &mut Vec<Finding>,
     ) {
+        let here = chain.last().map_or("", String::as_str);
         let Some(target) = literal(spec) else {
             self.with_macros.push(format!("{term}{spec}"));
             return;
@@ -365,10 +368,13 @@ impl<'r, R: Resolver> Walk<'r, R> {
         let spf: Vec<&Vec<u8>> = txts.iter().filter(|t| is_spf_record(t)).collect();
         let problem = match spf.as_slice() {
             [one] => match Record::parse(one) {
+                Ok(_) if chain.contains(&target) => {
+                    format!("it leads back to {target} (a loop: receivers hit the lookup limit)")
+                }
                 Ok(rec) => {
-                    if self.seen.insert(target.clone()) {
-                        queue.push((target, rec));
-                    }
+                    let mut next = chain.to_vec();
+                    next.push(target);
+                    queue.push((next, rec));
                     return;
                 }
                 Err(e) => format!("its SPF record has a syntax error ({e})"),

@@ -45,8 +45,15 @@ fn spf_walk_findings() {
         (
             "d.example. TXT \"v=spf1 include:a.d.example -all\"\na.d.example. TXT \"v=spf1 include:d.example -all\"",
             Area::Spf,
+            Level::Error,
+            "\"include:d.example\" (in the record of a.d.example) is broken: it leads back to d.example (a loop",
+        ),
+        // The same include twice counts twice.
+        (
+            "d.example. TXT \"v=spf1 include:a.d.example include:a.d.example -all\"\na.d.example. TXT \"v=spf1 a:a.d.example -all\"\na.d.example. A 192.0.2.1",
+            Area::Spf,
             Level::Ok,
-            "2 of 10 allowed DNS lookups",
+            "4 of 10 allowed DNS lookups",
         ),
         (
             "d.example. TXT \"v=spf1 mx -all\"\nd.example. MX 1 a\nd.example. MX 2 b\nd.example. MX 3 c\nd.example. MX 4 d\nd.example. MX 5 e\nd.example. MX 6 f\nd.example. MX 7 g\nd.example. MX 8 h\nd.example. MX 9 i\nd.example. MX 10 j\nd.example. MX 11 k",
