@@ -1,7 +1,7 @@
 //! Command line: parse arguments, load configuration, dispatch.
 //!
 //! Owns: the stable command-line contract (`sign`, `verify`, `pipe`, `key check`,
-//! `keygen`, `config check`), exit codes, and printing. The only module that
+//! `check`, `keygen`, `config check`), exit codes, and printing. The only module that
 //! writes to stdout for humans. Must not: hold protocol or policy logic;
 //! the long-running commands hand over to [`crate::daemon`], key files are
 //! read and written through [`crate::keyfile`], and the exit codes come
@@ -74,6 +74,16 @@ each finding comes with its fix. A key with domain = \"%\" is checked only with 
 [{\"area\": \"dkim\", \"level\": \"ok|warning|error\", \"message\", \"fix\"}]} (fix is null when none).
 Exit status (monitoring plugin style): 0 no warning, 1 warnings, 2 errors or could not check.";
 
+const EXAMPLES_CHECK: &str = "Examples:
+  authgate check example.com                        # SPF, DKIM, DMARC, MX, rDNS, MTA-STS, TLS-RPT
+  authgate check example.com --selector s2026 --selector ed2026
+  authgate check example.com --json                 # {\"domain\", \"findings\": [{\"area\", \"level\", \"message\", \"fix\"}]}
+  authgate check example.com --dns-zone example.zone   # offline, against a zone file
+DKIM selectors: --selector, else those of [[dkim.keys]] for the domain in the configuration,
+else the common names default, selector1, selector2, google, k1, mail, dkim, s1, s2.
+The MTA-STS policy file (HTTPS) is not fetched: only DNS is used.
+Exit status (monitoring plugin style): 0 no warning, 1 warnings, 2 errors or could not check.";
+
 const EXAMPLES_IMPORT_OPENDKIM: &str = "Examples:
   authgate import opendkim > /etc/authgate/authgate.toml            # reads /etc/opendkim.conf and its tables
   authgate import opendkim /etc/opendkim.conf --opendmarc /etc/opendmarc.conf > authgate.toml
@@ -121,6 +131,9 @@ enum Command {
     /// DKIM key tools.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Check a domain's SPF, DKIM, DMARC, MX, reverse DNS, MTA-STS and TLS-RPT records.
+    #[command(after_help = EXAMPLES_CHECK)]
+    Check(CheckArgs),
     /// Translate another program's configuration into authgate's.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -144,6 +157,28 @@ struct KeyCheckArgs {
     #[arg(long, short = 'd')]
     domain: Option<String>,
     /// Print one JSON array with an object per key.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The domain to check.
+    domain: String,
+    /// DKIM selector to check (repeatable; default: configured, else common names).
+    #[arg(long, short = 's', value_name = "S")]
+    selector: Vec<String>,
+    /// Configuration file, for the selectors of [[dkim.keys]] and [dns]
+    /// (default: /etc/authgate/authgate.toml if it exists).
+    #[arg(long, short = 'c', env = "AUTHGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Answer DNS from this RFC 1035 zone file (repeatable). Alone: fully offline.
+    #[arg(long = "dns-zone", value_name = "FILE")]
+    dns_zone: Vec<PathBuf>,
+    /// Use this DNS server (IP or IP:PORT, repeatable) instead of /etc/resolv.conf.
+    #[arg(long = "dns-server", value_name = "IP:PORT")]
+    dns_server: Vec<String>,
+    /// Print one JSON object: {"domain", "findings": [{"area", "level", "message", "fix"}]}.
     #[arg(long)]
     json: bool,
 }
@@ -468,10 +503,10 @@ pub fn run() -> ExitCode {
     crate::log::init_logging(cli.log_format, level);
     // `sign` stands in the same place as `pipe` (a transport filter).
     let filter = matches!(cli.command, Command::Pipe(_) | Command::Sign(_));
-    // `key check` is a monitoring check: not being able to run is an error (2).
+    // `key check` and `check` are monitoring checks: not being able to run is an error (2).
     let failure = match cli.command {
         Command::Pipe(_) => EX_TEMPFAIL,
-        Command::Key(_) => 2,
+        Command::Key(_) | Command::Check(_) => 2,
         _ => 1,
     };
     guarded(filter, || exit_code(failure, dispatch(cli.command)))
@@ -479,7 +514,7 @@ pub fn run() -> ExitCode {
 
 /// The exit status of a command's result: an error prints its text on
 /// stderr and exits `failure` (75, `EX_TEMPFAIL`, in pipe mode: the MTA
-/// retries; 2 for `key check`, a monitoring check; 1 otherwise).
+/// retries; 2 for `key check` and `check`, monitoring checks; 1 otherwise).
 pub fn exit_code(failure: u8, result: Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
@@ -541,6 +576,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Spf(a) => spf(a),
         Command::Config(ConfigCommand::Check(a)) => config_check(a),
         Command::Key(KeyCommand::Check(a)) => key_check(a),
+        Command::Check(a) => domain_check(a),
         Command::Import(ImportCommand::Opendkim(a)) => import_opendkim(a),
         Command::Report(c) => report::dispatch(c),
     }
@@ -1133,6 +1169,99 @@ fn write_key_verdict(out: &mut impl Write, v: &KeyVerdict) -> Result<()> {
         }
     }
     writeln!(out)?;
+    Ok(())
+}
+
+fn domain_check(a: CheckArgs) -> Result<ExitCode> {
+    use crate::domaincheck::{Selectors, check_domain, worst};
+    use crate::keycheck::Level;
+    let domain = a.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    if domain.is_empty() || domain.contains(char::is_whitespace) {
+        bail!("not a domain name: {:?}", a.domain);
+    }
+    let common = CommonArgs {
+        config: a.config.clone(),
+        dns_zone: a.dns_zone.clone(),
+        dns_server: a.dns_server.clone(),
+        authserv_id: None,
+    };
+    let config = common.load(Figment::new())?;
+    let resolver = dns::build(&config.dns)?;
+    let configured: Vec<String> = config
+        .dkim
+        .keys
+        .iter()
+        .filter(|k| k.domain == "%" || same_domain(&k.domain, &domain))
+        .map(|k| k.selector.clone())
+        .fold(Vec::new(), |mut v, s| {
+            if !v.contains(&s) {
+                v.push(s);
+            }
+            v
+        });
+    let selectors = match (a.selector.is_empty(), configured.is_empty()) {
+        (false, _) => Selectors::Given(a.selector.clone()),
+        (true, false) => Selectors::Configured(configured),
+        (true, true) => Selectors::Common,
+    };
+    let rt = runtime()?;
+    let findings = rt.block_on(check_domain(&resolver, &domain, &selectors));
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let list: Vec<serde_json::Value> = findings
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "area": f.area.as_str(),
+                    "level": f.level.as_str(),
+                    "message": f.message,
+                    "fix": f.fix,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({ "domain": domain, "findings": list });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        write_domain_findings(&mut out, &domain, &findings)?;
+    }
+    Ok(ExitCode::from(match worst(&findings) {
+        Level::Error => 2,
+        Level::Warning => 1,
+        Level::Ok => 0,
+    }))
+}
+
+/// One block per area (`spf:`), one line per finding with its level, the
+/// fix indented below; a summary line last.
+fn write_domain_findings(
+    out: &mut impl Write,
+    domain: &str,
+    findings: &[crate::domaincheck::Finding],
+) -> Result<()> {
+    use crate::domaincheck::Area;
+    use crate::keycheck::Level;
+    for area in Area::ALL {
+        let mut of_area = findings.iter().filter(|f| f.area == area).peekable();
+        if of_area.peek().is_none() {
+            continue;
+        }
+        writeln!(out, "{}:", area.as_str())?;
+        for f in of_area {
+            writeln!(out, "  {}: {}", f.level.as_str(), f.message)?;
+            if let Some(fix) = &f.fix {
+                for line in fix.lines() {
+                    writeln!(out, "      {line}")?;
+                }
+            }
+        }
+    }
+    let count = |l: Level| findings.iter().filter(|f| f.level == l).count();
+    writeln!(
+        out,
+        "{domain}: {} errors, {} warnings",
+        count(Level::Error),
+        count(Level::Warning)
+    )?;
     Ok(())
 }
 

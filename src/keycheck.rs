@@ -1,6 +1,7 @@
 //! DKIM key record check (`authgate key check`): compares the TXT answer at
 //! `selector._domainkey.domain` with the public half of a configured private
-//! key and says what is wrong and how to fix it.
+//! key and says what is wrong and how to fix it. [`check_published`] gives
+//! the same diagnosis without a private key (`authgate check DOMAIN`).
 //!
 //! Owns: the findings (missing, unknown, several records, quote/backslash or
 //! whitespace damage from web panels, `v=` not first, revoked, wrong `k=`,
@@ -374,10 +375,21 @@ fn check_record(key: &KeyToCheck<'_>, raw: &[u8], out: &mut Vec<Finding>) {
         ));
     }
     if rec.testing {
-        out.push(finding("testing", Level::Warning, "the record has t=y (testing mode): receivers treat failed signatures as if the message were unsigned.".into(), Some(format!("once signing works, drop t=y: {}", record_to_publish(key)))));
+        out.push(finding(
+            "testing",
+            Level::Warning,
+            TESTING.into(),
+            Some(format!(
+                "once signing works, drop t=y: {}",
+                record_to_publish(key)
+            )),
+        ));
     }
     check_size(key, out);
 }
+
+/// The `t=y` finding's sentence.
+const TESTING: &str = "the record has t=y (testing mode): receivers treat failed signatures as if the message were unsigned.";
 
 fn push_damage(damage: &Damage, out: &mut Vec<Finding>) {
     for (level, text) in &damage.problems {
@@ -421,10 +433,14 @@ fn check_size(key: &KeyToCheck<'_>, out: &mut Vec<Finding>) {
     if key.key_type != KeyType::Rsa {
         return;
     }
-    let bits = rsa_bits(key.public_key).unwrap_or(0);
+    size_findings(rsa_bits(key.public_key).unwrap_or(0), key.domain, out);
+}
+
+/// RFC 8301 §3.2 on an RSA key of `bits`: under 1024 an error, under 2048
+/// a warning, each with the key rollover as the fix.
+fn size_findings(bits: usize, domain: &str, out: &mut Vec<Finding>) {
     let fix = Some(format!(
-        "generate a 2048-bit key under a new selector (authgate keygen --domain {} --selector NEW), publish it, switch the signing table to it, then revoke this one.",
-        key.domain
+        "generate a 2048-bit key under a new selector (authgate keygen --domain {domain} --selector NEW), publish it, switch the signing table to it, then revoke this one."
     ));
     if bits < 1024 {
         out.push(finding(
@@ -441,6 +457,187 @@ fn check_size(key: &KeyToCheck<'_>, out: &mut Vec<Finding>) {
             fix,
         ));
     }
+}
+
+/// Diagnoses the record at `selector._domainkey.domain` without the private
+/// key (`authgate check`): missing, split, damaged, unusable, wrong `k=`,
+/// revoked, `t=y`, RSA size. `expected`: the selector was named (given or
+/// configured), so a missing or revoked record is worth a warning; for a
+/// guessed selector a revoked record is only information.
+pub fn check_published(
+    domain: &str,
+    selector: &str,
+    answer: &Result<Vec<Vec<u8>>, DnsError>,
+    expected: bool,
+) -> Report {
+    let mut out = Vec::new();
+    let name = format!("{selector}._domainkey.{domain}.");
+    let keygen = format!(
+        "generate a key (authgate keygen --domain {domain} --selector {selector}) and publish the record it prints."
+    );
+    match answer {
+        Err(DnsError::Temporary(why)) => out.push(finding(
+            "unknown",
+            Level::Error,
+            format!("could not check: the DNS lookup failed ({why})."),
+            Some("retry later; if it persists, check the resolver (--dns-server) and the domain's name servers.".into()),
+        )),
+        Err(DnsError::NxDomain | DnsError::NoData) => out.push(finding(
+            "missing",
+            Level::Error,
+            "no TXT record is published at this name: receivers cannot verify signatures made with this selector.".into(),
+            Some(keygen),
+        )),
+        Ok(records) => match records.as_slice() {
+            [] => out.push(finding("missing", Level::Error, "no TXT record is published at this name.".into(), Some(keygen))),
+            [one] => published_record(&name, domain, one, expected, &mut out),
+            several => out.push(finding(
+                "split",
+                Level::Error,
+                format!("{} separate TXT records are published at this name: verifiers see no usable key (a long value must be one record of several strings).", several.len()),
+                Some(format!("delete them and publish one record, e.g. {}", crate::keygen::zone_line(&name, "v=DKIM1; k=rsa; p=..."))),
+            )),
+        },
+    }
+    Report { findings: out }
+}
+
+fn published_record(name: &str, domain: &str, raw: &[u8], expected: bool, out: &mut Vec<Finding>) {
+    let damage = undo_damage(raw);
+    let mut cleaned = String::from_utf8_lossy(&damage.cleaned).into_owned();
+    let p = TagList::parse(cleaned.as_bytes())
+        .ok()
+        .and_then(|t| t.get("p").map(|p| p.replace(char::is_whitespace, "")));
+    if let Some(p) = p {
+        // The fix publishes p= without the spaces web panels add.
+        cleaned = with_tag(&cleaned, "p", Some(&p));
+    }
+    let fix = |value: &str| Some(crate::keygen::zone_line(name, value));
+    for (level, text) in &damage.problems {
+        out.push(finding(
+            "damaged",
+            *level,
+            format!("{text}."),
+            fix(&cleaned),
+        ));
+    }
+    let rec = match KeyRecord::parse(&damage.cleaned) {
+        Err(KeyRecordError::Revoked) => {
+            let level = if expected { Level::Warning } else { Level::Ok };
+            out.push(finding("revoked", level, "the key is revoked (empty p=): signatures with this selector fail; fine once no mail signed with it is in transit.".into(), None));
+            return;
+        }
+        Err(KeyRecordError::UnknownKeyType(k)) => {
+            out.push(finding(
+                "key-type",
+                Level::Error,
+                format!("the record names an unknown key type k={k}: use k=rsa or k=ed25519."),
+                None,
+            ));
+            return;
+        }
+        Err(e) => {
+            out.push(finding(
+                "invalid",
+                Level::Error,
+                format!("the record is unusable: {e}."),
+                None,
+            ));
+            return;
+        }
+        Ok(rec) => rec,
+    };
+    let k_given = TagList::parse(&damage.cleaned)
+        .ok()
+        .is_some_and(|t| t.get("k").is_some());
+    let bits = rsa_bits(&rec.public_key);
+    match (rec.key_type, bits) {
+        (KeyType::Ed25519, _) if rec.public_key.len() != 32 => {
+            out.push(finding(
+                "key-type",
+                Level::Error,
+                "the record says k=ed25519 but p= is not a 32-byte Ed25519 key.".into(),
+                None,
+            ));
+            return;
+        }
+        (KeyType::Rsa, None) if rec.public_key.len() == 32 => {
+            let what = if k_given {
+                "says k=rsa"
+            } else {
+                "has no k= tag (so verifiers take it for RSA)"
+            };
+            out.push(finding(
+                "key-type",
+                Level::Error,
+                format!("the record {what} but p= is a 32-byte Ed25519 key: signatures fail."),
+                fix(&with_tag(&cleaned, "k", Some("ed25519"))),
+            ));
+            return;
+        }
+        (KeyType::Rsa, None) => {
+            out.push(finding(
+                "invalid",
+                Level::Error,
+                "p= is not an RSA public key.".into(),
+                None,
+            ));
+            return;
+        }
+        _ => {}
+    }
+    if rec.testing {
+        out.push(finding(
+            "testing",
+            Level::Warning,
+            TESTING.into(),
+            fix(&with_tag(&cleaned, "t", None)),
+        ));
+    }
+    if let Some(bits) = bits {
+        size_findings(bits, domain, out);
+    }
+    if out.iter().all(|f| f.level == Level::Ok) {
+        let key = bits.map_or_else(
+            || "an Ed25519 key".to_owned(),
+            |b| format!("a {b}-bit RSA key"),
+        );
+        out.push(finding(
+            "ok",
+            Level::Ok,
+            format!("the record publishes {key}."),
+            None,
+        ));
+    }
+}
+
+/// The tag list `value` with tag `name` set to `to` (appended when absent,
+/// before `p=`), or dropped when `to` is `None`.
+fn with_tag(value: &str, name: &str, to: Option<&str>) -> String {
+    let mut tags: Vec<(String, String)> = value
+        .split(';')
+        .filter_map(|t| t.split_once('='))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let at = tags.iter().position(|(n, _)| n.eq_ignore_ascii_case(name));
+    match (at, to) {
+        (Some(i), None) => {
+            tags.remove(i);
+        }
+        (Some(i), Some(v)) => tags[i].1 = v.to_owned(),
+        (None, Some(v)) => {
+            let before_p = tags
+                .iter()
+                .position(|(n, _)| n == "p")
+                .unwrap_or(tags.len());
+            tags.insert(before_p, (name.to_owned(), v.to_owned()));
+        }
+        (None, None) => {}
+    }
+    tags.iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The report for a key whose domain is `%` (the author's domain) when no

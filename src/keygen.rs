@@ -208,8 +208,9 @@ impl DnsRecord {
     }
 }
 
-/// `name IN TXT ( "chunk" ... )` with one character-string per line.
-fn zone_line(name: &str, value: &str) -> String {
+/// `name IN TXT ( "chunk" ... )` with one character-string per line (one
+/// quoted string when the value fits in one); `name` ends in a dot.
+pub fn zone_line(name: &str, value: &str) -> String {
     let chunks = split_character_strings(value);
     if let [only] = chunks.as_slice() {
         return format!("{name} IN TXT \"{only}\"");

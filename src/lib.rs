@@ -12,7 +12,9 @@
 //! `iprev`, `dnsbl`, `keygen`) → `message`, `dns` and the shared vocabulary
 //! ([`sockaddr`], [`role`], [`sysexits`]). The pure cores read no files,
 //! spawn no tasks, log nothing and never see the configuration; DNS comes
-//! through the [`dns::Resolver`] trait. `log` sets up logging.
+//! through the [`dns::Resolver`] trait. [`keycheck`] and [`domaincheck`]
+//! are the diagnoses behind `key check` and `check`: pure as well, DNS
+//! through the same trait. `log` sets up logging.
 
 pub mod authres;
 pub mod cli;
@@ -22,6 +24,7 @@ pub mod dkim;
 pub mod dmarc;
 pub mod dns;
 pub mod dnsbl;
+pub mod domaincheck;
 pub mod import;
 pub mod iprev;
 pub mod keycheck;

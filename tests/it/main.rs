@@ -3,6 +3,7 @@
 // Test helpers outside #[test] fns (support.rs, oracles.rs): a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod check_domain;
 mod cli;
 mod config_errors;
 mod dmarc;
