@@ -14,6 +14,8 @@
 //! spawn no tasks, log nothing and never see the configuration; DNS comes
 //! through the [`dns::Resolver`] trait. `log` sets up logging.
 
+#![forbid(unsafe_code)]
+
 pub mod authres;
 pub mod cli;
 pub mod config;
