@@ -170,11 +170,14 @@ fn check(case: &Case, rt: &tokio::runtime::Runtime, record: bool) -> Vec<String>
     if record {
         println!("# {} ({} allocs)", case.name, small.calls);
         for (k, v) in &observed {
-            if !matches!(k.as_str(), "dns_queries" | "ar" | "replies" | "reply_text") {
+            if !matches!(
+                k.as_str(),
+                "dns_queries" | "ar" | "added" | "replies" | "reply_text"
+            ) {
                 println!("expect.{k} = {v}");
             }
         }
-        for k in ["ar", "replies", "reply_text"] {
+        for k in ["added", "replies", "reply_text"] {
             if let Some(v) = observed.get(k) {
                 println!("  {k}: {v}");
             }

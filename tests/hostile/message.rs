@@ -3,8 +3,8 @@
 //! pipeline as `authgate pipe` drives it ([`authgate::pipe::check`]), with
 //! DNS from `base.zone` plus the case's zone text. Observed: the DKIM result
 //! of every signature, SPF (MAIL FROM), DMARC, the disposition, the
-//! Authentication-Results field, whether the header block was parsed, and
-//! the DNS queries made.
+//! Authentication-Results field, all the fields added (`added`), whether
+//! the header block was parsed, and the DNS queries made.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -270,6 +270,13 @@ pub fn run(case: &Case, scale: usize, rt: &tokio::runtime::Runtime) -> Observed 
         o.insert("dmarc".into(), s(d.result.as_str()));
         o.insert("dmarc_reason".into(), s(&d.reason));
     }
+    let added: Vec<u8> = fate
+        .edits()
+        .add
+        .iter()
+        .flat_map(|h| h.raw().to_vec())
+        .collect();
+    o.insert("added".into(), s(&String::from_utf8_lossy(&added)));
     if let Some(ar) = fate.edits().authentication_results() {
         o.insert("ar".into(), s(&String::from_utf8_lossy(ar.raw())));
     }
