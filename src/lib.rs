@@ -16,6 +16,8 @@
 //! are the diagnoses behind `key check` and `check`: pure as well, DNS
 //! through the same trait. `log` sets up logging.
 
+#![forbid(unsafe_code)]
+
 pub mod authres;
 pub mod cli;
 pub mod config;

@@ -163,8 +163,10 @@ impl SignatureSummary {
     }
 }
 
+/// `b=` and `bh=`: base64string needs at least one character (RFC 6376
+/// §2.4, §3.5), so an empty value is as good as a missing tag.
 fn b64(tags: &TagList, name: &'static str) -> Result<Vec<u8>, SignatureError> {
-    let v = tags.get(name).ok_or(SignatureError::MissingTag(name))?;
+    let v = required(tags, name)?;
     STANDARD
         .decode(strip_fws(v).as_bytes())
         .map_err(|_| SignatureError::BadValue(name))
@@ -589,6 +591,14 @@ mod tests {
             ),
             (format!("{base}; l=x"), SignatureError::BadValue("l")),
             (
+                base.replace("b=AAAA", "b="),
+                SignatureError::MissingTag("b"),
+            ),
+            (
+                base.replace("bh=AAAA", "bh= \r\n "),
+                SignatureError::MissingTag("bh"),
+            ),
+            (
                 format!("{base}; d=x.org"),
                 SignatureError::Tags(TagError::Duplicate("d".into())),
             ),
@@ -614,7 +624,7 @@ mod tests {
             domain in "[a-z]{1,20}(\\.[a-z]{2,10}){1,3}",
             selector in "[a-z0-9]{1,30}",
             headers in proptest::collection::vec("[A-Za-z][A-Za-z0-9-]{0,25}", 0..30),
-            b in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            b in proptest::collection::vec(proptest::num::u8::ANY, 1..600),
             bh in proptest::collection::vec(proptest::num::u8::ANY, 32..33),
             l in proptest::option::of(proptest::num::u64::ANY),
             t in proptest::option::of(0u64..999_999_999_999),

@@ -121,6 +121,9 @@ pub fn author_domains(headers: &[Header]) -> (Vec<String>, Vec<FromProblem>) {
         n => problems.push(FromProblem::MultipleFields(n)),
     }
     let mut domains: Vec<String> = Vec::new();
+    // Seen domains in a set: a From field of 10 000 addresses in as many
+    // domains made the `contains` scan quadratic (tests/hostile).
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for field in fields {
         let addresses = parse_addresses(field.value());
         if addresses.is_empty() {
@@ -130,7 +133,7 @@ pub fn author_domains(headers: &[Header]) -> (Vec<String>, Vec<FromProblem>) {
             match domain_of(&address) {
                 Some(d) => {
                     let d = orgdomain::normalize_domain(&d).unwrap_or(d);
-                    if !domains.contains(&d) {
+                    if seen.insert(d.clone()) {
                         domains.push(d);
                     }
                 }

@@ -50,6 +50,10 @@ use super::{Answer, DnsError, Lookup, Mx, RecordType, Records, normalize_name};
 /// Longest CNAME chain followed before giving up.
 pub const MAX_CNAME_HOPS: usize = 8;
 
+/// The longest name in text without its final dot: 255 octets on the
+/// wire (RFC 1035 §2.3.4). Longer names do not exist.
+pub const MAX_NAME_TEXT: usize = 253;
+
 /// Error loading a master file; always names the file (and line).
 #[derive(Debug, thiserror::Error)]
 pub enum ZoneError {
@@ -323,6 +327,15 @@ impl ZoneResolver {
     pub fn resolve(&self, name: &str, rtype: RecordType) -> Resolution {
         let mut current = normalize_name(name);
         let mut aliases = Vec::new();
+        if current.len() > MAX_NAME_TEXT {
+            // No query can carry it; and the ancestor walks below are
+            // quadratic in its labels (a 90 KB From domain took 34 s).
+            return Resolution {
+                name: current,
+                aliases,
+                outcome: Outcome::NxDomain,
+            };
+        }
         for _ in 0..=MAX_CNAME_HOPS {
             let outcome = match self.step(&current, rtype) {
                 Step::Done(outcome) => outcome,
@@ -396,6 +409,9 @@ impl ZoneResolver {
     /// authority section of negative answers (RFC 2308 §3).
     pub fn soa_for(&self, name: &str) -> Option<&ZoneRecord> {
         let name = normalize_name(name);
+        if name.len() > MAX_NAME_TEXT {
+            return None;
+        }
         std::iter::once(name.as_str())
             .chain(ancestors(&name))
             .filter_map(|n| self.records.get(n))
@@ -612,6 +628,20 @@ loop2    IN CNAME loop1
                 assert_eq!(z.txt(name).await.unwrap_err(), want, "{name}");
             }
         });
+    }
+
+    #[test]
+    fn names_past_253_octets_do_not_exist() {
+        let z = ZoneResolver::parse("$ORIGIN example.\n*.w IN TXT \"wild\"\n", None).unwrap();
+        let long = format!("{}w.example", "a.".repeat(123));
+        assert_eq!(long.len(), 255);
+        assert_eq!(z.resolve(&long, RecordType::Txt).outcome, Outcome::NxDomain);
+        assert!(z.soa_for(&long).is_none());
+        let fits = format!("{}w.example", "a.".repeat(122));
+        assert!(matches!(
+            z.resolve(&fits, RecordType::Txt).outcome,
+            Outcome::Found(_)
+        ));
     }
 
     #[test]

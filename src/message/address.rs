@@ -72,10 +72,15 @@ fn split_top_level(text: &str) -> Vec<String> {
 }
 
 fn element_address(element: &str) -> Option<String> {
-    let inner = match (element.find('<'), element.rfind('>')) {
-        (Some(open), Some(close)) if close > open => &element[open + 1..close],
-        (Some(open), None) => &element[open + 1..],
-        _ => element,
+    // The innermost angle-addr: from the last `<` to the first `>` after
+    // it. (First `<` to last `>` read "<<a@bank.example>>" as the domain
+    // "bank.example>", which has no DMARC policy: a bypass; tests/hostile.)
+    let inner = match element.rfind('<') {
+        Some(open) => {
+            let rest = &element[open + 1..];
+            rest.find('>').map_or(rest, |close| &rest[..close])
+        }
+        None => element,
     };
     // Obsolete source route: "@a,@b:user@host".
     let inner = match inner.rfind(':') {
@@ -109,6 +114,9 @@ mod tests {
             ("undisclosed-recipients:;", vec![]),
             ("", vec![]),
             ("broken <joe@example.com", vec!["joe@example.com"]),
+            ("<<joe@example.com>>", vec!["joe@example.com"]),
+            ("Joe <<<joe@example.com>> >", vec!["joe@example.com"]),
+            ("\"x <y\" <joe@example.com>", vec!["joe@example.com"]),
         ] {
             assert_eq!(parse_addresses(value.as_bytes()), want, "{value}");
         }

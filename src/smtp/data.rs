@@ -5,9 +5,21 @@
 //! Must not: buffer the message (callers pass chunks through).
 
 /// Removes dot-stuffing from DATA bytes and finds the terminating line.
+///
+/// A bare LF ends a line (for dot-stuffing and line lengths), but only
+/// `<CRLF>.<CRLF>` ends the data (RFC 5321 §4.1.1.4): a `.` line that a bare
+/// LF precedes or ends is content. Treating `<LF>.<LF>` (or `<CRLF>.<LF>`,
+/// `<LF>.<CRLF>`) as the end would let a client smuggle a second
+/// transaction past a server that sees one message (SMTP smuggling,
+/// CVE-2023-51764/51765/51766); Postfix's `smtpd_forbid_bare_newline =
+/// normalize` draws the same line.
 #[derive(Debug, Clone)]
 pub struct DotDecoder {
     line_start: bool,
+    /// The current line began after a CRLF (or at the start of the data).
+    after_crlf: bool,
+    /// The last byte seen was a CR (it may have come in an earlier chunk).
+    prev_cr: bool,
     dot: Dot,
     line_len: usize,
     longest: usize,
@@ -26,6 +38,8 @@ impl Default for DotDecoder {
     fn default() -> Self {
         DotDecoder {
             line_start: true,
+            after_crlf: true,
+            prev_cr: false,
             dot: Dot::None,
             line_len: 0,
             longest: 0,
@@ -63,22 +77,35 @@ impl DotDecoder {
                         run = i;
                         continue;
                     }
-                    b'\n' => return Some(i + 1),
+                    b'\n' => {
+                        // "." then a bare LF: a line holding one dot.
+                        self.dot_line_is_content();
+                        emit(b".");
+                        continue;
+                    }
                     _ => {
                         // ".x": the stuffed dot goes, the line goes on.
                         self.dot = Dot::None;
                         self.line_start = false;
                         self.line_len = 0;
+                        self.prev_cr = false;
                         continue;
                     }
                 },
                 Dot::SeenCr => {
-                    if b == b'\n' {
+                    if b == b'\n' && self.after_crlf {
                         return Some(i + 1);
                     }
-                    self.dot = Dot::None;
-                    self.line_start = false;
-                    self.line_len = 1;
+                    if b == b'\n' {
+                        // ".<CRLF>" after a bare LF: content, the dot kept.
+                        self.dot_line_is_content();
+                        emit(b".");
+                    } else {
+                        self.dot = Dot::None;
+                        self.line_start = false;
+                    }
+                    self.line_len += 1;
+                    self.prev_cr = true;
                     // The CR after the dot may have come in an earlier chunk.
                     emit(b"\r");
                     continue;
@@ -95,13 +122,19 @@ impl DotDecoder {
             let rest = &input[i..];
             match memchr::memchr(b'\n', rest) {
                 Some(nl) => {
-                    self.end_line(self.line_len + nl);
+                    let cr = if nl > 0 {
+                        rest[nl - 1] == b'\r'
+                    } else {
+                        self.prev_cr
+                    };
+                    self.end_line(self.line_len + nl, cr);
                     i += nl + 1;
                 }
                 None => {
                     self.line_start = false;
                     self.line_len += rest.len();
                     self.longest = self.longest.max(self.line_len);
+                    self.prev_cr = rest.last() == Some(&b'\r');
                     i = input.len();
                 }
             }
@@ -110,9 +143,20 @@ impl DotDecoder {
         None
     }
 
-    fn end_line(&mut self, len_with_cr: usize) {
+    /// A `.` line that does not end the data (a bare LF precedes or ends
+    /// it): its dot is content, and the line goes on to its LF.
+    fn dot_line_is_content(&mut self) {
+        self.dot = Dot::None;
+        self.line_start = false;
+        self.line_len = 1;
+        self.prev_cr = false;
+    }
+
+    fn end_line(&mut self, len_with_cr: usize, crlf: bool) {
         self.longest = self.longest.max(len_with_cr.saturating_sub(1));
         self.line_start = true;
+        self.after_crlf = crlf;
+        self.prev_cr = false;
         self.line_len = 0;
     }
 
@@ -199,6 +243,28 @@ mod tests {
     }
 
     #[test]
+    fn only_crlf_dot_crlf_ends_the_data() {
+        // SMTP smuggling: each of these dot lines is content, and the data
+        // ends only at the CRLF . CRLF after it.
+        for (wire, content) in [
+            (&b"a\n.\nMAIL\r\n.\r\n"[..], &b"a\n.\nMAIL\r\n"[..]),
+            (b"a\r\n.\nMAIL\r\n.\r\n", b"a\r\n.\nMAIL\r\n"),
+            (b"a\n.\r\nMAIL\r\n.\r\n", b"a\n.\r\nMAIL\r\n"),
+            (b".\nMAIL\r\n.\r\n", b".\nMAIL\r\n"),
+        ] {
+            let (out, end) = decode_all(wire);
+            assert_eq!(out, content, "{:?}", String::from_utf8_lossy(wire));
+            assert_eq!(end, Some(wire.len()), "{:?}", String::from_utf8_lossy(wire));
+        }
+        // Split between the CR and the LF before the dot.
+        let mut d = DotDecoder::default();
+        let mut out = Vec::new();
+        assert_eq!(d.push(b"a\r", &mut out), None);
+        assert_eq!(d.push(b"\n.\r\n", &mut out), Some(4));
+        assert_eq!(out, b"a\r\n");
+    }
+
+    #[test]
     fn measures_lines() {
         let mut d = DotDecoder::default();
         let mut out = Vec::new();
@@ -235,22 +301,33 @@ mod tests {
                             i += 1;
                             continue;
                         }
-                        b'\n' => return Some(i + 1),
+                        b'\n' => {
+                            self.0.dot_line_is_content();
+                            out.push(b'.');
+                            continue;
+                        }
                         _ => {
                             // ".x": the stuffed dot goes, the line goes on.
                             self.0.dot = Dot::None;
                             self.0.line_start = false;
                             self.0.line_len = 0;
+                            self.0.prev_cr = false;
                             continue;
                         }
                     },
                     Dot::SeenCr => {
-                        if b == b'\n' {
+                        if b == b'\n' && self.0.after_crlf {
                             return Some(i + 1);
                         }
-                        self.0.dot = Dot::None;
-                        self.0.line_start = false;
-                        self.0.line_len = 1;
+                        if b == b'\n' {
+                            self.0.dot_line_is_content();
+                            out.push(b'.');
+                        } else {
+                            self.0.dot = Dot::None;
+                            self.0.line_start = false;
+                        }
+                        self.0.line_len += 1;
+                        self.0.prev_cr = true;
                         out.push(b'\r');
                         continue;
                     }
@@ -265,7 +342,12 @@ mod tests {
                 match memchr::memchr(b'\n', rest) {
                     Some(nl) => {
                         out.extend_from_slice(&rest[..=nl]);
-                        self.0.end_line(self.0.line_len + nl);
+                        let cr = if nl > 0 {
+                            rest[nl - 1] == b'\r'
+                        } else {
+                            self.0.prev_cr
+                        };
+                        self.0.end_line(self.0.line_len + nl, cr);
                         i += nl + 1;
                     }
                     None => {
@@ -273,6 +355,7 @@ mod tests {
                         self.0.line_start = false;
                         self.0.line_len += rest.len();
                         self.0.longest = self.0.longest.max(self.0.line_len);
+                        self.0.prev_cr = rest.last() == Some(&b'\r');
                         i = input.len();
                     }
                 }
