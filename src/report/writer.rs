@@ -20,6 +20,10 @@ use crate::outcome::{Fate, Observer};
 
 /// Rows written per transaction, at most.
 const BATCH: usize = 512;
+/// How long rows gather after the first before they are written: a
+/// transaction (and a thread wake-up) per row cost the milter 40 % more CPU
+/// at 280 messages/s; gathered, rows cost a few µs each.
+const GATHER: Duration = Duration::from_millis(200);
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -259,7 +263,14 @@ fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
         }
         if batch.is_empty() && !stopping {
             match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(Msg::Item(r)) => batch.push(*r),
+                Ok(Msg::Item(r)) => {
+                    batch.push(*r);
+                    // Rows are not urgent: let the next ones gather in the
+                    // queue (no wake-up per row, one transaction for all).
+                    if !counters.stopping.load(Ordering::Relaxed) {
+                        std::thread::sleep(GATHER);
+                    }
+                }
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
                 Err(RecvTimeoutError::Timeout) => {}
             }

@@ -571,3 +571,47 @@ fn dkim_failure_reports_go_to_the_signers_reporting_address_rfc6651() {
     assert!(got[0].contains("DKIM-Domain: example.com"), "{}", got[0]);
     assert!(got[0].contains("DKIM-Selector: r"), "{}", got[0]);
 }
+
+/// The daemons' daily run (`report::service::catch_up`): after downtime it
+/// sends every day it missed (no gaps), never a day already sent (no
+/// overlaps), and leaves the day not yet over alone.
+#[test]
+fn the_daily_run_catches_up_without_gaps_or_overlaps() {
+    let pre = tempfile::tempdir().unwrap();
+    let sink = Sink::start(pre.path(), &[]);
+    let s = Setup::new(&format!(
+        "submission = \"127.0.0.1:{}\"\nsubmission_tls = \"none\"",
+        sink.port
+    ));
+    const DAY: i64 = 86_400;
+    // Mail on three days (the 4th, 5th and 6th); the node was down since.
+    for d in [2, 1, 0] {
+        s.message("192.0.2.1", DAY_NOON - d * DAY);
+    }
+    let config = authgate::config::Config::load(Some(&s.config), figment::Figment::new()).unwrap();
+    // 2026-12-07 00:10: before the send delay (30 min) the 6th waits.
+    let delay = 30 * 60;
+    let early = NEXT_DAY - 3000;
+    authgate::report::service::catch_up(&config, early, delay).unwrap();
+    let days = |sink: &Sink| {
+        let mut d: Vec<String> = sink
+            .received()
+            .iter()
+            .filter(|(e, _)| e["to"][0] == "d@example.org")
+            .map(|(_, m)| {
+                let m = m.replace("\r\n ", " ");
+                let at = m.find("Report-ID: <").unwrap() + 12;
+                m[at..at + 10].to_string()
+            })
+            .collect();
+        d.sort();
+        d
+    };
+    assert_eq!(days(&sink), ["1796342400", "1796428800"], "the 4th and 5th");
+    // Later that day: only the 6th is new.
+    authgate::report::service::catch_up(&config, NEXT_DAY, delay).unwrap();
+    assert_eq!(days(&sink), ["1796342400", "1796428800", "1796515200"]);
+    // And again: nothing more.
+    authgate::report::service::catch_up(&config, NEXT_DAY + 3600, delay).unwrap();
+    assert_eq!(days(&sink).len(), 3);
+}
