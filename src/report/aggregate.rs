@@ -408,34 +408,41 @@ fn enforcing(row: &Row) -> bool {
 /// The stored words are RFC 8601's already; anything else (a damaged
 /// store) is reported as `permerror` so the document stays valid.
 fn dkim_result(s: &str) -> &'static str {
-    const WORDS: [&str; 7] = [
-        "none",
-        "pass",
-        "fail",
-        "policy",
-        "neutral",
-        "temperror",
-        "permerror",
-    ];
-    WORDS
-        .into_iter()
-        .find(|w| w.eq_ignore_ascii_case(s))
-        .unwrap_or("permerror")
+    word(
+        s,
+        &[
+            "none",
+            "pass",
+            "fail",
+            "policy",
+            "neutral",
+            "temperror",
+            "permerror",
+        ],
+    )
 }
 
 fn spf_result(s: &str) -> &'static str {
-    const WORDS: [&str; 8] = [
-        "none",
-        "pass",
-        "fail",
-        "softfail",
-        "policy",
-        "neutral",
-        "temperror",
-        "permerror",
-    ];
-    WORDS
-        .into_iter()
+    word(
+        s,
+        &[
+            "none",
+            "pass",
+            "fail",
+            "softfail",
+            "policy",
+            "neutral",
+            "temperror",
+            "permerror",
+        ],
+    )
+}
+
+/// `s` as one of `words` (any case), else `permerror`.
+fn word(s: &str, words: &[&'static str]) -> &'static str {
+    words
+        .iter()
+        .copied()
         .find(|w| w.eq_ignore_ascii_case(s))
         .unwrap_or("permerror")
 }

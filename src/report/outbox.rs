@@ -82,55 +82,64 @@ fn dkim_pending(fate: &Fate) -> Vec<Pending> {
     let Some(m) = fate.message.as_ref().filter(|m| !m.is_report()) else {
         return Vec::new();
     };
-    let v = &m.verdict;
-    let mut header: Vec<u8> = m.headers.iter().flat_map(|h| h.raw().to_vec()).collect();
-    header.truncate(MAX_HEADER);
-    v.dkim
+    m.verdict
+        .dkim
         .iter()
         .filter(|d| d.reports && matches!(d.result, DkimResult::Fail))
         .filter_map(|d| {
             let domain = d.domain.clone()?;
             let identity = d.identity.clone().unwrap_or_else(|| format!("@{domain}"));
-            Some(Pending {
-                kind: if d.reason.contains("body hash") {
-                    "bodyhash"
-                } else {
-                    "signature"
-                }
-                .into(),
-                arrival: i64::try_from(m.at).unwrap_or(0),
-                client_ip: fate
-                    .envelope
-                    .client_ip
-                    .map(|ip| ip.to_string())
-                    .unwrap_or_default(),
-                mail_from: fate.envelope.mail_from.clone(),
-                rcpt_domain: fate.meta.rcpt_domain.clone(),
-                reported_domain: domain.clone(),
-                auth_results: m
-                    .edits
-                    .authentication_results()
-                    .map(|h| String::from_utf8_lossy(h.value()).trim().to_string())
-                    .unwrap_or_default(),
-                header: header.iter().map(|&b| char::from(b)).collect(),
-                delivery: match fate.disposition {
-                    Disposition::Reject => "reject",
-                    Disposition::Quarantine => "spam",
-                    _ => "delivered",
-                }
-                .into(),
-                dkim_aligned_failed: false,
-                spf_aligned_failed: false,
-                dkim: Some((
-                    domain.clone(),
-                    d.selector.clone().unwrap_or_default(),
-                    identity,
-                )),
-                ruf: String::new(),
-                policy_domain: domain,
-            })
+            let mut p = base(fate, m, domain.clone());
+            p.kind = dkim_kind(&d.reason).into();
+            p.dkim = Some((domain, d.selector.clone().unwrap_or_default(), identity));
+            Some(p)
         })
         .collect()
+}
+
+/// What every failure report of `fate` shares; the caller fills in the
+/// kind, the domains, the alignment flags, the signature and `ruf`.
+fn base(fate: &Fate, m: &crate::pipeline::Finished, reported_domain: String) -> Pending {
+    let mut header: Vec<u8> = m.headers.iter().flat_map(|h| h.raw().to_vec()).collect();
+    header.truncate(MAX_HEADER);
+    Pending {
+        kind: String::new(),
+        arrival: i64::try_from(m.at).unwrap_or(0),
+        client_ip: fate
+            .envelope
+            .client_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
+        mail_from: fate.envelope.mail_from.clone(),
+        rcpt_domain: fate.meta.rcpt_domain.clone(),
+        policy_domain: reported_domain.clone(),
+        reported_domain,
+        auth_results: m
+            .edits
+            .authentication_results()
+            .map(|h| String::from_utf8_lossy(h.value()).trim().to_string())
+            .unwrap_or_default(),
+        header: header.iter().map(|&b| char::from(b)).collect(),
+        delivery: match fate.disposition {
+            Disposition::Reject => "reject",
+            Disposition::Quarantine => "spam",
+            _ => "delivered",
+        }
+        .into(),
+        dkim_aligned_failed: false,
+        spf_aligned_failed: false,
+        dkim: None,
+        ruf: String::new(),
+    }
+}
+
+/// `signature` or `bodyhash` (RFC 6591 Auth-Failure) for a failed DKIM result.
+fn dkim_kind(reason: &str) -> &'static str {
+    if reason.contains("body hash") {
+        "bodyhash"
+    } else {
+        "signature"
+    }
 }
 
 /// The DMARC failure report, when the policy asks for one.
@@ -167,62 +176,33 @@ fn dmarc_pending(fate: &Fate) -> Option<Pending> {
     ) {
         return None;
     }
-    let kind = if dmarc_failed {
-        "dmarc"
-    } else if let Some(d) = dkim_fail {
-        if d.reason.contains("body hash") {
-            "bodyhash"
-        } else {
-            "signature"
-        }
-    } else {
-        "spf"
+    let kind = match (dmarc_failed, dkim_fail) {
+        (true, _) => "dmarc",
+        (false, Some(d)) => dkim_kind(&d.reason),
+        (false, None) => "spf",
     };
     let aligned = |d: &str| {
         crate::dkim::signature::is_same_or_subdomain(d, &o.domain)
             || crate::dkim::signature::is_same_or_subdomain(&o.domain, d)
     };
-    let mut header: Vec<u8> = m.headers.iter().flat_map(|h| h.raw().to_vec()).collect();
-    header.truncate(MAX_HEADER);
-    Some(Pending {
-        kind: kind.into(),
-        arrival: i64::try_from(m.at).unwrap_or(0),
-        client_ip: fate
+    let mut p = base(fate, m, o.domain.clone());
+    p.kind = kind.into();
+    p.dkim_aligned_failed = dkim_fail.is_some_and(|d| d.domain.as_deref().is_some_and(aligned));
+    p.spf_aligned_failed = spf_failed
+        && fate
             .envelope
-            .client_ip
-            .map(|ip| ip.to_string())
-            .unwrap_or_default(),
-        mail_from: fate.envelope.mail_from.clone(),
-        rcpt_domain: fate.meta.rcpt_domain.clone(),
-        reported_domain: o.domain.clone(),
-        auth_results: m
-            .edits
-            .authentication_results()
-            .map(|h| String::from_utf8_lossy(h.value()).trim().to_string())
-            .unwrap_or_default(),
-        header: header.iter().map(|&b| char::from(b)).collect(),
-        delivery: match fate.disposition {
-            Disposition::Reject => "reject",
-            Disposition::Quarantine => "spam",
-            _ => "delivered",
-        }
-        .into(),
-        dkim_aligned_failed: dkim_fail.is_some_and(|d| d.domain.as_deref().is_some_and(aligned)),
-        spf_aligned_failed: spf_failed
-            && fate
-                .envelope
-                .mail_from
-                .as_deref()
-                .and_then(crate::message::address::domain_of)
-                .is_some_and(|d| aligned(&d)),
-        dkim: dkim_fail.map(|d| {
-            let domain = d.domain.clone().unwrap_or_default();
-            let identity = d.identity.clone().unwrap_or_else(|| format!("@{domain}"));
-            (domain, d.selector.clone().unwrap_or_default(), identity)
-        }),
-        ruf,
-        policy_domain: o.policy_domain.clone().unwrap_or_else(|| o.domain.clone()),
-    })
+            .mail_from
+            .as_deref()
+            .and_then(crate::message::address::domain_of)
+            .is_some_and(|d| aligned(&d));
+    p.dkim = dkim_fail.map(|d| {
+        let domain = d.domain.clone().unwrap_or_default();
+        let identity = d.identity.clone().unwrap_or_else(|| format!("@{domain}"));
+        (domain, d.selector.clone().unwrap_or_default(), identity)
+    });
+    p.ruf = ruf;
+    p.policy_domain = o.policy_domain.clone().unwrap_or_else(|| o.domain.clone());
+    Some(p)
 }
 
 impl Pending {
