@@ -1208,18 +1208,31 @@ fn domain_check(a: CheckArgs) -> Result<ExitCode> {
     let findings = rt.block_on(check_domain(&resolver, &domain, &selectors));
     let mut out = std::io::stdout().lock();
     if a.json {
-        let list: Vec<serde_json::Value> = findings
-            .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "area": f.area.as_str(),
-                    "level": f.level.as_str(),
-                    "message": f.message,
-                    "fix": f.fix,
+        // Structs, not json!: the keys come out in the contract's order.
+        #[derive(serde::Serialize)]
+        struct JsonFinding<'a> {
+            area: &'a str,
+            level: &'a str,
+            message: &'a str,
+            fix: Option<&'a str>,
+        }
+        #[derive(serde::Serialize)]
+        struct Doc<'a> {
+            domain: &'a str,
+            findings: Vec<JsonFinding<'a>>,
+        }
+        let doc = Doc {
+            domain: &domain,
+            findings: findings
+                .iter()
+                .map(|f| JsonFinding {
+                    area: f.area.as_str(),
+                    level: f.level.as_str(),
+                    message: &f.message,
+                    fix: f.fix.as_deref(),
                 })
-            })
-            .collect();
-        let doc = serde_json::json!({ "domain": domain, "findings": list });
+                .collect(),
+        };
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         write_domain_findings(&mut out, &domain, &findings)?;

@@ -201,14 +201,24 @@ fn send(a: SendArgs) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut retry = false;
     for s in &results {
-        let line = serde_json::json!({
-            "domain": s.domain,
-            "destinations": s.destinations,
-            "skipped": s.skipped,
-            "report_id": s.report_id,
-            "messages": s.messages,
-            "file": s.file,
-        });
+        // A struct, not json!: the keys come out in the contract's order.
+        #[derive(Serialize)]
+        struct Line<'a> {
+            domain: &'a str,
+            destinations: &'a [String],
+            skipped: &'a [crate::report::send::Skipped],
+            report_id: &'a str,
+            messages: u64,
+            file: &'a str,
+        }
+        let line = serde_json::to_string(&Line {
+            domain: &s.domain,
+            destinations: &s.destinations,
+            skipped: &s.skipped,
+            report_id: &s.report_id,
+            messages: s.messages,
+            file: &s.file,
+        })?;
         writeln!(out, "{line}")?;
         if a.dry_run {
             continue;

@@ -127,16 +127,26 @@ fn daily(config: &Config, stop: &std::sync::mpsc::Receiver<()>) {
     // A first look a minute after start: what was missed while down; then
     // every minute the failure-report outbox, and once a day the aggregates.
     let mut next_daily = 0i64;
+    let mut prepared: Option<Prepared> = None;
     loop {
         match stop.recv_timeout(Duration::from_secs(60)) {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
         let now = i64::try_from(outcome::unix_now()).unwrap_or(i64::MAX);
-        if (config.report.failure_reports || config.report.dkim_failure_reports)
-            && let Err(e) = flush_failures(config, now)
-        {
-            tracing::warn!("DMARC failure reports: {e}");
+        if config.report.failure_reports || config.report.dkim_failure_reports {
+            // Keys, resolver and runtime once per configuration (a reload
+            // restarts this thread), not once a minute.
+            if prepared.is_none() {
+                prepared = prepare(config)
+                    .map_err(|e| tracing::warn!("DMARC failure reports: {e}"))
+                    .ok();
+            }
+            if let Some((sender, rt)) = &prepared
+                && let Err(e) = flush_with(config, sender, rt, now)
+            {
+                tracing::warn!("DMARC failure reports: {e}");
+            }
         }
         if now >= next_daily {
             if let Err(e) = catch_up(config, now, delay) {
@@ -150,16 +160,37 @@ fn daily(config: &Config, stop: &std::sync::mpsc::Receiver<()>) {
 
 /// Sends what the failure-report outbox holds.
 pub fn flush_failures(config: &Config, now: i64) -> Result<super::outbox::Flushed, String> {
-    let mut db = super::Db::open(&config.report.store).map_err(|e| e.to_string())?;
+    let (sender, rt) = prepare(config)?;
+    flush_with(config, &sender, &rt, now)
+}
+
+/// What sending needs, built once per configuration: the resolver, the
+/// sender (its signing keys loaded) and a runtime for its DNS and SMTP.
+type Prepared = (
+    super::send::Sender<crate::dns::SystemResolver>,
+    tokio::runtime::Runtime,
+);
+
+fn prepare(config: &Config) -> Result<Prepared, String> {
     let resolver = Arc::new(crate::dns::build(&config.dns).map_err(|e| e.to_string())?);
     let sender = super::send::Sender::new(config, resolver).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    Ok((sender, rt))
+}
+
+fn flush_with(
+    config: &Config,
+    sender: &super::send::Sender<crate::dns::SystemResolver>,
+    rt: &tokio::runtime::Runtime,
+    now: i64,
+) -> Result<super::outbox::Flushed, String> {
+    let mut db = super::Db::open(&config.report.store).map_err(|e| e.to_string())?;
     super::outbox::flush(
-        &sender,
-        &rt,
+        sender,
+        rt,
         &mut db,
         config.report.failure_rate_per_hour,
         config.report.failure_redact,

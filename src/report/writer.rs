@@ -137,7 +137,9 @@ impl Recorder {
     /// waiting at most `within`.
     pub fn stop(&self, within: Duration) {
         self.counters.stopping.store(true, Ordering::Relaxed);
-        let _ = self.tx.send_timeout_compat(within);
+        // Only a wake-up: the flag is what the writer obeys (a full queue
+        // means it is busy and will see the flag anyway).
+        let _ = self.tx.try_send(Msg::Stop);
         let handle = self
             .thread
             .lock()
@@ -150,27 +152,6 @@ impl Recorder {
             }
             if h.is_finished() {
                 let _ = h.join();
-            }
-        }
-    }
-}
-
-trait SendStop {
-    fn send_timeout_compat(&self, within: Duration) -> bool;
-}
-
-impl SendStop for SyncSender<Msg> {
-    /// Sends `Stop`, retrying while the queue is full, until `within`.
-    fn send_timeout_compat(&self, within: Duration) -> bool {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            match self.try_send(Msg::Stop) {
-                Ok(()) => return true,
-                Err(TrySendError::Disconnected(_)) => return false,
-                Err(TrySendError::Full(_)) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(TrySendError::Full(_)) => return false,
             }
         }
     }
@@ -213,6 +194,7 @@ fn run(url: &str, rx: &Receiver<Msg>, counters: &Counters) {
     let mut stopping = false;
     let mut failing = false;
     loop {
+        stopping |= counters.stopping.load(Ordering::Relaxed);
         // Rows the queue refused are noted like rows the store refused.
         let full = counters.dropped_full.load(Ordering::Relaxed);
         if full > noted_full {
