@@ -561,8 +561,55 @@ pub fn guarded(filter: bool, f: impl FnOnce() -> ExitCode) -> ExitCode {
             );
             std::process::exit(i32::from(EX_TEMPFAIL));
         }));
+        tempfail_on_signals();
     }
     f()
+}
+
+/// A filter stopped by SIGTERM, SIGINT or SIGHUP (the MTA or an admin
+/// stopping it mid-message) exits 75 (`EX_TEMPFAIL`) instead of dying of
+/// the signal, so any MTA retries, whatever it makes of a signal death.
+/// The handlers are installed here, before the filter reads anything; the
+/// wait runs on a thread of its own (named "signals") with a small
+/// runtime, so the filter's work never polls for it.
+fn tempfail_on_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    let installed = {
+        let _in = rt.enter();
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        )
+    };
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = installed else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let which = rt.block_on(async {
+                tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                    _ = hup.recv() => "SIGHUP",
+                }
+            });
+            let _ = writeln!(
+                std::io::stderr(),
+                "authgate: {which}, exiting {EX_TEMPFAIL} (try again later)"
+            );
+            std::process::exit(i32::from(EX_TEMPFAIL));
+        });
+    if let Err(e) = spawned {
+        let _ = writeln!(std::io::stderr(), "authgate: no signal thread: {e}");
+    }
 }
 
 fn dispatch(command: Command) -> Result<ExitCode> {

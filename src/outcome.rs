@@ -571,6 +571,22 @@ impl Fate {
 pub trait Observer: Send + Sync {
     /// One message's fate.
     fn finished(&self, fate: &Fate);
+
+    /// A session refused before any message, for `cause` (the proxy's 421
+    /// greeting when its next hop is down): the client's messages are
+    /// tempfailed without a fate of their own.
+    fn session_refused(&self, _cause: TempfailCause) {}
+}
+
+/// Tells every observer that a session was refused for `cause`
+/// ([`Observer::session_refused`]).
+pub fn session_refused(cause: TempfailCause) {
+    let observers = OBSERVERS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for o in observers.iter() {
+        o.session_refused(cause);
+    }
 }
 
 static OBSERVERS: std::sync::RwLock<Vec<std::sync::Arc<dyn Observer>>> =

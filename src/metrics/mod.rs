@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::outcome::{Fate, Front, Observer};
+use crate::outcome::{Fate, Front, Observer, TempfailCause};
 use crate::report::writer::Counters;
 
 mod http;
@@ -167,9 +167,7 @@ impl Metrics {
         ];
         self.messages.get_or_create(&labels).inc();
         if let Some(cause) = fate.tempfail_cause() {
-            self.tempfails
-                .get_or_create(&[("cause", cause.as_str())])
-                .inc();
+            self.tempfail(cause);
         }
         if let Some(v) = fate.verdict() {
             let count = |f: &Family<[Label; 1], Counter>, result: &'static str| {
@@ -194,6 +192,14 @@ impl Metrics {
         if let Some(end) = fate.end_of_data {
             self.latency.observe(end.elapsed().as_secs_f64());
         }
+    }
+
+    /// One tempfail for `cause`: a message's, or a whole session's refused
+    /// before its first message ([`crate::outcome::session_refused`]).
+    pub fn tempfail(&self, cause: TempfailCause) {
+        self.tempfails
+            .get_or_create(&[("cause", cause.as_str())])
+            .inc();
     }
 
     /// One session of `front` open until the guard is dropped.
@@ -254,6 +260,10 @@ struct Messages;
 impl Observer for Messages {
     fn finished(&self, fate: &Fate) {
         global().message(fate);
+    }
+
+    fn session_refused(&self, cause: TempfailCause) {
+        global().tempfail(cause);
     }
 }
 

@@ -496,6 +496,7 @@ where
     C: AsyncRead + AsyncWrite,
 {
     tracing::warn!(peer = %peer, "next hop {} unavailable: {why}", cx.listener.next_hop);
+    crate::outcome::session_refused(crate::outcome::TempfailCause::NextHop);
     let limit = Duration::from_secs(cx.snap.config.server.command_timeout_secs);
     let mut client = Client::new(client, limit);
     client.queue(&Session::hop_unavailable(hostname));

@@ -15,7 +15,7 @@
 # Debian-exim user. Exim runs from its own config (-C); of /etc/exim4 only
 # trusted_configs is written.
 #
-# Usage: exim.sh install|up|down|clean|send|wait-delivered|wait-queued|show-last|queue|flush|logs
+# Usage: exim.sh install|up|down|clean|send|wait-delivered|wait-queued|show-last|queue|flush|clear-queue|logs
 set -euo pipefail
 E2E_NAME=exim
 # shellcheck source=tests/e2e/lib.sh
@@ -25,6 +25,8 @@ STATE=$E2E_STATE/exim
 EXIM_ROOT=${EXIM_ROOT:-/opt/authgate-e2e/exim}
 EXIM_PORT=${EXIM_PORT:-2525}
 SINK_PORT=${SINK_PORT:-2526}
+REMOTE_PORT=${REMOTE_PORT:-$SINK_PORT}         # remote_smtp's destination (the fault matrix: its proxy)
+REMOTE_DATA_TIMEOUT=${REMOTE_DATA_TIMEOUT:-5m} # remote_smtp's data_timeout
 REMOTE_DOMAIN=example.net
 USERS="user alice bob postmaster"
 CONF=$STATE/exim.conf
@@ -143,7 +145,8 @@ begin transports
 # outgoing: sign
 remote_smtp:
   driver = smtp
-  port = $SINK_PORT
+  port = $REMOTE_PORT
+  data_timeout = $REMOTE_DATA_TIMEOUT
   allow_localhost
   hosts_try_fastopen =
   transport_filter = $E2E_LIBEXEC/authgate pipe --sign --config $SIGN_CONF
@@ -262,6 +265,8 @@ queued-id) shift; cmd_queued_id "$@" ;;
 show-last) shift; cmd_show_last "$@" ;;
 queue) EXIM -bp ;;
 flush) EXIM -qff ;;
+clear-queue) EXIM -bpru | awk 'NF >= 3 && $3 ~ /^[[:alnum:]]+-[[:alnum:]]+-[[:alnum:]]+$/ {print $3}' |
+    xargs -r "$(exim_bin)" -C "$CONF" -Mrm >/dev/null ;;
 logs) cat "$MAINLOG" ;;
 *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; [[ ${1:-help} == help ]] ;;
 esac

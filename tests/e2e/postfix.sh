@@ -10,6 +10,10 @@
 #            --SMTP--> smtpd :10026 --> queue --> Maildir (authgate's 550 reaches the client)
 #   pipe     :25 (-o content_filter=authgate-pipe:) --> pipe(8) `authgate pipe --reinject
 #            -f ${sender} -- ${recipient}` --> sendmail --> pickup (no filter) --> Maildir
+#   milter   :25 (smtpd_milters = authgate milter :MILTER_PORT, milter_default_action
+#            = tempfail) --> queue --content_filter over SMTP--> HOP_PORT (default the
+#            reinjection smtpd :10026; the fault matrix puts its fault proxy there)
+#            --> reinjection smtpd :10026 (no milters) --> Maildir
 #   lmtp     :25 --> virtual_transport = lmtp:inet:[127.0.0.1]:10024 (authgate LMTP)
 #            --> Dovecot LMTP :24 (dovecot.sh); every recipient of the domains is accepted
 #            at RCPT here, Dovecot decides
@@ -32,6 +36,8 @@ FILTER_PORT=${FILTER_PORT:-10025}  # authgate's listener (content mode)
 LMTP_FILTER_PORT=${LMTP_FILTER_PORT:-10024} # authgate's LMTP listener (lmtp mode)
 OUTBOUND_PORT=${OUTBOUND_PORT:-10027} # authgate's signing listener (content mode, submission)
 REINJECT_PORT=${REINJECT_PORT:-10026}
+MILTER_PORT=${MILTER_PORT:-10028}     # authgate milter (milter mode)
+HOP_PORT=${HOP_PORT:-10026}           # milter mode: where the queue relays to
 REINJECT=${REINJECT:-on}             # off: no reinjection smtpd (next hop down)
 SUBMISSION_PORT=${SUBMISSION_PORT:-587}
 MAILDIR=$STATE/mail
@@ -63,6 +69,18 @@ receive_override_options = no_address_mappings
 authgate_destination_recipient_limit = 50
 EOF
         ;;
+    milter)
+        cat <<EOF
+smtpd_milters = inet:127.0.0.1:$MILTER_PORT
+non_smtpd_milters =
+milter_default_action = tempfail
+milter_protocol = 6
+milter_connect_timeout = 10s
+milter_content_timeout = 60s
+content_filter = hop:[127.0.0.1]:$HOP_PORT
+receive_override_options = no_address_mappings
+EOF
+        ;;
     lmtp)
         cat <<EOF
 # every mailbox lives in Dovecot, behind authgate's LMTP listener
@@ -70,7 +88,7 @@ virtual_transport = lmtp:inet:[127.0.0.1]:$LMTP_FILTER_PORT
 EOF
         ;;
     proxy | pipe | off) echo "# no content_filter in main.cf ($FILTER)" ;;
-    *) die "FILTER must be content, proxy, pipe, lmtp or off" ;;
+    *) die "FILTER must be content, proxy, pipe, milter, lmtp or off" ;;
     esac
 }
 
@@ -127,6 +145,26 @@ $(main_cf_filter)
 EOF
 }
 
+# The reinjection smtpd (content and milter layouts): no filter, no checks, no milters.
+reinject_service() {
+    [[ $REINJECT == off ]] && { echo "# reinjection smtpd left out (REINJECT=off)"; return 0; }
+    cat <<EOF
+127.0.0.1:$REINJECT_PORT inet n  -       n       -       -       smtpd
+  -o syslog_name=postfix/reinject
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
+  -o smtpd_helo_restrictions=
+  -o smtpd_client_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_relay_restrictions=
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o smtpd_data_restrictions=
+  -o smtpd_end_of_data_restrictions=
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+EOF
+}
+
 # The service that hands mail to authgate, per layout.
 master_cf_filter() {
     case $FILTER in
@@ -148,22 +186,17 @@ authgate-out      unix  -       -       n       -       2       smtp
   -o syslog_name=postfix/submission
   -o content_filter=authgate-out:[127.0.0.1]:$OUTBOUND_PORT
 EOF
-        [[ $REINJECT == off ]] && { echo "# reinjection smtpd left out (REINJECT=off)"; return 0; }
+        reinject_service
+        ;;
+    milter)
         cat <<EOF
-127.0.0.1:$REINJECT_PORT inet n  -       n       -       -       smtpd
-  -o syslog_name=postfix/reinject
-  -o content_filter=
-  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
-  -o smtpd_helo_restrictions=
-  -o smtpd_client_restrictions=
-  -o smtpd_sender_restrictions=
-  -o smtpd_relay_restrictions=
-  -o smtpd_recipient_restrictions=permit_mynetworks,reject
-  -o smtpd_data_restrictions=
-  -o smtpd_end_of_data_restrictions=
-  -o mynetworks=127.0.0.0/8
-  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+hop               unix  -       -       n       -       4       smtp
+  -o smtp_send_xforward_command=yes
+  -o smtp_data_done_timeout=10s
+  -o smtp_tls_security_level=none
+  -o disable_mime_output_conversion=yes
 EOF
+        reinject_service
         ;;
     proxy)
         # the after-filter smtpd of SMTPD_PROXY_README (contrib/postfix/before-queue.cf)
@@ -258,9 +291,9 @@ cmd_up() {
             { cat "$STATE/postfix.stderr" >&2; die "postfix start failed"; }
     fi
     wait_port 127.0.0.1 25 20 || die "smtpd not listening on 127.0.0.1:25 (see $MAILLOG)"
-    if [[ $FILTER == proxy || ($FILTER == content && $REINJECT == on) ]]; then
+    if [[ $FILTER == proxy || ($FILTER =~ ^(content|milter)$ && $REINJECT == on) ]]; then
         wait_port 127.0.0.1 "$REINJECT_PORT" 20 || die "reinjection smtpd not listening on 127.0.0.1:$REINJECT_PORT"
-    elif [[ $FILTER == content ]]; then
+    elif [[ $FILTER =~ ^(content|milter)$ ]]; then
         wait_port_closed 127.0.0.1 "$REINJECT_PORT" 20 || die "reinjection smtpd still listening on 127.0.0.1:$REINJECT_PORT"
     fi
     say "up: FILTER=$FILTER FILTER_PROTO=$FILTER_PROTO REINJECT=$REINJECT"

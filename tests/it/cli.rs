@@ -197,6 +197,56 @@ fn pipe_exits_75_and_writes_nothing_when_it_cannot_spool() {
 }
 
 #[test]
+fn pipe_stopped_by_a_signal_mid_message_exits_75() {
+    for sig in ["TERM", "INT", "HUP"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_authgate"))
+            .args(["pipe", "--config", "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // Half a message; the filter now waits for the rest.
+        stdin
+            .write_all(b"From: a@b.example\n\nthe first line\n")
+            .unwrap();
+        stdin.flush().unwrap();
+        // The handlers are in place once the "signals" thread exists.
+        let pid = child.id();
+        let has_thread = || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| {
+                    d.flatten().any(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == "signals")
+                    })
+                })
+                .unwrap_or(false)
+        };
+        for _ in 0..200 {
+            if has_thread() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(has_thread(), "no signals thread");
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let code = child.wait().ok();
+        drop(stdin);
+        let status = code.expect("the filter ignored the signal");
+        let mut err = String::new();
+        stderr.read_to_string(&mut err).unwrap();
+        assert_eq!(status.code(), Some(75), "SIG{sig}: {status:?} {err}");
+        assert!(err.contains(&format!("SIG{sig}, exiting 75")), "{err}");
+    }
+}
+
+#[test]
 fn pipe_exits_75_on_a_bad_config() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");

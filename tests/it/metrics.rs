@@ -162,7 +162,7 @@ async fn metrics_of_serve_count_each_message_by_disposition_cause_and_result() {
     let ok = Sink::start(false, SinkMode::Accept).await;
     let dying = Sink::start(false, SinkMode::DieOnData).await;
     let dir = tempfile::tempdir().unwrap();
-    let [after, before, lost, metrics] = [(); 4].map(|()| free_port());
+    let [after, before, lost, down, nobody, metrics] = [(); 6].map(|()| free_port());
     let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
     let config = dir.path().join("authgate.toml");
     let toml = format!(
@@ -173,7 +173,8 @@ async fn metrics_of_serve_count_each_message_by_disposition_cause_and_result() {
          [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
          [[listener]]\nlisten = \"127.0.0.1:{after}\"\nnext_hop = \"{hop}\"\n\
          [[listener]]\nlisten = \"127.0.0.1:{before}\"\nnext_hop = \"{hop}\"\nmode = \"before-queue\"\n\
-         [[listener]]\nlisten = \"127.0.0.1:{lost}\"\nnext_hop = \"{dead}\"\n",
+         [[listener]]\nlisten = \"127.0.0.1:{lost}\"\nnext_hop = \"{dead}\"\n\
+         [[listener]]\nlisten = \"127.0.0.1:{down}\"\nnext_hop = \"127.0.0.1:{nobody}\"\n",
         zone = fixtures().join("policy/policy.zone").display().to_string(),
         store = dir.path().join("r.db").display(),
         hop = ok.addr,
@@ -213,6 +214,14 @@ async fn metrics_of_serve_count_each_message_by_disposition_cause_and_result() {
     );
     let code = relay(addr(lost), "192.0.2.1", "a@example.org", GOOD).await;
     assert!((400..500).contains(&code), "{code}");
+    // A next hop that is down: the greeting is a 421, counted as a next_hop
+    // tempfail although no message began.
+    let mut refused = tokio::net::TcpStream::connect(addr(down)).await.unwrap();
+    let mut greeting = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut refused, &mut greeting)
+        .await
+        .unwrap();
+    assert!(greeting.starts_with("421 4.4.1 "), "{greeting}");
     // One session stays open while we look.
     let mut open = hello(addr(after), "EHLO").await;
 
@@ -238,7 +247,7 @@ async fn metrics_of_serve_count_each_message_by_disposition_cause_and_result() {
                 2.0,
             ),
             ("authgate_tempfails_total{cause=\"dns\"}", 1.0),
-            ("authgate_tempfails_total{cause=\"next_hop\"}", 1.0),
+            ("authgate_tempfails_total{cause=\"next_hop\"}", 2.0),
             ("authgate_dmarc_results_total{result=\"pass\"}", 2.0),
             ("authgate_dmarc_results_total{result=\"fail\"}", 1.0),
             ("authgate_dmarc_results_total{result=\"temperror\"}", 1.0),
