@@ -18,6 +18,7 @@ mod metrics;
 mod milter;
 mod oracles;
 mod proxy_io;
+mod relay;
 mod report_ingest;
 mod report_send;
 mod report_store;
