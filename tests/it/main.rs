@@ -24,6 +24,7 @@ mod report_send;
 mod report_store;
 mod report_xml;
 mod serve;
+mod sessions;
 mod spf;
 mod spf_suite;
 mod support;
