@@ -233,14 +233,22 @@ impl Session {
         }
         match Request::parse(&mut line.iter()) {
             Ok(req) => self.request(req, line),
+            Err(
+                e @ (smtp_proto::Error::InvalidSenderAddress
+                | smtp_proto::Error::InvalidRecipientAddress),
+            ) => match address_literal(line) {
+                Some((masked, literal)) => match Request::parse(&mut masked.iter()) {
+                    Ok(Request::Mail { from }) => {
+                        let address = unmask(&from.address, &literal);
+                        self.mail(&address, from.size as u64, line)
+                    }
+                    Ok(Request::Rcpt { to }) => self.rcpt(&unmask(&to.address, &literal), line),
+                    _ => bad_address(&e),
+                },
+                None => bad_address(&e),
+            },
             Err(smtp_proto::Error::UnknownCommand) => {
                 reply(500, "5.5.2", "Error: command not recognized")
-            }
-            Err(smtp_proto::Error::InvalidSenderAddress) => {
-                reply(501, "5.1.7", "Bad sender address syntax")
-            }
-            Err(smtp_proto::Error::InvalidRecipientAddress) => {
-                reply(501, "5.1.3", "Bad recipient address syntax")
             }
             Err(smtp_proto::Error::SyntaxError { syntax }) => {
                 reply(501, "5.5.4", &format!("Syntax: {syntax}"))
@@ -624,6 +632,50 @@ fn without_param(line: &[u8], name: &str) -> Vec<u8> {
     out
 }
 
+/// The 501 for an address smtp-proto refused.
+fn bad_address(e: &smtp_proto::Error) -> Step {
+    if matches!(e, smtp_proto::Error::InvalidSenderAddress) {
+        reply(501, "5.1.7", "Bad sender address syntax")
+    } else {
+        reply(501, "5.1.3", "Bad recipient address syntax")
+    }
+}
+
+/// The domain an address literal stands in for while smtp-proto parses
+/// the command (it refuses `user@[192.0.2.1]`, which RFC 5321 §4.1.3
+/// allows and Postfix passes on).
+const LITERAL_STANDIN: &str = "address-literal.invalid";
+
+/// A MAIL/RCPT line whose address ends in an address literal
+/// (`<user@[192.0.2.1]>`, `<user@[IPv6:2001:db8::1]>`): the line with the
+/// literal replaced by [`LITERAL_STANDIN`], and the literal, brackets
+/// included. `None` when there is no such literal.
+fn address_literal(line: &[u8]) -> Option<(Vec<u8>, String)> {
+    let open = line.iter().position(|&b| b == b'<')?;
+    let close = open + line[open..].iter().position(|&b| b == b'>')?;
+    let path = &line[open..close];
+    let at = path.windows(2).rposition(|w| w == b"@[")?;
+    let literal = &path[at + 1..];
+    let body = literal.strip_prefix(b"[")?.strip_suffix(b"]")?;
+    let ok = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'-');
+    if body.is_empty() || !body.iter().all(ok) {
+        return None;
+    }
+    let start = open + at + 1;
+    let mut masked = line[..start].to_vec();
+    masked.extend_from_slice(LITERAL_STANDIN.as_bytes());
+    masked.extend_from_slice(&line[close..]);
+    Some((masked, String::from_utf8_lossy(literal).into_owned()))
+}
+
+/// `address` with [`LITERAL_STANDIN`] back to `literal`.
+fn unmask(address: &str, literal: &str) -> String {
+    match address.strip_suffix(LITERAL_STANDIN) {
+        Some(local) => format!("{local}{literal}"),
+        None => address.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -676,6 +728,34 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn address_literals_are_addresses() {
+        let mut s = Session::new(cfg(false));
+        let codes = run(
+            &mut s,
+            &[
+                ("EHLO mx.example.test", None),
+                ("MAIL FROM:<a@[192.0.2.1]> SIZE=100", Some(ok())),
+                ("RCPT TO:<postmaster@[IPv6:2001:db8::1]>", Some(ok())),
+                ("RCPT TO:<b@[not a literal]>", None),
+                ("RCPT TO:<c@[]>", None),
+                ("DATA", None),
+            ],
+        );
+        assert_eq!(codes, [250, 250, 250, 501, 501, 354]);
+        assert_eq!(s.transaction().mail_from, "a@[192.0.2.1]");
+        assert_eq!(s.transaction().rcpts, ["postmaster@[IPv6:2001:db8::1]"]);
+        let mut s = Session::new(cfg(false));
+        let codes = run(
+            &mut s,
+            &[
+                ("EHLO mx.example.test", None),
+                ("MAIL FROM:<a@[192.0.2.1>", None),
+            ],
+        );
+        assert_eq!(codes, [250, 501]);
     }
 
     #[test]

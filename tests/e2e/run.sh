@@ -382,6 +382,8 @@ main() {
     { "$EXIM" install && "$POSTFIX" install && "$DOVECOT" install; } || die "install failed"
     say "tools ready in $(($(date +%s) - t0))s"
     SIGN_USER=Debian-exim install_authgate "$E2E_AUTHGATE"
+    # what `config check` prints for a config with keys: scanned by tests/e2e/keygrep.py
+    "$E2E_LIBEXEC/authgate" config check --config "$E2E_LIBEXEC/serve.toml" >"$LOGDIR/config-check.txt" 2>&1 || true
     "$EXIM" up >"$LOGDIR/exim-up.log" 2>&1 || { cat "$LOGDIR/exim-up.log" >&2; die "exim did not start"; }
     for name in "${selected[@]}"; do
         rm -f "$REASON_FILE"

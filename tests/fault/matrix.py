@@ -120,17 +120,20 @@ def write(path, text, mode=0o644):
 
 # --- authgate's configs -------------------------------------------------------
 
-def config(kind, marker=0):
+def config(kind, marker=0, soak=False):
     """kind: content (serve) | milter | pipe-verify | pipe-sign. marker changes a harmless
-    value (a SIGHUP that really loads something new)."""
+    value (a SIGHUP that really loads something new). soak: the daemons sign
+    (example.com, root's keys) and verify every message."""
     keys = ""
-    if kind == "pipe-sign":
+    role = "both" if soak else "inbound"
+    if kind == "pipe-sign" or soak:
+        keydir = "keys-sign" if kind == "pipe-sign" else "keys-root"
         keys = f"""
 [[dkim.keys]]
 name = "rsa"
 domain = "example.com"
 selector = "rsa2048"
-file = "{LIBEXEC}/keys-sign/rsa2048.pem"
+file = "{LIBEXEC}/{keydir}/rsa2048.pem"
 
 [[dkim.signing_table]]
 pattern = "*@example.com"
@@ -167,14 +170,14 @@ listen = "127.0.0.1:{METRICS_PORT}"
 
 [milter]
 listen = "127.0.0.1:{MILTER_PORT}"
-role = "inbound"
+role = "{role}"
 
 [[listener]]
 listen = "127.0.0.1:{SERVE_PORT}"
 protocol = "smtp"
 next_hop = "127.0.0.1:{PROXY_PORT}"
 next_hop_protocol = "smtp"
-role = "inbound"
+role = "{role}"
 mode = "after-queue"
 """
     return c
@@ -224,6 +227,9 @@ class Matrix:
         self.daemon = None
         self.mode = None
         self.trickle = False
+        self.seen = {}  # delivered file -> the ids in it
+        self.soaking = False
+        self.corpus = []
         self.key = open(os.path.join(REPO, "tests/fixtures/dkim/rsa2048.pem"), "rb").read()
         self.body = ("".join(f"line {i:04d} of the fault matrix's message body, long enough to take a while\r\n"
                              for i in range(400))).encode()
@@ -299,7 +305,7 @@ class Matrix:
             write(LIBEXEC + "/exim-verify.toml", v)
             write(LIBEXEC + "/exim-sign.toml", s)
             return
-        c = config(self.mode, marker)
+        c = config(self.mode, marker, soak=self.soaking)
         if broken:
             c += "\nnot_a_setting = 1   # the fault matrix: an invalid config\n"
         write(self.conf_path(), c)
@@ -349,7 +355,13 @@ class Matrix:
         head = (f"From: Sender <{frm}>\r\nTo: <{rcpt}>\r\nSubject: fault matrix {mid}\r\n"
                 f"Date: {formatdate()}\r\nMessage-ID: {make_msgid(domain='example.org')}\r\n"
                 f"X-Fault-Id: {mid}\r\n").encode()
-        msg = head + b"\r\n" + self.body
+        body = self.body
+        if self.soaking:  # the gen_corpus mix; every other message is ours to sign
+            body = self.corpus[int(mid.rsplit("-", 1)[1]) % len(self.corpus)]
+            if int(mid.rsplit("-", 1)[1]) % 2:
+                head = head.replace(b"Sender <sender@example.org>", b"Alice <alice@example.com>")
+                return "alice@example.com", rcpt, head + b"\r\n" + body
+        msg = head + b"\r\n" + body
         if local:  # DKIM-signed by example.org: DMARC passes when DNS works
             sig = dkim.sign(msg, b"rsa2048", b"example.org", self.key,
                             include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
@@ -413,20 +425,25 @@ class Matrix:
         return [E2E_STATE + "/postfix/mail/example.test"], [E2E_STATE + "/postfix/mail/example.org"]
 
     def scan(self, dirs):
-        """X-Fault-Id -> number of delivered files under dirs (the whole file: a
-        bounce carries the id in its attached header)."""
+        """X-Fault-Id -> number of delivered files under dirs (a bounce carries
+        the id in its attached header). Files are read once (self.seen)."""
         c = collections.Counter()
         for d in dirs:
             for root, _, files in os.walk(d):
                 if not (root.endswith("/new") or root.endswith("/cur")):
                     continue
                 for f in files:
-                    try:
-                        data = open(os.path.join(root, f), "rb").read()
-                    except OSError:
-                        continue
-                    for m in set(re.findall(rb"X-Fault-Id: ([\w-]+)", data)):
-                        c[m.decode()] += 1
+                    path = os.path.join(root, f)
+                    ids = self.seen.get(path)
+                    if ids is None:
+                        try:
+                            with open(path, "rb") as fh:
+                                data = fh.read(1 << 20)
+                        except OSError:
+                            continue
+                        ids = self.seen[path] = {m.decode() for m in re.findall(rb"X-Fault-Id: ([\w-]+)", data)}
+                    for m in ids:
+                        c[m] += 1
         return c
 
     def clear_mail(self):
@@ -436,6 +453,7 @@ class Matrix:
                 if root.endswith("/new") or root.endswith("/cur"):
                     for f in files:
                         os.unlink(os.path.join(root, f))
+        self.seen = {}
 
     def queued(self):
         """X-Fault-Id -> 'queued' or 'bounce' for each message in the MTA's queue."""
@@ -645,6 +663,9 @@ class Matrix:
 
         events = self.fault_events()
         m = self.settle(ids, status)
+        if m is not None:  # kept for tests/e2e/keygrep.py, which scans every output
+            text = "\n".join(f"{k} {v:g}" for k, v in sorted(m.items()))
+            write(f"{STATE}/metrics-{mode}-{fault}.txt", text + "\n")
         row = self.account(fault, ids, status, events, notes)
         row["mta_deferrals"] = dict(self.deferrals(log_start))
         row["seconds"] = round(time.time() - t0, 1)
@@ -734,6 +755,58 @@ class Matrix:
         return "; ".join(problems) or "ok"
 
 
+def proc_status(pid):
+    """(VmRSS KiB, VmHWM KiB, open descriptors) of a process."""
+    st = open(f"/proc/{pid}/status").read()
+    kib = lambda k: int(re.search(rf"^{k}:\s+(\d+)", st, re.M).group(1))
+    return kib("VmRSS"), kib("VmHWM"), len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def soak(mx, n, run_id):
+    """n messages (the gen_corpus mix, half signed by us, all verified) through
+    the mode's MTA and daemon: throughput, RSS after the first 1000 and at the
+    end, peak RSS, descriptors before and after."""
+    corpus_dir = STATE + "/corpus"
+    if not os.path.isdir(corpus_dir + "/msgs"):
+        # ../shared beside the checkout (as in CI) has the benchmarks' corpus generator
+        gen = os.path.join(os.path.dirname(REPO), "shared", "bench-peers", "gen_corpus.py")
+        run([sys.executable, gen, corpus_dir, "--count", "2000", "--no-sign"], timeout=900)
+    mx.corpus = []
+    for f in sorted(os.listdir(corpus_dir + "/msgs")):
+        data = open(os.path.join(corpus_dir, "msgs", f), "rb").read()
+        mx.corpus.append(data.split(b"\r\n\r\n", 1)[1])
+    mx.soaking = True
+    try:
+        mx.reset_state()
+        pid = mx.daemon.p.pid
+        time.sleep(1)
+        _, _, fd0 = proc_status(pid)
+        ids = [f"{run_id}-{mx.mode}-soak-{i}" for i in range(n)]
+        status = collections.defaultdict(list)
+        delivered, _ = mx.maildirs()
+        t0 = time.time()
+        t = mx.send_in_background(ids, status)
+        rss1000 = None
+        while t.is_alive():
+            time.sleep(2)
+            if rss1000 is None and sum(1 for v in mx.scan(delivered).values() if v) >= 1000:
+                rss1000 = proc_status(pid)[0]
+        t.join()
+        mx.settle(ids, status)
+        elapsed = time.time() - t0
+        if rss1000 is None:
+            rss1000 = proc_status(pid)[0]
+        time.sleep(8)  # idle next-hop connections close (next_hop_idle_secs = 5)
+        rss_end, hwm, fd_end = proc_status(pid)
+        row = mx.account("soak", ids, status, collections.Counter(), [])
+        row.update(seconds=round(elapsed, 1), msgs_per_s=round(n / elapsed, 1), rss_after_1000_kib=rss1000,
+                   rss_end_kib=rss_end, peak_rss_kib=hwm, fds_start=fd0, fds_end=fd_end)
+        row["ok"] = row["ok"] and rss_end <= rss1000 * 1.10 and fd_end <= fd0
+        return row
+    finally:
+        mx.soaking = False
+
+
 def table(rows):
     cols = ["mode", "fault", "sent", "client_4xx", "delivered", "duplicate", "smtp_duplicates_expected",
             "queued", "bounced", "rejected", "lost", "fault_events", "mta_deferrals", "metrics", "seconds", "ok"]
@@ -748,6 +821,15 @@ def table(rows):
     return "\n".join(out)
 
 
+def soak_table(rows):
+    cols = ["mode", "sent", "delivered", "duplicate", "queued", "lost", "seconds", "msgs_per_s",
+            "rss_after_1000_kib", "rss_end_kib", "peak_rss_kib", "fds_start", "fds_end", "ok"]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    return "\n".join(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--authgate", default=os.path.join(REPO, "target/debug/authgate"))
@@ -757,6 +839,9 @@ def main():
     p.add_argument("--patience", type=int, default=120, help="seconds a cell may take to settle")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--faults", default=",".join(FAULTS))
+    p.add_argument("--soak", type=int, metavar="N",
+                   help="instead of the faults: N messages (the gen_corpus mix) through each mode, "
+                        "with throughput, RSS and descriptors (the issue's 10000; content and milter)")
     p.add_argument("--out", help="also write the Markdown table here")
     p.add_argument("--json", help="also write one JSON line per cell here")
     a = p.parse_args()
@@ -772,6 +857,12 @@ def main():
         mx.setup()
         for mode in a.modes.split(","):
             mx.enter_mode(mode)
+            if a.soak:
+                log(f"{mode} / soak of {a.soak} messages ...")
+                row = soak(mx, a.soak, run_id)
+                rows.append(row)
+                log(("ok " if row["ok"] else "FAIL ") + json.dumps(row))
+                continue
             for fault in a.faults.split(","):
                 log(f"{mode} / {fault} ...")
                 row = mx.cell(fault, run_id)
@@ -779,7 +870,7 @@ def main():
                 log(("ok " if row["ok"] else "FAIL ") + json.dumps(row))
     finally:
         mx.teardown()
-    t = table(rows)
+    t = soak_table(rows) if a.soak else table(rows)
     print(t)
     if a.out:
         write(a.out, t + "\n")
