@@ -139,12 +139,15 @@ file = "{LIBEXEC}/{keydir}/rsa2048.pem"
 pattern = "*@example.com"
 keys = ["rsa"]
 """
+    if soak:  # the defaults' threshold, on disk: the corpus has 5 MB messages
+        spool = f'spool_dir = "{STATE}/spool-disk"'
+    else:
+        spool = f'spool_threshold = 0                # every body goes to the spool (the spool_full cell)\nspool_dir = "{SPOOL}"'
     c = f"""# written by tests/fault/matrix.py
 authserv_id = "mx.example.test"
 
 [message]
-spool_threshold = 0                # every body goes to the spool (the spool_full cell)
-spool_dir = "{SPOOL}"
+{spool}
 
 [dns]
 servers = ["127.0.0.1:{DNS_PORT}"]
@@ -246,6 +249,7 @@ class Matrix:
         if not os.path.ismount(SPOOL):
             run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=1777", "tmpfs", SPOOL])
         os.chmod(SPOOL, 0o1777)
+        os.makedirs(STATE + "/spool-disk", mode=0o1777, exist_ok=True)
         zones = [LIBEXEC + "/zones/all.zone", LIBEXEC + "/zones/policy.zone"]
         write(self.dns_ctl, "ok\n")
         write(self.proxy_ctl, "pass\n")
@@ -257,15 +261,17 @@ class Matrix:
             raise RuntimeError("dnsd did not start: " + open(self.dnsd.log).read()[-2000:])
 
     def teardown(self):
-        self.stop_daemon()
-        for p in (self.proxy, self.dnsd):
-            if p:
-                p.stop()
-        run([E2E + "/postfix.sh", "down"], check=False)
-        run([E2E + "/exim.sh", "down"], check=False)
-        if os.path.ismount(SPOOL):
-            run(["umount", SPOOL], check=False)
-        self.restore_binary()
+        """Stops everything we started; one step failing does not skip the others."""
+        steps = [self.stop_daemon] + [p.stop for p in (self.proxy, self.dnsd) if p] + [
+            lambda: run([E2E + "/postfix.sh", "down"], check=False),
+            lambda: run([E2E + "/exim.sh", "down"], check=False),
+            lambda: os.path.ismount(SPOOL) and run(["umount", SPOOL], check=False),
+            self.restore_binary]
+        for step in steps:
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - report and go on stopping the rest
+                log(f"teardown: {e}")
 
     def start_proxy(self, target):
         if self.proxy:
@@ -323,7 +329,8 @@ class Matrix:
         if self.daemon:
             self.daemon.stop()
             self.daemon = None
-        wait_for(lambda: not listening(METRICS_PORT), 20, "authgate gone")
+        wait_for(lambda: not listening(METRICS_PORT), 20,
+                 f"127.0.0.1:{METRICS_PORT} free (an authgate left from an earlier run?)")
 
     def pipe_pids(self):
         r = run(["pgrep", "-f", f"^{self.bin} pipe"], check=False)
