@@ -40,6 +40,7 @@ exits 1 if a cell failed.
 import argparse
 import collections
 import concurrent.futures
+import glob
 import json
 import os
 import re
@@ -481,10 +482,16 @@ class Matrix:
                         q[m.decode()] = "bounce" if bounce else "queued"
             return q
         r = run(["postqueue", "-j"], check=False)
+        qdir = run(["postconf", "-h", "queue_directory"]).stdout.strip()
         for line in r.stdout.splitlines():
             j = json.loads(line)
-            c = run(["postcat", "-q", j["queue_id"]], check=False).stdout
             bounce = j.get("sender", "") == "" or "MAILER-DAEMON" in j.get("sender", "")
+            # the file itself (postcat -q waits a second for a message delivered meanwhile)
+            files = glob.glob(f"{qdir}/{j['queue_name']}/**/{j['queue_id']}", recursive=True)
+            if not files:
+                continue
+            # the id is a header of the message, and in a bounce's body
+            c = run(["postcat", "-q" if bounce else "-h", files[0]], check=False).stdout
             for m in set(re.findall(r"X-Fault-Id: ([\w-]+)", c)):
                 q[m] = "bounce" if bounce else "queued"
         return q
