@@ -1066,7 +1066,7 @@ fn config_check(a: CommonArgs) -> Result<ExitCode> {
         out,
         "# configuration OK: authserv-id {}, {} signing table rows, {} key uses, {} listeners",
         ctx.authserv_id,
-        config.dkim.signing_table.len(),
+        ctx.signing.as_ref().map_or(0, |s| s.table.len()),
         keys,
         listeners.len()
     )?;
