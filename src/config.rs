@@ -819,6 +819,31 @@ impl Config {
         Ok(out)
     }
 
+    /// Every key entry: `[[dkim.keys]]`, then the KeyTable's entries whose
+    /// names the TOML does not use (key files not read).
+    pub fn key_settings(&self) -> Result<Vec<KeySettings>, ConfigError> {
+        let mut out = self.dkim.keys.clone();
+        let table = opendkim::key_table(self.dkim.opendkim_key_table.as_deref())
+            .map_err(|e| error::located(e, self.file.as_deref()))?;
+        for (k, _) in table {
+            if !out.iter().any(|o| o.name == k.name) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key names the signing tables use (`[[dkim.signing_table]]` and
+    /// the SigningTable read in place).
+    pub fn signing_key_names(&self) -> Result<Vec<String>, ConfigError> {
+        let rows = opendkim::signing_table(self.dkim.opendkim_signing_table.as_deref())
+            .map_err(|e| error::located(e, self.file.as_deref()))?;
+        let toml = self.dkim.signing_table.iter().flat_map(|r| r.keys.clone());
+        Ok(toml
+            .chain(rows.into_iter().flat_map(|(r, _)| r.keys))
+            .collect())
+    }
+
     /// The key in `path`, read once however many entries name it.
     fn key_file(
         &self,

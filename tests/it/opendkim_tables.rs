@@ -517,3 +517,32 @@ async fn sighup_reloads_a_changed_signing_table_and_keeps_it_on_a_bad_line() {
         "the refusal names the line:\n{log}"
     );
 }
+
+/// `key check` checks the KeyTable's keys too, as keys the SigningTable uses.
+#[test]
+fn key_check_covers_the_key_tables_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let od = opendkim_dir(&dir.path().join("opendkim"));
+    let config = in_place_config(dir.path(), &od, false, "");
+    let out = authgate()
+        .args(["key", "check", "--config"])
+        .arg(&config)
+        .arg("--dns-zone")
+        .arg(dkim_fixtures().join("keys.zone"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "rsa2048._domainkey.example.com",
+        "ed25519._domainkey.example.com",
+    ] {
+        assert!(stdout.contains(want), "{want}\n{stdout}");
+    }
+    assert!(!stdout.contains("is not used by the signing table"), "{stdout}");
+}
