@@ -544,5 +544,8 @@ fn key_check_covers_the_key_tables_keys() {
     ] {
         assert!(stdout.contains(want), "{want}\n{stdout}");
     }
-    assert!(!stdout.contains("is not used by the signing table"), "{stdout}");
+    assert!(
+        !stdout.contains("is not used by the signing table"),
+        "{stdout}"
+    );
 }
