@@ -1066,7 +1066,7 @@ fn config_check(a: CommonArgs) -> Result<ExitCode> {
         out,
         "# configuration OK: authserv-id {}, {} signing table rows, {} key uses, {} listeners",
         ctx.authserv_id,
-        config.dkim.signing_table.len(),
+        ctx.signing.as_ref().map_or(0, |s| s.table.len()),
         keys,
         listeners.len()
     )?;
@@ -1087,7 +1087,8 @@ fn key_check(a: KeyCheckArgs) -> Result<ExitCode> {
     let resolver = dns::build(&config.dns)?;
     let rt = runtime()?;
     let mut verdicts = Vec::new();
-    for k in &config.dkim.keys {
+    let used = config.signing_key_names()?;
+    for k in &config.key_settings()? {
         let domain = match (&a.domain, k.domain.as_str()) {
             (None, "%") => {
                 verdicts.push(KeyVerdict {
@@ -1101,7 +1102,7 @@ fn key_check(a: KeyCheckArgs) -> Result<ExitCode> {
             (Some(d), dom) if !same_domain(d, dom) => continue,
             (_, dom) => dom.trim_end_matches('.').to_owned(),
         };
-        let report = check_one_key(&config, k, &domain, &resolver, &rt);
+        let report = check_one_key(&config, &used, k, &domain, &resolver, &rt);
         verdicts.push(KeyVerdict {
             domain,
             selector: k.selector.clone(),
@@ -1111,7 +1112,9 @@ fn key_check(a: KeyCheckArgs) -> Result<ExitCode> {
     if verdicts.is_empty() {
         match &a.domain {
             Some(d) => bail!("no [[dkim.keys]] entry signs for {d}"),
-            None => bail!("the configuration has no [[dkim.keys]] to check"),
+            None => bail!(
+                "the configuration has no [[dkim.keys]] or KeyTable (dkim.opendkim_key_table) keys to check"
+            ),
         }
     }
     let mut out = std::io::stdout().lock();
@@ -1139,6 +1142,7 @@ fn same_domain(a: &str, b: &str) -> bool {
 /// Loads one key and checks its record at `selector._domainkey.domain`.
 fn check_one_key(
     config: &Config,
+    used: &[String],
     k: &KeySettings,
     domain: &str,
     resolver: &impl dns::Resolver,
@@ -1164,18 +1168,13 @@ fn check_one_key(
         Algorithm::Ed25519Sha256 => KeyType::Ed25519,
         _ => KeyType::Rsa,
     };
-    let used = config
-        .dkim
-        .signing_table
-        .iter()
-        .any(|row| row.keys.contains(&k.name));
     let key = KeyToCheck {
         name: &k.name,
         domain,
         selector: &k.selector,
         public_key: &public_key,
         key_type,
-        signing: used,
+        signing: used.contains(&k.name),
     };
     let name = format!("{}._domainkey.{domain}", k.selector);
     let answer = rt.block_on(resolver.txt(&name));

@@ -16,6 +16,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::dkim::canon::Canon;
+use crate::dkim::key::SigningKey;
 use crate::dkim::sign::{DEFAULT_OVERSIGNED_HEADERS, DEFAULT_SIGNED_HEADERS};
 use crate::dkim::verify::VerifyOptions;
 use crate::pipeline::{Context, KeyEntry, Signing, TableEntry};
@@ -24,6 +25,7 @@ use crate::sockaddr::{SocketAddress, UnixSocketOptions};
 use crate::sysexits::EX_NOPERM;
 
 mod error;
+mod opendkim;
 pub use error::{ConfigError, env_name, key_name, near_miss};
 
 /// The file read when `--config` is not given (if it exists).
@@ -518,6 +520,18 @@ pub struct DkimSettings {
     pub keys: Vec<KeySettings>,
     /// `[[dkim.signing_table]]`: author pattern → keys.
     pub signing_table: Vec<TableSettings>,
+    /// OpenDKIM KeyTable read in place (`/etc/opendkim/KeyTable` or
+    /// `refile:/etc/opendkim/KeyTable`): `NAME DOMAIN:SELECTOR:KEYPATH`
+    /// lines, added after `[[dkim.keys]]` (a name in both: the TOML's).
+    pub opendkim_key_table: Option<String>,
+    /// OpenDKIM SigningTable read in place (`refile:/path`: globs in file
+    /// order; `/path`: OpenDKIM's lookup order), tried after
+    /// `[[dkim.signing_table]]`.
+    pub opendkim_signing_table: Option<String>,
+    /// OpenDKIM TrustedHosts/InternalHosts file read in place: its
+    /// addresses and CIDRs join `trust.internal_hosts` (host names are
+    /// skipped with a warning).
+    pub opendkim_trusted_hosts: Option<String>,
 }
 
 /// `[dkim.verify]`.
@@ -708,6 +722,7 @@ impl Config {
                 "header names must be non-empty and contain no ':'",
             ));
         }
+        let in_place = opendkim::signing_table(self.dkim.opendkim_signing_table.as_deref())?;
         let keys = self.load_keys()?;
         let mut table = Vec::new();
         for (i, row) in self.dkim.signing_table.iter().enumerate() {
@@ -719,21 +734,43 @@ impl Config {
                 .keys
                 .iter()
                 .map(|name| {
-                    keys.iter()
-                        .find(|k| &k.name == name)
-                        .cloned()
-                        .ok_or_else(|| {
-                            invalid(
-                                format!("{key}.keys"),
-                                format!("no [[dkim.keys]] entry named {name:?}"),
-                            )
-                        })
+                    find_key(&keys, name).ok_or_else(|| {
+                        invalid(
+                            format!("{key}.keys"),
+                            format!("no [[dkim.keys]] entry named {name:?}"),
+                        )
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             table.push(TableEntry {
                 pattern: row.pattern.clone(),
                 keys: entries,
             });
+        }
+        // The SigningTable's rows come after authgate.toml's: the TOML wins.
+        let mut missing = Vec::new();
+        for (row, at) in in_place {
+            let entries: Vec<KeyEntry> = row
+                .keys
+                .iter()
+                .filter_map(|name| {
+                    let found = find_key(&keys, name);
+                    if found.is_none() {
+                        missing.push(format!(
+                            "{at}: key name {name:?} is neither in the KeyTable \
+                             (dkim.opendkim_key_table) nor a [[dkim.keys]] name"
+                        ));
+                    }
+                    found
+                })
+                .collect();
+            table.push(TableEntry {
+                pattern: row.pattern,
+                keys: entries,
+            });
+        }
+        if !missing.is_empty() {
+            return Err(ConfigError::Table(missing));
         }
         if table.is_empty() {
             return Ok(None);
@@ -748,8 +785,12 @@ impl Config {
         }))
     }
 
+    /// `[[dkim.keys]]`, then the KeyTable's keys whose names the TOML does
+    /// not use (authgate.toml wins). A file named twice is read once.
     fn load_keys(&self) -> Result<Vec<KeyEntry>, ConfigError> {
+        let in_place = opendkim::key_table(self.dkim.opendkim_key_table.as_deref())?;
         let mut out: Vec<KeyEntry> = Vec::new();
+        let mut files: Vec<(PathBuf, Arc<SigningKey>)> = Vec::new();
         for (i, k) in self.dkim.keys.iter().enumerate() {
             let key = format!("dkim.keys[{i}]");
             if k.name.is_empty() || k.selector.is_empty() || k.domain.is_empty() {
@@ -758,32 +799,81 @@ impl Config {
             if out.iter().any(|e| e.name == k.name) {
                 return Err(invalid(key, format!("duplicate key name {:?}", k.name)));
             }
-            // The same file may serve several entries (one key, many domains).
-            let loaded = match out
-                .iter()
-                .zip(&self.dkim.keys)
-                .find(|(_, s)| s.file == k.file)
-            {
-                Some((e, _)) => Arc::clone(&e.key),
-                None => Arc::new(
-                    crate::keyfile::load_signing_key(
-                        &k.file,
-                        self.dkim.sign.allow_insecure_key_permissions,
-                    )
+            let loaded =
+                self.key_file(&k.file, &mut files)
                     .map_err(|error| ConfigError::KeyFile {
                         key: format!("{key}.file"),
                         error,
-                    })?,
-                ),
-            };
-            out.push(KeyEntry {
-                name: k.name.clone(),
-                domain: k.domain.clone(),
-                selector: k.selector.clone(),
-                key: loaded,
-            });
+                    })?;
+            out.push(entry(k, loaded));
+        }
+        for (k, at) in in_place {
+            if out.iter().any(|e| e.name == k.name) {
+                continue;
+            }
+            let loaded = self.key_file(&k.file, &mut files).map_err(|e| {
+                ConfigError::Table(vec![format!("{at}: {e}{}", error::insecure_hint(&e))])
+            })?;
+            out.push(entry(&k, loaded));
         }
         Ok(out)
+    }
+
+    /// Every key entry: `[[dkim.keys]]`, then the KeyTable's entries whose
+    /// names the TOML does not use (key files not read).
+    pub fn key_settings(&self) -> Result<Vec<KeySettings>, ConfigError> {
+        let mut out = self.dkim.keys.clone();
+        let table = opendkim::key_table(self.dkim.opendkim_key_table.as_deref())
+            .map_err(|e| error::located(e, self.file.as_deref()))?;
+        for (k, _) in table {
+            if !out.iter().any(|o| o.name == k.name) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key names the signing tables use (`[[dkim.signing_table]]` and
+    /// the SigningTable read in place).
+    pub fn signing_key_names(&self) -> Result<Vec<String>, ConfigError> {
+        let rows = opendkim::signing_table(self.dkim.opendkim_signing_table.as_deref())
+            .map_err(|e| error::located(e, self.file.as_deref()))?;
+        let toml = self.dkim.signing_table.iter().flat_map(|r| r.keys.clone());
+        Ok(toml
+            .chain(rows.into_iter().flat_map(|(r, _)| r.keys))
+            .collect())
+    }
+
+    /// The key in `path`, read once however many entries name it.
+    fn key_file(
+        &self,
+        path: &Path,
+        files: &mut Vec<(PathBuf, Arc<SigningKey>)>,
+    ) -> Result<Arc<SigningKey>, crate::keyfile::KeyFileError> {
+        if let Some((_, key)) = files.iter().find(|(p, _)| p == path) {
+            return Ok(Arc::clone(key));
+        }
+        let key = Arc::new(crate::keyfile::load_signing_key(
+            path,
+            self.dkim.sign.allow_insecure_key_permissions,
+        )?);
+        files.push((path.to_path_buf(), Arc::clone(&key)));
+        Ok(key)
+    }
+
+    /// `trust.internal_hosts` and the TrustedHosts file's addresses; the
+    /// file's host names are logged as skipped.
+    pub fn internal_hosts(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        let (nets, skipped) = opendkim::trusted_hosts(self.dkim.opendkim_trusted_hosts.as_deref())?;
+        for s in skipped {
+            tracing::warn!("dkim.opendkim_trusted_hosts: {s}");
+        }
+        let mut hosts = self.trust.internal_hosts.clone();
+        hosts.extend(
+            nets.into_iter()
+                .filter(|n| !self.trust.internal_hosts.contains(n)),
+        );
+        Ok(hosts)
     }
 
     /// Validates everything and builds the per-process context.
@@ -810,7 +900,7 @@ impl Config {
             dkim_keys: crate::dkim::verify::KeyCache::default(),
             dmarc: self.dmarc_options()?,
             actions: self.actions()?,
-            internal_hosts: self.trust.internal_hosts.clone(),
+            internal_hosts: self.internal_hosts()?,
             trusted_authserv_ids: self.trust.trusted_authserv_ids.clone(),
         })
     }
@@ -856,6 +946,21 @@ impl Config {
             require_valid_from: d.require_valid_from,
             quarantine_header: header,
         })
+    }
+}
+
+/// The key named `name`.
+fn find_key(keys: &[KeyEntry], name: &str) -> Option<KeyEntry> {
+    keys.iter().find(|k| k.name == name).cloned()
+}
+
+/// A loaded key with the identity a key-table entry gives it.
+fn entry(k: &KeySettings, key: Arc<SigningKey>) -> KeyEntry {
+    KeyEntry {
+        name: k.name.clone(),
+        domain: k.domain.clone(),
+        selector: k.selector.clone(),
+        key,
     }
 }
 

@@ -36,6 +36,7 @@ pub mod log;
 pub mod message;
 pub mod metrics;
 pub mod milter;
+pub mod opendkim;
 pub mod outcome;
 pub mod pipe;
 pub mod pipeline;

@@ -42,6 +42,10 @@ pub enum ConfigError {
         /// The error.
         error: Box<ConfigError>,
     },
+    /// Lines of an OpenDKIM table read in place that cannot be used, one
+    /// `FILE line N: problem` each (the file and line say where; no key).
+    #[error("{}", .0.join("\n"))]
+    Table(Vec<String>),
     /// A configured key file cannot be used.
     #[error("{key}: {error}{}", insecure_hint(error))]
     KeyFile {
@@ -53,7 +57,7 @@ pub enum ConfigError {
 }
 
 /// The setting that skips the permission check, for a refused key file.
-fn insecure_hint(error: &KeyFileError) -> &'static str {
+pub(super) fn insecure_hint(error: &KeyFileError) -> &'static str {
     match error {
         KeyFileError::Permissions { .. } => {
             " (or set dkim.sign.allow_insecure_key_permissions = true)"
@@ -92,7 +96,9 @@ impl Origin {
 pub fn located(error: ConfigError, file: Option<&Path>) -> ConfigError {
     let key = match &error {
         ConfigError::Invalid { key, .. } | ConfigError::KeyFile { key, .. } => key,
-        ConfigError::Load(_) | ConfigError::Located { .. } => return error,
+        ConfigError::Load(_) | ConfigError::Table(_) | ConfigError::Located { .. } => {
+            return error;
+        }
     };
     let path: Vec<&str> = key
         .split(['.', '[', ']'])

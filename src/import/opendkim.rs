@@ -8,8 +8,9 @@
 //! CLI runs `config check` logic separately).
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
 
+use crate::opendkim::{Dataset, dataset, signing_rows, table_lines};
+pub use crate::opendkim::{KeyLine, TableLine, host_entry, parse_key_table, parse_signing_table};
 use crate::sockaddr::SocketAddress;
 
 /// The result of an import: the TOML text and what went wrong.
@@ -64,151 +65,6 @@ pub fn options(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// One KeyTable line: `NAME DOMAIN:SELECTOR:KEYPATH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyLine {
-    /// Key name (the SigningTable's right column).
-    pub name: String,
-    /// `d=`; `%` = the author's domain.
-    pub domain: String,
-    /// `s=`.
-    pub selector: String,
-    /// Private key file.
-    pub file: String,
-}
-
-/// One SigningTable line: `PATTERN NAME [SIGNER]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableLine {
-    /// Address pattern (glob with `refile:`, else an address or domain).
-    pub pattern: String,
-    /// KeyTable name.
-    pub key: String,
-}
-
-/// Numbered content lines of a table: comments, blank lines and CR gone.
-fn table_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines().enumerate().filter_map(|(i, l)| {
-        let l = l.split('#').next().unwrap_or("").trim();
-        (!l.is_empty()).then_some((i + 1, l))
-    })
-}
-
-/// Parses a KeyTable; bad lines as `KeyTable line N: ...` errors.
-pub fn parse_key_table(text: &str) -> (Vec<KeyLine>, Vec<String>) {
-    let (mut keys, mut errors) = (Vec::new(), Vec::new());
-    for (n, line) in table_lines(text) {
-        let mut cols = line.split_whitespace();
-        let parsed = match (cols.next(), cols.next(), cols.next()) {
-            (Some(name), Some(value), None) => {
-                let parts: Vec<&str> = value.splitn(3, ':').collect();
-                match parts.as_slice() {
-                    [d, s, f] if !d.is_empty() && !s.is_empty() && !f.is_empty() => Some(KeyLine {
-                        name: name.into(),
-                        domain: (*d).into(),
-                        selector: (*s).into(),
-                        file: (*f).into(),
-                    }),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        match parsed {
-            Some(k) => keys.push(k),
-            None => errors.push(format!(
-                "KeyTable line {n}: expected NAME DOMAIN:SELECTOR:KEYPATH, found {line:?}"
-            )),
-        }
-    }
-    (keys, errors)
-}
-
-/// Parses a SigningTable; bad lines as `SigningTable line N: ...` errors.
-pub fn parse_signing_table(text: &str) -> (Vec<TableLine>, Vec<String>) {
-    let (mut rows, mut errors) = (Vec::new(), Vec::new());
-    for (n, line) in table_lines(text) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        match cols.as_slice() {
-            [pattern, key] | [pattern, key, _] => rows.push(TableLine {
-                pattern: (*pattern).into(),
-                key: (*key).into(),
-            }),
-            _ => errors.push(format!(
-                "SigningTable line {n}: expected PATTERN KEYNAME [SIGNER], found {line:?}"
-            )),
-        }
-    }
-    (rows, errors)
-}
-
-/// A host-list entry: a CIDR authgate can use, or why not.
-pub fn host_entry(entry: &str) -> Result<ipnet::IpNet, &'static str> {
-    if entry.starts_with('!') {
-        return Err("negated entries have no equivalent: internal_hosts only adds");
-    }
-    if let Ok(net) = entry.parse::<ipnet::IpNet>() {
-        return Ok(net.trunc());
-    }
-    if let Ok(ip) = entry.parse::<IpAddr>() {
-        return Ok(ipnet::IpNet::from(ip));
-    }
-    if entry.contains(['*', '?', '[']) {
-        return Err("a host name pattern: trust.internal_hosts takes addresses and CIDRs only");
-    }
-    Err("a host name: trust.internal_hosts takes addresses and CIDRs only (add its addresses)")
-}
-
-/// Where a dataset's entries are (opendkim.conf(5) "DATA SETS").
-enum Dataset<'a> {
-    /// `file:` or a path: one entry per line.
-    File(&'a str),
-    /// `refile:`: one glob per line.
-    Refile(&'a str),
-    /// `csl:` or a bare value: comma-separated entries.
-    Inline(Vec<&'a str>),
-    /// `db:`, `dsn:`, `ldap:`, `lua:`, ...: not readable here.
-    Other,
-}
-
-fn dataset(value: &str) -> Dataset<'_> {
-    if let Some(p) = value.strip_prefix("refile:") {
-        return Dataset::Refile(p);
-    }
-    if let Some(p) = value.strip_prefix("file:") {
-        return Dataset::File(p);
-    }
-    if value.starts_with('/') {
-        return Dataset::File(value);
-    }
-    let value = value.strip_prefix("csl:").unwrap_or(value);
-    if [
-        "db:",
-        "dsn:",
-        "ldap:",
-        "ldaps:",
-        "ldapi:",
-        "lua:",
-        "memcache:",
-        "redis:",
-        "mdb:",
-        "erlang:",
-        "odbc:",
-    ]
-    .iter()
-    .any(|p| value.starts_with(p))
-    {
-        return Dataset::Other;
-    }
-    Dataset::Inline(
-        value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect(),
-    )
-}
-
 /// The last value given for option `name` (case-insensitive).
 fn get<'a>(opts: &'a [(String, String)], name: &str) -> Option<&'a str> {
     opts.iter()
@@ -253,6 +109,8 @@ struct Builder {
     comments: Vec<String>,
     problems: Vec<String>,
     mapped: usize,
+    /// `dkim.opendkim_*` settings that read the tables in place instead.
+    in_place: Vec<String>,
 }
 
 impl Builder {
@@ -470,6 +328,7 @@ impl Builder {
         let subdomains = get(opts, "SubDomains").and_then(boolean).unwrap_or(false);
         for d in list {
             self.keys.push(KeyLine {
+                line: 0,
                 name: d.clone(),
                 domain: d.clone(),
                 selector: selector.into(),
@@ -493,12 +352,17 @@ impl Builder {
                 );
             }
         };
+        self.in_place
+            .push(format!("opendkim_key_table = {}", q(value)));
         let Some(text) = self.read("KeyTable", path, read) else {
             return;
         };
         let (keys, errors) = parse_key_table(&text);
         for e in errors {
-            self.problem(&format!("KeyTable {path}"), format!("{e} ({path})"));
+            self.problem(
+                &format!("KeyTable {path}"),
+                format!("KeyTable {e} ({path})"),
+            );
         }
         self.mapped += keys.len();
         self.keys.extend(keys);
@@ -510,26 +374,24 @@ impl Builder {
             Dataset::Refile(p) => (p, true),
             _ => return self.problem(&format!("SigningTable {value}"), format!("SigningTable {value:?}: only a file (refile:/path, file:/path or /path) is mapped")),
         };
+        self.in_place
+            .push(format!("opendkim_signing_table = {}", q(value)));
         let Some(text) = self.read("SigningTable", path, read) else {
             return;
         };
         let (rows, errors) = parse_signing_table(&text);
         for e in errors {
-            self.problem(&format!("SigningTable {path}"), format!("{e} ({path})"));
+            self.problem(
+                &format!("SigningTable {path}"),
+                format!("SigningTable {e} ({path})"),
+            );
         }
-        for row in rows {
-            let pattern = if refile {
-                row.pattern
-            } else {
-                plain_pattern(&row.pattern)
-            };
-            // OpenDKIM signs with every matching line (MultipleSignatures);
-            // authgate's first match wins, so same-pattern lines become one row.
-            match self.table.iter_mut().find(|(p, _)| *p == pattern) {
-                Some((_, keys)) => keys.push(row.key),
-                None => self.table.push((pattern, vec![row.key])),
+        for row in signing_rows(rows, refile) {
+            self.mapped += row.keys.len();
+            match self.table.iter_mut().find(|(p, _)| *p == row.pattern) {
+                Some((_, keys)) => keys.extend(row.keys),
+                None => self.table.push((row.pattern, row.keys)),
             }
-            self.mapped += 1;
         }
     }
 
@@ -541,6 +403,10 @@ impl Builder {
                 .map(|e| (e.to_string(), format!("{name} entry")))
                 .collect(),
             Dataset::File(p) | Dataset::Refile(p) => {
+                if name == "InternalHosts" {
+                    self.in_place
+                        .push(format!("opendkim_trusted_hosts = {}", q(value)));
+                }
                 let Some(t) = self.read(name, p, read) else {
                     return;
                 };
@@ -686,10 +552,18 @@ impl Builder {
             "# authgate configuration imported from {}{from}",
             dkim.path
         );
-        let _ = writeln!(
-            out,
-            "# Check it with: authgate config check --config FILE\n"
-        );
+        let _ = writeln!(out, "# Check it with: authgate config check --config FILE");
+        if !self.in_place.is_empty() {
+            let _ = writeln!(
+                out,
+                "# Or read OpenDKIM's files in place, instead of the copies below \
+                 (README \"Using OpenDKIM's tables in place\"):\n#   [dkim]"
+            );
+            for line in &self.in_place {
+                let _ = writeln!(out, "#   {line}");
+            }
+        }
+        out.push('\n');
         section(&mut out, None, &self.top);
         section(&mut out, Some("[dkim.sign]"), &self.sign);
         section(&mut out, Some("[dkim.verify]"), &self.verify);
@@ -755,15 +629,6 @@ fn section(out: &mut String, header: Option<&str>, lines: &[String]) {
     out.push('\n');
 }
 
-/// A plain (not `refile:`) SigningTable key: OpenDKIM looks up the full
-/// address, then the domain and its parents as `.domain`, then `*`.
-fn plain_pattern(key: &str) -> String {
-    match key.strip_prefix('.') {
-        Some(parent) => format!("*@*.{parent}"),
-        None => key.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,64 +650,6 @@ mod tests {
             text,
         };
         import(src(dkim), dmarc.map(src), &read)
-    }
-
-    #[test]
-    fn key_table_lines_parse_with_comments_blanks_crlf_and_tabs() {
-        let text = "# keys\r\n\r\nk1 example.com:mail:/k/1.private\r\nk2\t%:sel:/k/2.private  # both\n  \t\n";
-        let (keys, errors) = parse_key_table(text);
-        assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(keys.len(), 2);
-        assert_eq!(keys[0].file, "/k/1.private");
-        assert_eq!(keys[1].domain, "%");
-        assert_eq!(keys[1].selector, "sel");
-    }
-
-    #[test]
-    fn bad_key_table_lines_name_their_line() {
-        for (text, want) in [
-            (
-                "a b:c:d\n\nbroken\n",
-                "KeyTable line 3: expected NAME DOMAIN:SELECTOR:KEYPATH",
-            ),
-            ("# x\nk example.com:mail\n", "KeyTable line 2: expected"),
-            ("k example.com::/k\n", "KeyTable line 1: expected"),
-            ("k a:b:c extra\n", "KeyTable line 1: expected"),
-        ] {
-            let (_, errors) = parse_key_table(text);
-            assert!(errors[0].starts_with(want), "{text:?}: {errors:?}");
-        }
-    }
-
-    #[test]
-    fn signing_table_lines_parse_and_bad_ones_name_their_line() {
-        let (rows, errors) =
-            parse_signing_table("*@example.com\tk1\r\nuser@x.org k2 user@x.org\nlonely\n");
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1].key, "k2");
-        assert_eq!(
-            errors,
-            ["SigningTable line 3: expected PATTERN KEYNAME [SIGNER], found \"lonely\""]
-        );
-    }
-
-    #[test]
-    fn host_entries_map_addresses_and_cidrs_only() {
-        for (entry, want) in [
-            ("127.0.0.1", Some("127.0.0.1/32")),
-            ("192.168.0.1/24", Some("192.168.0.0/24")),
-            ("::1", Some("::1/128")),
-            ("2001:db8::/32", Some("2001:db8::/32")),
-            ("localhost", None),
-            ("*.example.com", None),
-            ("!10.0.0.1", None),
-        ] {
-            assert_eq!(
-                host_entry(entry).ok().map(|n| n.to_string()).as_deref(),
-                want,
-                "{entry}"
-            );
-        }
     }
 
     #[test]

@@ -86,6 +86,32 @@ fn guide_files_import_into_a_config_that_checks() {
     }
     assert!(err.contains("0 problems"), "{err}");
     config_check(dir.path(), &toml);
+
+    // The in-place alternative is offered as comments, and checks too.
+    let root = dir.path().display();
+    let in_place: Vec<&str> = toml
+        .lines()
+        .skip_while(|l| !l.starts_with("# Or read OpenDKIM's files in place"))
+        .skip(1)
+        .map_while(|l| l.strip_prefix("#   "))
+        .collect();
+    assert_eq!(
+        in_place,
+        [
+            "[dkim]".to_string(),
+            format!("opendkim_key_table = \"refile:{root}/KeyTable\""),
+            format!("opendkim_signing_table = \"refile:{root}/SigningTable\""),
+            format!("opendkim_trusted_hosts = \"refile:{root}/TrustedHosts\""),
+        ],
+        "{toml}"
+    );
+    config_check(
+        dir.path(),
+        &format!(
+            "authserv_id = \"mail.example.com\"\n{}\n",
+            in_place.join("\n")
+        ),
+    );
 }
 
 #[test]

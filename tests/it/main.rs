@@ -16,6 +16,7 @@ mod keycheck;
 mod keygen;
 mod metrics;
 mod milter;
+mod opendkim_tables;
 mod oracles;
 mod proxy_io;
 mod relay;

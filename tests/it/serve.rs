@@ -634,9 +634,9 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: std::process::Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     stderr: std::path::PathBuf,
 }
 
@@ -648,7 +648,7 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
-    async fn start(config: &std::path::Path, dir: &std::path::Path) -> Daemon {
+    pub(crate) async fn start(config: &std::path::Path, dir: &std::path::Path) -> Daemon {
         let port = free_port();
         let stderr = dir.join("stderr.log");
         // Waited for in Drop (and by the tests that stop it).
@@ -678,7 +678,7 @@ impl Daemon {
         );
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
@@ -687,11 +687,11 @@ impl Daemon {
         assert!(ok);
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap()
     }
 
-    async fn wait_log(&self, needle: &str) {
+    pub(crate) async fn wait_log(&self, needle: &str) {
         for _ in 0..200 {
             if self.log().contains(needle) {
                 return;
