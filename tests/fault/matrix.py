@@ -801,10 +801,14 @@ def soak(mx, n, run_id):
         t0 = time.time()
         t = mx.send_in_background(ids, status)
         rss1000 = None
+        trail = []  # (delivered, RSS KiB) every 1000 messages: a plateau or a slope
         while t.is_alive():
-            time.sleep(2)
-            if rss1000 is None and sum(1 for v in mx.scan(delivered).values() if v) >= 1000:
-                rss1000 = proc_status(pid)[0]
+            time.sleep(1)
+            done = sum(1 for v in mx.scan(delivered).values() if v)
+            if done >= 1000 * (len(trail) + 1):
+                trail.append((done, proc_status(pid)[0]))
+                if rss1000 is None:
+                    rss1000 = trail[0][1]
         t.join()
         mx.settle(ids, status)
         elapsed = time.time() - t0
@@ -814,7 +818,8 @@ def soak(mx, n, run_id):
         rss_end, hwm, fd_end = proc_status(pid)
         row = mx.account("soak", ids, status, collections.Counter(), [])
         row.update(seconds=round(elapsed, 1), msgs_per_s=round(n / elapsed, 1), rss_after_1000_kib=rss1000,
-                   rss_end_kib=rss_end, peak_rss_kib=hwm, fds_start=fd0, fds_end=fd_end)
+                   rss_end_kib=rss_end, peak_rss_kib=hwm, fds_start=fd0, fds_end=fd_end,
+                   rss_trail=" ".join(f"{d // 1000}k:{r / 1024:.1f}M" for d, r in trail))
         row["ok"] = row["ok"] and rss_end <= rss1000 * 1.10 and fd_end <= fd0
         return row
     finally:
@@ -837,7 +842,7 @@ def table(rows):
 
 def soak_table(rows):
     cols = ["mode", "sent", "delivered", "duplicate", "queued", "lost", "seconds", "msgs_per_s",
-            "rss_after_1000_kib", "rss_end_kib", "peak_rss_kib", "fds_start", "fds_end", "ok"]
+            "rss_after_1000_kib", "rss_end_kib", "peak_rss_kib", "rss_trail", "fds_start", "fds_end", "ok"]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         out.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
