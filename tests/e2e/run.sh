@@ -344,6 +344,111 @@ case_postfix_milter() {
 }
 
 # --- runner ---------------------------------------------------------------------
+# --- switching a guide-style OpenDKIM + OpenDMARC Postfix to authgate ----------
+# The files the OpenDKIM guides write (opendkim.conf with refile: KeyTable,
+# SigningTable, TrustedHosts; opendmarc.conf; the key 0600 owned by opendkim)
+# under $GUIDE. Real OpenDKIM signs first; then `authgate import opendkim`
+# writes the config, authgate milter takes over OpenDKIM's socket (main.cf
+# unchanged but for dropping the OpenDMARC milter) as the opendkim user, and
+# then the same with the tables read in place. dkimpy verifies every copy.
+GUIDE=$E2E_LIBEXEC/opendkim-guide # OpenDKIM refuses keys under a world-writable directory (/var/tmp)
+GUIDE_PORT=10029
+write_guide_files() {
+    rm -rf "$GUIDE"
+    mkdir -p "$GUIDE/etc/opendkim/keys/$SIGN_DOMAIN" "$GUIDE/etc/opendmarc" "$GUIDE/run"
+    install -m 0600 -o opendkim -g opendkim "$REPO/tests/fixtures/dkim/rsa2048.pem" \
+        "$GUIDE/etc/opendkim/keys/$SIGN_DOMAIN/rsa2048.private"
+    chown -R opendkim:opendkim "$GUIDE/etc/opendkim/keys" "$GUIDE/run"
+    chmod 0700 "$GUIDE/etc/opendkim/keys"
+    printf 'rsa2048._domainkey.%s %s:rsa2048:%s\n' "$SIGN_DOMAIN" "$SIGN_DOMAIN" \
+        "$GUIDE/etc/opendkim/keys/$SIGN_DOMAIN/rsa2048.private" >"$GUIDE/etc/opendkim/KeyTable"
+    printf '*@%s rsa2048._domainkey.%s\n' "$SIGN_DOMAIN" "$SIGN_DOMAIN" >"$GUIDE/etc/opendkim/SigningTable"
+    printf '127.0.0.1\nlocalhost\n192.168.0.1/24\n*.%s\n' "$SIGN_DOMAIN" >"$GUIDE/etc/opendkim/TrustedHosts"
+    printf '127.0.0.1\n::1\n' >"$GUIDE/etc/opendmarc/ignore.hosts"
+    cat >"$GUIDE/etc/opendkim.conf" <<EOF
+Syslog                  yes
+UMask                   002
+Canonicalization        relaxed/simple
+Mode                    sv
+SubDomains              no
+OversignHeaders         From
+Background              no
+UserID                  opendkim
+PidFile                 $GUIDE/run/opendkim.pid
+Socket                  inet:$GUIDE_PORT@127.0.0.1
+KeyTable                refile:$GUIDE/etc/opendkim/KeyTable
+SigningTable            refile:$GUIDE/etc/opendkim/SigningTable
+ExternalIgnoreList      refile:$GUIDE/etc/opendkim/TrustedHosts
+InternalHosts           refile:$GUIDE/etc/opendkim/TrustedHosts
+EOF
+    cat >"$GUIDE/etc/opendmarc.conf" <<EOF
+AuthservID              $AUTHSERV_ID
+TrustedAuthservIDs      $AUTHSERV_ID
+IgnoreHosts             $GUIDE/etc/opendmarc/ignore.hosts
+RejectFailures          true
+SPFSelfValidate         true
+Socket                  inet:8893@127.0.0.1
+EOF
+    chmod -R a+rX "$GUIDE/etc/opendkim.conf" "$GUIDE/etc/opendmarc.conf" "$GUIDE/etc/opendkim/KeyTable" \
+        "$GUIDE/etc/opendkim/SigningTable" "$GUIDE/etc/opendkim/TrustedHosts"
+}
+
+# send_signed_and_verify WHO: one message from alice@example.com; the delivered
+# copy must carry exactly one DKIM-Signature of example.com that dkimpy verifies
+send_signed_and_verify() {
+    local id f v
+    id=$(new_id)
+    "$POSTFIX" send "$id" "alice@$SIGN_DOMAIN" "user@$TEST_DOMAIN" --header "From: Alice <alice@$SIGN_DOMAIN>" ||
+        fail "$1: Postfix refused the message"
+    f=$("$POSTFIX" wait-delivered "$id" 30 "$PF_MAIL") || fail "$1: not delivered"
+    f=${f%%$'\n'*}
+    [[ $(headers_of "$f" | grep -c "^DKIM-Signature: .*d=$SIGN_DOMAIN") == 1 ]] ||
+        fail "$1: expected one DKIM-Signature for $SIGN_DOMAIN"
+    v=$(dkimpy_verify "$f") || fail "$1: dkimpy did not run"
+    [[ $v == pass ]] || fail "$1: dkimpy: $v"
+}
+
+case_postfix_switch_from_opendkim_keeps_signing() {
+    local pidfile=$E2E_STATE/guide-milter.pid conf=$GUIDE/authgate.toml
+    write_guide_files
+    FILTER=milter MILTER_PORT=$GUIDE_PORT "$POSTFIX" up
+    # 1. OpenDKIM as the guides run it
+    opendkim -x "$GUIDE/etc/opendkim.conf" -f >"$LOGDIR/guide-opendkim.log" 2>&1 &
+    echo $! >"$pidfile"
+    wait_port 127.0.0.1 "$GUIDE_PORT" 20 || fail "opendkim not listening (see $LOGDIR/guide-opendkim.log)"
+    send_signed_and_verify "OpenDKIM"
+    stop_pid "$pidfile" opendkim
+    wait_port_closed 127.0.0.1 "$GUIDE_PORT" 20 || fail "opendkim still listening"
+    # 2. authgate import + authgate milter on OpenDKIM's socket, as the opendkim user
+    "$E2E_LIBEXEC/authgate" import opendkim "$GUIDE/etc/opendkim.conf" --opendmarc "$GUIDE/etc/opendmarc.conf" \
+        >"$conf" 2>"$LOGDIR/guide-import.log" || fail "import exited $? ($(tail -n 3 "$LOGDIR/guide-import.log"))"
+    grep -q "^listen = \"inet:$GUIDE_PORT@127.0.0.1\"" "$conf" || fail "import did not keep OpenDKIM's socket"
+    chmod 0644 "$conf"
+    setpriv --reuid opendkim --regid opendkim --init-groups \
+        "$E2E_LIBEXEC/authgate" milter --config "$conf" >"$LOGDIR/guide-authgate.log" 2>&1 &
+    echo $! >"$pidfile"
+    wait_port 127.0.0.1 "$GUIDE_PORT" 20 || fail "authgate milter not listening (see $LOGDIR/guide-authgate.log)"
+    send_signed_and_verify "authgate (imported config)"
+    stop_pid "$pidfile" "authgate milter"
+    wait_port_closed 127.0.0.1 "$GUIDE_PORT" 20 || fail "authgate still listening"
+    # 3. the same files read in place
+    cat >"$conf" <<EOF
+authserv_id = "$AUTHSERV_ID"
+[dkim]
+opendkim_key_table = "refile:$GUIDE/etc/opendkim/KeyTable"
+opendkim_signing_table = "refile:$GUIDE/etc/opendkim/SigningTable"
+opendkim_trusted_hosts = "refile:$GUIDE/etc/opendkim/TrustedHosts"
+[milter]
+listen = "inet:$GUIDE_PORT@127.0.0.1"
+EOF
+    setpriv --reuid opendkim --regid opendkim --init-groups \
+        "$E2E_LIBEXEC/authgate" milter --config "$conf" >>"$LOGDIR/guide-authgate.log" 2>&1 &
+    echo $! >"$pidfile"
+    wait_port 127.0.0.1 "$GUIDE_PORT" 20 || fail "authgate milter (in place) not listening (see $LOGDIR/guide-authgate.log)"
+    send_signed_and_verify "authgate (tables in place)"
+    stop_pid "$pidfile" "authgate milter"
+}
+
 CASES=(
     exim_local_delivery_verifies
     exim_remote_smtp_signs
@@ -357,10 +462,12 @@ CASES=(
     postfix_authgate_down_defers_then_delivers
     postfix_next_hop_down_keeps_mail_queued
     postfix_milter
+    postfix_switch_from_opendkim_keeps_signing
 )
 
 stop_all() {
     serve_stop_all
+    stop_pid "$E2E_STATE/guide-milter.pid" opendkim # OpenDKIM, or authgate on the guide's files
     "$EXIM" down >/dev/null 2>&1
     "$POSTFIX" down >/dev/null 2>&1
     "$DOVECOT" down >/dev/null 2>&1

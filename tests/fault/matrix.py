@@ -43,6 +43,7 @@ import concurrent.futures
 import glob
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -789,6 +790,9 @@ def soak(mx, n, run_id):
     for f in sorted(os.listdir(corpus_dir + "/msgs")):
         data = open(os.path.join(corpus_dir, "msgs", f), "rb").read()
         mx.corpus.append(data.split(b"\r\n\r\n", 1)[1])
+    # the files sort by size class (all the 5 MB ones last): send them mixed, in
+    # a fixed order, so the first 1000 messages already are the mix
+    random.Random(42).shuffle(mx.corpus)
     mx.soaking = True
     try:
         mx.reset_state()
