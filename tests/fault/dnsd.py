@@ -25,14 +25,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
-
-def mode_of(path):
-    try:
-        with open(path) as f:
-            words = f.read().split()
-        return words[0] if words else "ok"
-    except OSError:
-        return "ok"
+from control import mode_of
 
 
 class Zones:
@@ -55,7 +48,7 @@ class Zones:
     def answer(self, query, control):
         resp = dns.message.make_response(query)
         resp.flags |= dns.flags.AA
-        mode = mode_of(control)
+        mode = mode_of(control, "ok")
         if mode == "down":
             return None
         if mode == "servfail":

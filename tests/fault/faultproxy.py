@@ -29,16 +29,9 @@ import asyncio
 import socket
 import struct
 
+from control import mode_of
+
 CHUNK = 65536
-
-
-def mode_of(path):
-    try:
-        with open(path) as f:
-            words = f.read().split()
-        return words[0] if words else "pass"
-    except OSError:
-        return "pass"
 
 
 def reset(writer):
@@ -78,7 +71,7 @@ class Conn:
             if not data:
                 break
             if self.in_data:
-                mode = self.fired or mode_of(self.proxy.control)
+                mode = self.fired or mode_of(self.proxy.control, "pass")
                 if mode == "stall":
                     if self.fired is None:
                         self.fired = "stall"
@@ -138,7 +131,7 @@ class Conn:
                 elif self.in_data and last:
                     # the reply to the final dot
                     self.in_data = False
-                    mode = mode_of(self.proxy.control)
+                    mode = mode_of(self.proxy.control, "pass")
                     if mode == "reset_after_accept":
                         self.count("reset_after_accept:" + line[:3].decode("ascii", "replace"))
                         if out:
@@ -188,7 +181,7 @@ class Proxy:
 
     async def main(self):
         while True:
-            down = mode_of(self.control) == "down"
+            down = mode_of(self.control, "pass") == "down"
             if down and self.server is not None:
                 self.server.close()
                 await self.server.wait_closed()
