@@ -10,12 +10,12 @@
 //! produces encodes to a packet that decodes back.
 #![no_main]
 
-use authgate::role::{MilterQuarantine, Role};
+use authgate::message::HeaderSplitter;
 use authgate::milter::codec::{self, CodecError, MAX_PACKET};
 use authgate::milter::session::{Action, Session, Settings};
-use authgate::message::HeaderSplitter;
 use authgate::outcome::{Fate, Front, Meta, Refusal};
 use authgate::pipeline::{Edits, Finished, Verdict};
+use authgate::role::{MilterQuarantine, Role};
 use libfuzzer_sys::fuzz_target;
 
 const COMMANDS: &[u8] = b"ODCHMRTLNBEAQKUZ";
@@ -60,7 +60,11 @@ fuzz_target!(|data: &[u8]| {
     let [mode, rest @ ..] = data else {
         return;
     };
-    let stream = if mode & 1 == 1 { framed(rest) } else { rest.to_vec() };
+    let stream = if mode & 1 == 1 {
+        framed(rest)
+    } else {
+        rest.to_vec()
+    };
     let mut session = Session::new(settings());
     let mut buf = &stream[..];
     loop {
@@ -78,7 +82,12 @@ fuzz_target!(|data: &[u8]| {
                         Action::Finish(_) => {
                             let fate = if buf.len() % 2 == 0 {
                                 let why = Refusal::Failed("fuzz".into());
-                                Fate::refused(Front::Milter, Meta::default(), Default::default(), why)
+                                Fate::refused(
+                                    Front::Milter,
+                                    Meta::default(),
+                                    Default::default(),
+                                    why,
+                                )
                             } else {
                                 let done = Finished::new(
                                     Verdict::default(),
@@ -87,7 +96,13 @@ fuzz_target!(|data: &[u8]| {
                                     HeaderSplitter::new(0),
                                 );
                                 let start = std::time::Instant::now();
-                                Fate::decided(Front::Milter, Meta::default(), done, start, Default::default())
+                                Fate::decided(
+                                    Front::Milter,
+                                    Meta::default(),
+                                    done,
+                                    start,
+                                    Default::default(),
+                                )
                             };
                             for r in session.end_of_message(&fate) {
                                 check_reply(&r);

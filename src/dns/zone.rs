@@ -301,15 +301,20 @@ impl ZoneResolver {
     /// True when `name` owns records or a failure directive (not merely an
     /// empty non-terminal). The overlay answers such names from the zone.
     pub fn owns(&self, name: &str) -> bool {
-        let name = normalize_name(name);
-        self.records.contains_key(&name) || self.failures.contains_key(&name)
+        self.owns_normalized(&normalize_name(name))
+    }
+
+    /// [`Self::owns`] for a name already normalized (normalizing twice
+    /// would drop a second final dot).
+    fn owns_normalized(&self, name: &str) -> bool {
+        self.records.contains_key(name) || self.failures.contains_key(name)
     }
 
     /// True when `name` exists in the zone at all (owner or empty
     /// non-terminal).
     pub fn exists(&self, name: &str) -> bool {
         let name = normalize_name(name);
-        self.owns(&name) || self.empty_non_terminals.contains(&name)
+        self.owns_normalized(&name) || self.empty_non_terminals.contains(&name)
     }
 
     /// Number of owner names with records.
@@ -642,6 +647,24 @@ loop2    IN CNAME loop1
             z.resolve(&fits, RecordType::Txt).outcome,
             Outcome::Found(_)
         ));
+    }
+
+    #[test]
+    fn exists_agrees_with_resolve_for_names_with_two_final_dots() {
+        // Found by the zone_file fuzz target: `exists` normalized twice, so
+        // `x..` existed although no lookup of it could find anything.
+        let z = ZoneResolver::parse("x.example. A 192.0.2.1\n", None).unwrap();
+        for name in [
+            "x.example",
+            "X.example.",
+            "x.example..",
+            "example..",
+            "y.example",
+        ] {
+            let found = z.resolve(name, RecordType::A).outcome != Outcome::NxDomain;
+            assert_eq!(z.exists(name), found, "{name}");
+            assert!(!z.owns(name) || z.exists(name), "{name}");
+        }
     }
 
     #[test]

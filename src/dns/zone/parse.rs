@@ -224,14 +224,20 @@ impl State {
         if word == "." {
             return Ok(String::new());
         }
-        if word.ends_with('.') {
-            return Ok(crate::dns::normalize_name(word));
-        }
-        let name = match self.origin.as_deref() {
-            Some("") | None => word.to_owned(),
-            Some(origin) => format!("{word}.{origin}"),
+        let name = if word.ends_with('.') {
+            crate::dns::normalize_name(word)
+        } else {
+            match self.origin.as_deref() {
+                Some("") | None => word.to_ascii_lowercase(),
+                Some(origin) => format!("{word}.{origin}").to_ascii_lowercase(),
+            }
         };
-        Ok(name.to_ascii_lowercase())
+        // RFC 1035 §3.1: only the root label is empty. `e..` would be kept
+        // as `e.`, a name no query can ask for (queries drop one final dot).
+        if name.split('.').any(str::is_empty) {
+            return Err(format!("empty label in name {word}"));
+        }
+        Ok(name)
     }
 }
 
@@ -449,6 +455,12 @@ mod tests {
             ("$INCLUDE x", 1, "$INCLUDE"),
             ("a TXT", 1, "at least one"),
             ("a B@D x", 1, "unknown record type"),
+            ("e.. N", 1, "empty label"),
+            ("a..b A 192.0.2.1", 1, "empty label"),
+            (".a A 192.0.2.1", 1, "empty label"),
+            ("a CNAME b..", 1, "empty label"),
+            ("$ORIGIN a..\n", 1, "empty label"),
+            (";@servfail x..y\n", 1, "empty label"),
         ] {
             let err = parse(text, None).unwrap_err();
             assert_eq!(err.line, line, "{text}");
