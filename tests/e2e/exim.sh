@@ -81,8 +81,10 @@ write_config() {
     chown Debian-exim:Debian-exim "$STATE/spool" "$STATE/log"
     chmod 0750 "$STATE/spool"
     chown mail:mail "$MAILDIR" "$SINKDIR"
-    [[ -f $VERIFY_CONF ]] || install -m 0644 "$E2E_LIBEXEC/verify.toml" "$VERIFY_CONF"
-    [[ -f $SIGN_CONF ]] || install -m 0644 "$E2E_LIBEXEC/sign.toml" "$SIGN_CONF"
+    # fresh copies at every `up`: a broken or foreign copy left by an earlier run
+    # (a failed case, the fault matrix) must not fail this one
+    install -m 0644 "$E2E_LIBEXEC/verify.toml" "$VERIFY_CONF"
+    install -m 0644 "$E2E_LIBEXEC/sign.toml" "$SIGN_CONF"
     for u in $USERS; do lp+="${lp:+ : }$u"; done
     # Taint (Exim >= 4.94): no $sender_address, $local_part, $domain... in the
     # transport_filter command: Exim would fail the delivery permanently. authgate

@@ -268,7 +268,10 @@ class Matrix:
             lambda: run([E2E + "/postfix.sh", "down"], check=False),
             lambda: run([E2E + "/exim.sh", "down"], check=False),
             lambda: os.path.ismount(SPOOL) and run(["umount", SPOOL], check=False),
-            self.restore_binary]
+            self.restore_binary,
+            # the pipe filters' configs are the e2e's again (exim.sh rewrites them at `up`)
+            lambda: [os.unlink(f) for f in (LIBEXEC + "/exim-verify.toml", LIBEXEC + "/exim-sign.toml")
+                     if os.path.exists(f)]]
         for step in steps:
             try:
                 step()
