@@ -25,7 +25,9 @@ corpus_root=${FUZZ_CORPUS:-/var/tmp/fuzzcorp}
 logs=${FUZZ_LOGS:-/var/tmp/fuzzlogs}
 mkdir -p "$logs"
 
-cargo fuzz build -O "$@"
+# FUZZ_TOOLCHAIN=nightly uses `cargo +nightly`; without it, stable with RUSTC_BOOTSTRAP.
+cargo=(cargo ${FUZZ_TOOLCHAIN:++$FUZZ_TOOLCHAIN})
+"${cargo[@]}" fuzz build -O
 
 found=0
 for t in "$@"; do
@@ -36,7 +38,7 @@ for t in "$@"; do
     log="$logs/$t.log"
     start=$(date +%s)
     rc=0
-    nice -n 19 cargo fuzz run -O "$t" "$corpus_root/$t" -- \
+    nice -n 19 "${cargo[@]}" fuzz run -O "$t" "$corpus_root/$t" -- \
         -runs=10000000 -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048 \
         "${dict[@]}" >"$log" 2>&1 || rc=$?
     elapsed=$(($(date +%s) - start))
