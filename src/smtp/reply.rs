@@ -79,7 +79,7 @@ impl Reply {
         let lines = resp
             .message
             .split('\n')
-            .map(|l| l.trim_end_matches('\r').to_string())
+            .map(|l| printable(l.trim_end_matches('\r')))
             .collect();
         Ok(Reply {
             code: resp.code,
@@ -87,6 +87,22 @@ impl Reply {
             lines,
         })
     }
+}
+
+/// Reply text as relayed: bytes that were not UTF-8 (decoded as U+FFFD, 3
+/// bytes each) and control characters become `?`, so the text never grows
+/// past what the next hop sent (smtp-proto refuses replies over 4096 bytes)
+/// and carries no NUL or escape to the client.
+fn printable(line: &str) -> String {
+    line.chars()
+        .map(|c| {
+            if c == char::REPLACEMENT_CHARACTER || (c.is_control() && c != '\t') {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn parse_status(s: &str) -> Option<[u8; 3]> {
@@ -126,6 +142,29 @@ pub fn complete_reply_len(buf: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// fuzz `smtp_reply`, 2026-12-08: 0xff bytes in a long reply grew to
+    /// U+FFFD (3 bytes each), and the relayed reply no longer parsed
+    /// (ResponseTooLong). Minimised from the crash input.
+    #[test]
+    fn non_utf8_text_is_relayed_without_growing() {
+        let mut wire = b"250-".to_vec();
+        wire.extend(std::iter::repeat_n(0xffu8, 2000));
+        wire.extend_from_slice(b"\0\x1b\r\n250 XF54 \xc3go\r\n");
+        let r = Reply::parse(&wire).unwrap();
+        let again = r.to_bytes();
+        assert!(
+            again.len() <= wire.len(),
+            "{} > {}",
+            again.len(),
+            wire.len()
+        );
+        let r2 = Reply::parse(&again).unwrap();
+        assert_eq!(r2.code, 250);
+        assert_eq!(r2.lines, r.lines);
+        assert!(r.lines[0].bytes().all(|b| b == b'?'));
+        assert_eq!(r.lines[1], "XF54 ?go");
+    }
 
     #[test]
     fn parses_single_and_multi_line_replies() {
