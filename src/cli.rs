@@ -26,6 +26,7 @@ use crate::pipeline::{Context, Envelope};
 use crate::role::Role;
 use crate::sysexits::EX_TEMPFAIL;
 
+mod key;
 mod report;
 
 const EXAMPLES_SIGN: &str = "Examples:
@@ -62,17 +63,6 @@ SIGTERM/SIGINT: stop accepting, let sessions finish (server.shutdown_timeout_sec
 const EXAMPLES_KEYGEN: &str = "Examples:
   authgate keygen --domain example.com --selector s2026 --out /etc/authgate/keys
   authgate keygen --domain example.com --selector ed2026 --algorithm ed25519 --testing";
-
-const EXAMPLES_KEY_CHECK: &str = "Examples:
-  authgate key check                                # every [[dkim.keys]] entry of the configuration
-  authgate key check --domain example.com --json    # one JSON array: [{domain, selector, status, findings}]
-  authgate key check --dns-zone keys.zone           # offline, against a zone file
-For each key: looks up selector._domainkey.domain TXT and compares it with the private key
-(missing, mismatched, revoked, t=y, wrong k=, key size, quote/whitespace damage, split records);
-each finding comes with its fix. A key with domain = \"%\" is checked only with --domain.
---json prints one JSON document: an array of {\"domain\", \"selector\", \"status\", \"findings\":
-[{\"area\": \"dkim\", \"level\": \"ok|warning|error\", \"message\", \"fix\"}]} (fix is null when none).
-Exit status (monitoring plugin style): 0 no warning, 1 warnings, 2 errors or could not check.";
 
 const EXAMPLES_CHECK: &str = "Examples:
   authgate check example.com                        # SPF, DKIM, DMARC, MX, rDNS, MTA-STS, TLS-RPT
@@ -130,7 +120,7 @@ enum Command {
     Config(ConfigCommand),
     /// DKIM key tools.
     #[command(subcommand)]
-    Key(KeyCommand),
+    Key(key::KeyCommand),
     /// Check a domain's SPF, DKIM, DMARC, MX, reverse DNS, MTA-STS and TLS-RPT records.
     #[command(after_help = EXAMPLES_CHECK)]
     Check(CheckArgs),
@@ -140,25 +130,6 @@ enum Command {
     /// DMARC reports: send ours, read others', see what the store holds.
     #[command(subcommand)]
     Report(report::ReportCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum KeyCommand {
-    /// Compare each configured key with its published DNS record; print verdicts and fixes.
-    #[command(after_help = EXAMPLES_KEY_CHECK)]
-    Check(KeyCheckArgs),
-}
-
-#[derive(Debug, Args)]
-struct KeyCheckArgs {
-    #[command(flatten)]
-    common: CommonArgs,
-    /// Check only the keys of this domain (and keys with domain = "%" for it).
-    #[arg(long, short = 'd')]
-    domain: Option<String>,
-    /// Print one JSON array with an object per key.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -506,7 +477,7 @@ pub fn run() -> ExitCode {
     // `key check` and `check` are monitoring checks: not being able to run is an error (2).
     let failure = match cli.command {
         Command::Pipe(_) => EX_TEMPFAIL,
-        Command::Key(_) | Command::Check(_) => 2,
+        Command::Key(key::KeyCommand::Check(_)) | Command::Check(_) => 2,
         _ => 1,
     };
     guarded(filter, || exit_code(failure, dispatch(cli.command)))
@@ -622,7 +593,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Milter(a) => milter_cmd(a),
         Command::Spf(a) => spf(a),
         Command::Config(ConfigCommand::Check(a)) => config_check(a),
-        Command::Key(KeyCommand::Check(a)) => key_check(a),
+        Command::Key(c) => key::dispatch(c),
         Command::Check(a) => domain_check(a),
         Command::Import(ImportCommand::Opendkim(a)) => import_opendkim(a),
         Command::Report(c) => report::dispatch(c),
@@ -1074,148 +1045,9 @@ fn config_check(a: CommonArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One checked key: where its record lives and what was found.
-struct KeyVerdict {
-    domain: String,
-    selector: String,
-    report: crate::keycheck::Report,
-}
-
-fn key_check(a: KeyCheckArgs) -> Result<ExitCode> {
-    use crate::keycheck::Level;
-    let config = a.common.load(Figment::new())?;
-    let resolver = dns::build(&config.dns)?;
-    let rt = runtime()?;
-    let mut verdicts = Vec::new();
-    let used = config.signing_key_names()?;
-    for k in &config.key_settings()? {
-        let domain = match (&a.domain, k.domain.as_str()) {
-            (None, "%") => {
-                verdicts.push(KeyVerdict {
-                    domain: k.domain.clone(),
-                    selector: k.selector.clone(),
-                    report: crate::keycheck::author_domain_unchecked(&k.name, &k.selector),
-                });
-                continue;
-            }
-            (Some(d), "%") => d.trim_end_matches('.').to_owned(),
-            (Some(d), dom) if !same_domain(d, dom) => continue,
-            (_, dom) => dom.trim_end_matches('.').to_owned(),
-        };
-        let report = check_one_key(&config, &used, k, &domain, &resolver, &rt);
-        verdicts.push(KeyVerdict {
-            domain,
-            selector: k.selector.clone(),
-            report,
-        });
-    }
-    if verdicts.is_empty() {
-        match &a.domain {
-            Some(d) => bail!("no [[dkim.keys]] entry signs for {d}"),
-            None => bail!(
-                "the configuration has no [[dkim.keys]] or KeyTable (dkim.opendkim_key_table) keys to check"
-            ),
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        let doc: Vec<serde_json::Value> = verdicts.iter().map(key_verdict_json).collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
-    } else {
-        for v in &verdicts {
-            write_key_verdict(&mut out, v)?;
-        }
-    }
-    let worst = verdicts.iter().map(|v| v.report.level()).max();
-    Ok(ExitCode::from(match worst {
-        Some(Level::Error) => 2,
-        Some(Level::Warning) => 1,
-        _ => 0,
-    }))
-}
-
 fn same_domain(a: &str, b: &str) -> bool {
     a.trim_end_matches('.')
         .eq_ignore_ascii_case(b.trim_end_matches('.'))
-}
-
-/// Loads one key and checks its record at `selector._domainkey.domain`.
-fn check_one_key(
-    config: &Config,
-    used: &[String],
-    k: &KeySettings,
-    domain: &str,
-    resolver: &impl dns::Resolver,
-    rt: &tokio::runtime::Runtime,
-) -> crate::keycheck::Report {
-    use crate::dkim::key::KeyType;
-    use crate::dkim::signature::Algorithm;
-    use crate::keycheck::{KeyToCheck, Level, Report, check};
-    let allow = config.dkim.sign.allow_insecure_key_permissions;
-    let sk = match load_signing_key(&k.file, allow) {
-        Ok(sk) => sk,
-        Err(e) => {
-            return Report::single(
-                "unreadable",
-                Level::Error,
-                format!("key \"{}\" cannot be loaded: {e}.", k.name),
-                Some("fix the key file; `authgate config check` shows the same error.".into()),
-            );
-        }
-    };
-    let public_key = sk.public_key_bytes();
-    let key_type = match sk.algorithm() {
-        Algorithm::Ed25519Sha256 => KeyType::Ed25519,
-        _ => KeyType::Rsa,
-    };
-    let key = KeyToCheck {
-        name: &k.name,
-        domain,
-        selector: &k.selector,
-        public_key: &public_key,
-        key_type,
-        signing: used.contains(&k.name),
-    };
-    let name = format!("{}._domainkey.{domain}", k.selector);
-    let answer = rt.block_on(resolver.txt(&name));
-    check(&key, &answer)
-}
-
-fn key_verdict_json(v: &KeyVerdict) -> serde_json::Value {
-    let findings: Vec<serde_json::Value> = v
-        .report
-        .findings
-        .iter()
-        .map(|f| {
-            serde_json::json!({
-                "area": "dkim",
-                "level": f.level.as_str(),
-                "message": f.message,
-                "fix": f.fix,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "domain": v.domain,
-        "selector": v.selector,
-        "status": v.report.status(),
-        "findings": findings,
-    })
-}
-
-/// `selector._domainkey.domain: STATUS`, then each finding and its fix.
-/// Record lines are printed unindented so that they paste into a zone file.
-fn write_key_verdict(out: &mut impl Write, v: &KeyVerdict) -> Result<()> {
-    let status = v.report.status().to_ascii_uppercase();
-    writeln!(out, "{}._domainkey.{}: {status}", v.selector, v.domain)?;
-    for f in &v.report.findings {
-        writeln!(out, "  {}: {}", f.level.as_str(), f.message)?;
-        if let Some(fix) = &f.fix {
-            writeln!(out, "  fix: {fix}")?;
-        }
-    }
-    writeln!(out)?;
-    Ok(())
 }
 
 fn domain_check(a: CheckArgs) -> Result<ExitCode> {

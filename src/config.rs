@@ -532,6 +532,8 @@ pub struct DkimSettings {
     /// addresses and CIDRs join `trust.internal_hosts` (host names are
     /// skipped with a warning).
     pub opendkim_trusted_hosts: Option<String>,
+    /// `[dkim.rotation]`: `authgate key rotate`'s state and timing.
+    pub rotation: crate::rotation::RotationSettings,
 }
 
 /// `[dkim.verify]`.
@@ -613,6 +615,30 @@ pub struct TableSettings {
     pub pattern: String,
     /// Key names to sign with (all of them: RSA + Ed25519 dual signing).
     pub keys: Vec<String>,
+}
+
+/// Points each rotated key at the generation that signs now (see
+/// [`crate::rotation::State::signing_for`]); a state the configuration no
+/// longer matches is left alone, with a warning.
+fn rotate<'a>(keys: impl Iterator<Item = &'a mut KeySettings>, states: &[crate::rotation::State]) {
+    for k in keys {
+        let Some(state) = states.iter().find(|s| s.key == k.name) else {
+            continue;
+        };
+        match state.signing_for(&k.selector, &k.file) {
+            Some(g) => {
+                k.selector = g.selector.clone();
+                k.file = g.file.clone();
+            }
+            None => tracing::warn!(
+                key = %k.name,
+                "key rotation state ignored: the configuration names selector {:?} ({}), \
+                 which the rotation never used; delete the state file to silence this",
+                k.selector,
+                k.file.display()
+            ),
+        }
+    }
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -788,10 +814,18 @@ impl Config {
     /// `[[dkim.keys]]`, then the KeyTable's keys whose names the TOML does
     /// not use (authgate.toml wins). A file named twice is read once.
     fn load_keys(&self) -> Result<Vec<KeyEntry>, ConfigError> {
-        let in_place = opendkim::key_table(self.dkim.opendkim_key_table.as_deref())?;
+        let mut in_place = opendkim::key_table(self.dkim.opendkim_key_table.as_deref())?;
+        let mut toml_keys = self.dkim.keys.clone();
+        let rotations = self.rotations()?;
+        rotate(
+            toml_keys
+                .iter_mut()
+                .chain(in_place.iter_mut().map(|(k, _)| k)),
+            &rotations,
+        );
         let mut out: Vec<KeyEntry> = Vec::new();
         let mut files: Vec<(PathBuf, Arc<SigningKey>)> = Vec::new();
-        for (i, k) in self.dkim.keys.iter().enumerate() {
+        for (i, k) in toml_keys.iter().enumerate() {
             let key = format!("dkim.keys[{i}]");
             if k.name.is_empty() || k.selector.is_empty() || k.domain.is_empty() {
                 return Err(invalid(key, "name, domain and selector must be set"));
@@ -822,6 +856,14 @@ impl Config {
     /// Every key entry: `[[dkim.keys]]`, then the KeyTable's entries whose
     /// names the TOML does not use (key files not read).
     pub fn key_settings(&self) -> Result<Vec<KeySettings>, ConfigError> {
+        let mut out = self.configured_keys()?;
+        rotate(out.iter_mut(), &self.rotations()?);
+        Ok(out)
+    }
+
+    /// [`Config::key_settings`] as the configuration writes them, before
+    /// rotation state applies.
+    pub fn configured_keys(&self) -> Result<Vec<KeySettings>, ConfigError> {
         let mut out = self.dkim.keys.clone();
         let table = opendkim::key_table(self.dkim.opendkim_key_table.as_deref())
             .map_err(|e| error::located(e, self.file.as_deref()))?;
@@ -831,6 +873,17 @@ impl Config {
             }
         }
         Ok(out)
+    }
+
+    /// The directory of `authgate key rotate`'s state.
+    pub fn rotation_dir(&self) -> PathBuf {
+        crate::rotation::state_dir(&self.dkim.rotation, self.file.as_deref())
+    }
+
+    /// Every key's rotation state.
+    pub fn rotations(&self) -> Result<Vec<crate::rotation::State>, ConfigError> {
+        crate::rotation::load_all(&self.rotation_dir())
+            .map_err(|e| ConfigError::Rotation(e.to_string()))
     }
 
     /// The key names the signing tables use (`[[dkim.signing_table]]` and

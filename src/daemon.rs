@@ -138,11 +138,23 @@ pub async fn run(load: Loader) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut rotation = crate::rotation::Watch::new(&server.snapshot().config.rotation_dir());
+    let mut every = rotation_interval(&server, None);
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&server, &listeners, &load, &mut reporting),
+            _ = hup.recv() => {
+                check_rotation(&server, &mut rotation).await;
+                reload(&server, &listeners, &load, &mut reporting);
+                every = rotation_interval(&server, Some(every));
+            }
+            _ = every.tick() => {
+                if check_rotation(&server, &mut rotation).await {
+                    reload(&server, &listeners, &load, &mut reporting);
+                    every = rotation_interval(&server, Some(every));
+                }
+            }
         }
     }
     let deadline = Duration::from_secs(server.snapshot().config.server.shutdown_timeout_secs);
@@ -163,6 +175,44 @@ pub async fn run(load: Loader) -> Result<(), String> {
         e.stop();
     }
     Ok(())
+}
+
+/// The key rotation timer (`dkim.rotation.check_interval_secs`), kept
+/// when the interval did not change.
+fn rotation_interval(
+    server: &Server<Front>,
+    current: Option<tokio::time::Interval>,
+) -> tokio::time::Interval {
+    let secs = server
+        .snapshot()
+        .config
+        .dkim
+        .rotation
+        .check_interval_secs
+        .max(1);
+    let period = Duration::from_secs(secs);
+    match current {
+        Some(i) if i.period() == period => i,
+        _ => {
+            let mut i = tokio::time::interval(period);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        }
+    }
+}
+
+/// Switches pending keys whose record is now published; `true` when what
+/// signs changed (here or in another process), so keys must be reloaded.
+async fn check_rotation(server: &Server<Front>, watch: &mut crate::rotation::Watch) -> bool {
+    let snap = server.snapshot();
+    let c = &snap.config;
+    watch
+        .check(
+            &c.rotation_dir(),
+            &c.dns,
+            c.dkim.sign.allow_insecure_key_permissions,
+        )
+        .await
 }
 
 fn reload(

@@ -43,6 +43,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod report;
 pub mod role;
+pub mod rotation;
 pub mod server;
 pub mod smtp;
 pub mod sockaddr;

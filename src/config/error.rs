@@ -54,6 +54,9 @@ pub enum ConfigError {
         /// What is wrong with the file (the path and the OS error, once).
         error: KeyFileError,
     },
+    /// A key rotation state file (`authgate key rotate`) cannot be used.
+    #[error("{0}")]
+    Rotation(String),
 }
 
 /// The setting that skips the permission check, for a refused key file.
@@ -96,7 +99,10 @@ impl Origin {
 pub fn located(error: ConfigError, file: Option<&Path>) -> ConfigError {
     let key = match &error {
         ConfigError::Invalid { key, .. } | ConfigError::KeyFile { key, .. } => key,
-        ConfigError::Load(_) | ConfigError::Table(_) | ConfigError::Located { .. } => {
+        ConfigError::Load(_)
+        | ConfigError::Table(_)
+        | ConfigError::Rotation(_)
+        | ConfigError::Located { .. } => {
             return error;
         }
     };

@@ -63,7 +63,7 @@ pub struct Received {
 }
 
 struct State {
-    zone: ZoneResolver,
+    zone: std::sync::RwLock<ZoneResolver>,
     modes: Mutex<HashMap<String, Mode>>,
     log: Mutex<Vec<Received>>,
 }
@@ -88,7 +88,7 @@ impl DnsServer {
     pub async fn start(zone_text: &str) -> Self {
         let zone = ZoneResolver::parse(zone_text, None).expect("zone text parses");
         let state = Arc::new(State {
-            zone,
+            zone: std::sync::RwLock::new(zone),
             modes: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
         });
@@ -119,6 +119,12 @@ impl DnsServer {
             attempts: 1,
             ..DnsSettings::default()
         }
+    }
+
+    /// Serves `zone_text` from now on (a record published or revoked).
+    pub fn set_zone(&self, zone_text: &str) {
+        let zone = ZoneResolver::parse(zone_text, None).expect("zone text parses");
+        *self.state.zone.write().unwrap() = zone;
     }
 
     /// Changes how queries for `name` are treated from now on.
@@ -262,17 +268,18 @@ fn reply(state: &State, wire: &[u8], transport: Transport) -> Option<Vec<u8>> {
 
 /// Fills the answer and authority sections; `None` to stay silent.
 fn answer(state: &State, name: &str, qtype: HType, response: &mut Message) -> Option<ResponseCode> {
+    let zone = state.zone.read().unwrap();
     let Some(rtype) = our_type(qtype) else {
         // Types the zone does not serve: the name's existence still shows.
-        let code = if state.zone.exists(name) {
+        let code = if zone.exists(name) {
             ResponseCode::NoError
         } else {
             ResponseCode::NXDomain
         };
-        add_soa(state, name, response);
+        add_soa(&zone, name, response);
         return Some(code);
     };
-    let resolution = state.zone.resolve(name, rtype);
+    let resolution = zone.resolve(name, rtype);
     response.add_answers(resolution.aliases.iter().map(to_record));
     let code = match &resolution.outcome {
         Outcome::Found(records) => {
@@ -287,12 +294,12 @@ fn answer(state: &State, name: &str, qtype: HType, response: &mut Message) -> Op
         Outcome::Failed(FailMode::Refused) => return Some(ResponseCode::Refused),
         Outcome::Failed(FailMode::Timeout) => return None,
     };
-    add_soa(state, &resolution.name, response);
+    add_soa(&zone, &resolution.name, response);
     Some(code)
 }
 
-fn add_soa(state: &State, name: &str, response: &mut Message) {
-    if let Some(soa) = state.zone.soa_for(name) {
+fn add_soa(zone: &ZoneResolver, name: &str, response: &mut Message) {
+    if let Some(soa) = zone.soa_for(name) {
         response.add_authority(to_record(soa));
     }
 }

@@ -24,6 +24,7 @@ mod report_ingest;
 mod report_send;
 mod report_store;
 mod report_xml;
+mod rotation;
 mod serve;
 mod sessions;
 mod spf;
