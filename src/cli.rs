@@ -1005,13 +1005,7 @@ fn keygen(a: KeygenArgs) -> Result<ExitCode> {
         "# private key written to {} (mode 0600)",
         done.key_path.display()
     )?;
-    writeln!(out, "# publish this TXT record at {}", r.name)?;
-    writeln!(out, "\n# 1. BIND zone file line:\n{}", r.zone_line)?;
-    writeln!(
-        out,
-        "\n# 2. single-line value for a web DNS panel (name: {}):\n{}",
-        r.name, r.value
-    )?;
+    write_record(&mut out, r)?;
     writeln!(out, "\n# 3. bare public key (p=):\n{}", r.public_key)?;
     writeln!(
         out,
@@ -1021,6 +1015,19 @@ fn keygen(a: KeygenArgs) -> Result<ExitCode> {
         file = done.key_path.display()
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The record to publish, as a zone file line and as one value for a web
+/// DNS panel (`keygen`, `key rotate`).
+fn write_record(out: &mut impl Write, r: &crate::keygen::DnsRecord) -> Result<()> {
+    writeln!(out, "# publish this TXT record at {}", r.name)?;
+    writeln!(out, "\n# 1. BIND zone file line:\n{}", r.zone_line)?;
+    writeln!(
+        out,
+        "\n# 2. single-line value for a web DNS panel (name: {}):\n{}",
+        r.name, r.value
+    )?;
+    Ok(())
 }
 
 fn config_check(a: CommonArgs) -> Result<ExitCode> {

@@ -468,7 +468,7 @@ async fn check_pending(
     resolver: &impl Resolver,
     allow_insecure: bool,
 ) -> Result<(), (String, String)> {
-    let report = check_generation(state, pending, resolver, allow_insecure, true).await;
+    let report = check_generation(state, pending, resolver, allow_insecure).await;
     match report.findings.iter().find(|f| f.level == Level::Error) {
         None => Ok(()),
         Some(f) => Err((f.code.to_owned(), f.message.clone())),
@@ -476,40 +476,71 @@ async fn check_pending(
 }
 
 /// The key check of one generation's record.
-async fn check_generation(
-    state: &State,
-    g: &Generation,
+/// A private key file and where its record lives, for [`check_key_file`].
+#[derive(Debug, Clone, Copy)]
+pub struct KeyFileToCheck<'a> {
+    /// The key's name in the configuration (or the rotation state).
+    pub name: &'a str,
+    /// Signing domain.
+    pub domain: &'a str,
+    /// Selector.
+    pub selector: &'a str,
+    /// The private key file.
+    pub file: &'a Path,
+    /// Whether it signs (or is about to).
+    pub signing: bool,
+}
+
+/// Loads the private key and checks the record at
+/// `selector._domainkey.domain` against it (`authgate key check`).
+pub async fn check_key_file(
+    k: &KeyFileToCheck<'_>,
     resolver: &impl Resolver,
     allow_insecure: bool,
-    signing: bool,
 ) -> Report {
-    let sk = match crate::keyfile::load_signing_key(&g.file, allow_insecure) {
-        Ok(k) => k,
+    let sk = match crate::keyfile::load_signing_key(k.file, allow_insecure) {
+        Ok(sk) => sk,
         Err(e) => {
             return Report::single(
                 "unreadable",
                 Level::Error,
-                format!("key {:?} cannot be loaded: {e}.", g.selector),
-                None,
+                format!("key {:?} cannot be loaded: {e}.", k.name),
+                Some("fix the key file; `authgate config check` shows the same error.".into()),
             );
         }
     };
     let public_key = sk.public_key_bytes();
     let key = KeyToCheck {
-        name: &state.key,
-        domain: &state.domain,
-        selector: &g.selector,
+        name: k.name,
+        domain: k.domain,
+        selector: k.selector,
         public_key: &public_key,
         key_type: match sk.algorithm() {
             Algorithm::Ed25519Sha256 => KeyType::Ed25519,
             _ => KeyType::Rsa,
         },
-        signing,
+        signing: k.signing,
     };
     let answer = resolver
-        .txt(&format!("{}._domainkey.{}", g.selector, state.domain))
+        .txt(&format!("{}._domainkey.{}", k.selector, k.domain))
         .await;
     keycheck::check(&key, &answer)
+}
+
+async fn check_generation(
+    state: &State,
+    g: &Generation,
+    resolver: &impl Resolver,
+    allow_insecure: bool,
+) -> Report {
+    let k = KeyFileToCheck {
+        name: &state.key,
+        domain: &state.domain,
+        selector: &g.selector,
+        file: &g.file,
+        signing: true,
+    };
+    check_key_file(&k, resolver, allow_insecure).await
 }
 
 /// The (key name, signing selector) of every state in `dir`: what signs.
@@ -647,7 +678,7 @@ pub async fn generation_reports(
                 }];
                 // The diagnosis and its fix (the record to publish), as
                 // warnings: nothing signs with this key yet.
-                let diagnosis = check_generation(state, g, resolver, allow_insecure, true).await;
+                let diagnosis = check_generation(state, g, resolver, allow_insecure).await;
                 findings.extend(diagnosis.findings.into_iter().map(|mut f| {
                     f.level = f.level.min(Level::Warning);
                     f

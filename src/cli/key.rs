@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use figment::Figment;
 
-use super::{CommonArgs, now_or_clock, runtime, same_domain};
+use super::{CommonArgs, now_or_clock, runtime, same_domain, write_record};
 use crate::config::{Config, KeySettings};
 use crate::dns;
 use crate::keyfile::load_signing_key;
@@ -215,37 +215,18 @@ fn check_one_key(
     resolver: &impl dns::Resolver,
     rt: &tokio::runtime::Runtime,
 ) -> crate::keycheck::Report {
-    use crate::dkim::key::KeyType;
-    use crate::dkim::signature::Algorithm;
-    use crate::keycheck::{KeyToCheck, Level, Report, check};
-    let allow = config.dkim.sign.allow_insecure_key_permissions;
-    let sk = match load_signing_key(&k.file, allow) {
-        Ok(sk) => sk,
-        Err(e) => {
-            return Report::single(
-                "unreadable",
-                Level::Error,
-                format!("key \"{}\" cannot be loaded: {e}.", k.name),
-                Some("fix the key file; `authgate config check` shows the same error.".into()),
-            );
-        }
-    };
-    let public_key = sk.public_key_bytes();
-    let key_type = match sk.algorithm() {
-        Algorithm::Ed25519Sha256 => KeyType::Ed25519,
-        _ => KeyType::Rsa,
-    };
-    let key = KeyToCheck {
+    let key = rotation::KeyFileToCheck {
         name: &k.name,
         domain,
         selector: &k.selector,
-        public_key: &public_key,
-        key_type,
+        file: &k.file,
         signing: used.contains(&k.name),
     };
-    let name = format!("{}._domainkey.{domain}", k.selector);
-    let answer = rt.block_on(resolver.txt(&name));
-    check(&key, &answer)
+    rt.block_on(rotation::check_key_file(
+        &key,
+        resolver,
+        config.dkim.sign.allow_insecure_key_permissions,
+    ))
 }
 
 fn key_verdict_json(v: &KeyVerdict) -> serde_json::Value {
@@ -515,13 +496,7 @@ fn print_rotation(
             next.file.display()
         )?;
     }
-    writeln!(out, "# publish this TXT record at {}", r.name)?;
-    writeln!(out, "\n# 1. BIND zone file line:\n{}", r.zone_line)?;
-    writeln!(
-        out,
-        "\n# 2. single-line value for a web DNS panel (name: {}):\n{}",
-        r.name, r.value
-    )?;
+    write_record(&mut out, &r)?;
     writeln!(
         out,
         "\n# what happens next:\n\
