@@ -19,7 +19,7 @@ use figment::providers::Serialized;
 
 use crate::config::{Config, KeySettings, TableSettings, parse_canon};
 use crate::dns::{self, Lookup};
-use crate::keyfile::{KeyFileError, load_signing_key};
+use crate::keyfile::KeyFileError;
 use crate::outcome::{Disposition, Fate, Front, InFlight, Origin, plan};
 use crate::pipe::{self, SpoolSettings};
 use crate::pipeline::{Context, Envelope};
@@ -664,19 +664,6 @@ fn split_list(s: &str) -> Vec<String> {
 }
 
 fn sign(a: SignArgs) -> Result<ExitCode> {
-    let key = load_signing_key(&a.key, a.allow_insecure_key).map_err(|e| match e {
-        KeyFileError::Permissions { .. } => anyhow!("{e} (or pass --allow-insecure-key)"),
-        e => e.into(),
-    })?;
-    if let Some(alg) = &a.algorithm
-        && key.algorithm().as_str() != alg
-    {
-        bail!(
-            "--algorithm {alg} does not match the key in {} ({})",
-            a.key.display(),
-            key.algorithm().as_str()
-        );
-    }
     parse_canon(&a.canonicalization)
         .with_context(|| format!("bad --canonicalization {:?}", a.canonicalization))?;
     let mut config = Config::default();
@@ -699,9 +686,39 @@ fn sign(a: SignArgs) -> Result<ExitCode> {
         pattern: "*".into(),
         keys: vec!["cli".into()],
     });
-    let ctx = Arc::new(config.context()?);
+    // The key file is read once, here (a private-key import costs an RSA
+    // consistency check in aws-lc).
+    let ctx = Arc::new(config.context().map_err(|e| match e {
+        crate::config::ConfigError::KeyFile {
+            error: e @ KeyFileError::Permissions { .. },
+            ..
+        } => anyhow!("{e} (or pass --allow-insecure-key)"),
+        crate::config::ConfigError::KeyFile { error, .. } => error.into(),
+        e => e.into(),
+    })?);
+    let key = ctx
+        .signing
+        .as_ref()
+        .and_then(|s| s.table.first())
+        .and_then(|row| row.keys.first())
+        .map(|k| Arc::clone(&k.key))
+        .context("no signing key")?;
+    if let Some(alg) = &a.algorithm
+        && key.algorithm().as_str() != alg
+    {
+        bail!(
+            "--algorithm {alg} does not match the key in {} ({})",
+            a.key.display(),
+            key.algorithm().as_str()
+        );
+    }
     // The table's only row is "*", which matches any author, even none.
-    let rt = runtime()?;
+    // Nothing is looked up, so nothing runs beside the blocking reads of
+    // stdin: one thread, no workers to start.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     let plan = plan(Role::Outbound, &Origin::default());
     let msg = InFlight::start(Front::Pipe, ctx, NoDns, plan, Envelope::default(), a.now);
     let stdout = std::io::stdout();
