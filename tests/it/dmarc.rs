@@ -771,6 +771,27 @@ fn cases() -> Vec<Case> {
             None,
             DNone,
         ),
+        // 4.7 np: "If the np tag is absent, the policy specified by the sp
+        // tag (if ...present) or the policy specified by the p tag ... MUST
+        // be applied for non-existent subdomains."
+        case(
+            "np absent: non-existent subdomain takes sp",
+            "ghost.org.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PQuar),
+            DQuar,
+        ),
+        case(
+            "np and sp absent: non-existent subdomain takes p",
+            "ghost.relaxed.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PRej),
+            DRej,
+        ),
         // 4.8: invalid adkim/aspf values fall back to the default r
         case(
             "invalid adkim: relaxed",
