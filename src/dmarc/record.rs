@@ -159,6 +159,10 @@ pub struct DmarcRecord {
 }
 
 /// Whether `txt` starts with the `v=DMARC1` tag (RFC 9989 §4.10 step 2).
+///
+/// Whitespace before `v` is allowed: the §4.8 ABNF has none there, but §4.7
+/// says records "follow the extensible tag-value syntax" of DKIM, whose
+/// `tag-spec` (RFC 6376 §3.2) admits it, and the tag is still the first.
 pub fn is_dmarc_record(txt: &[u8]) -> bool {
     let text = String::from_utf8_lossy(txt);
     let first = text.split(';').next().unwrap_or_default();
@@ -355,6 +359,9 @@ mod tests {
         for (txt, ok) in [
             ("v=DMARC1; p=reject", true),
             ("v = DMARC1 ;p=none", true),
+            // Leading whitespace: DKIM's tag-spec reading (see is_dmarc_record).
+            (" v=DMARC1; p=none", true),
+            ("v=DMARC1 p=none", false),
             ("V=DMARC1", true),
             ("v=DMARC1", true),
             ("v=dmarc1; p=reject", false),
