@@ -279,19 +279,28 @@ async fn evaluate_with<R: Resolver>(
     )
 }
 
-/// Applies the invalid-policy rule of RFC 9989 §4.10.1: with a usable
-/// `rua`, act as `p=none`; otherwise no DMARC processing (`permerror`).
+/// Applies the invalid-policy rule of RFC 9989 §4.10.1 (RFC 7489 §6.6.3
+/// step 6 in PSL mode) to a record without a valid `p` or with an invalid
+/// `sp`/`np`: with a usable `rua`, act as if the record were `p=none`
+/// (its `sp` and `np` gone with the rest of the policy); otherwise no DMARC
+/// processing. "No processing" is reported as `permerror`, which RFC 9989
+/// §9.1 defines by "the retrieval of an improperly formatted DMARC Policy
+/// Record", and which carries no policy, so nothing is enforced.
 fn usable_record(d: &Discovered, out: &mut DmarcOutcome) -> Option<DmarcRecord> {
-    if d.record.invalid_policy_tags.is_empty() {
+    if !d.record.lacks_valid_policy() {
         return Some(d.record.clone());
     }
-    let bad = d.record.invalid_policy_tags.join(", ");
+    let bad = if d.record.invalid_policy_tags.is_empty() {
+        "no p".to_string()
+    } else {
+        format!("invalid {}", d.record.invalid_policy_tags.join(", "))
+    };
     if !d.record.has_valid_rua() {
         out.result = DmarcResult::PermError;
-        out.reason = format!("invalid {bad} in record at {} and no valid rua", d.domain);
+        out.reason = format!("{bad} in record at {} and no valid rua", d.domain);
         return None;
     }
-    out.reason = format!("invalid {bad}; acting as p=none (RFC 9989 4.10.1)");
+    out.reason = format!("{bad}; acting as p=none (RFC 9989 4.10.1)");
     Some(DmarcRecord {
         policy: Some(Policy::None),
         subdomain_policy: None,

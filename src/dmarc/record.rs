@@ -9,9 +9,11 @@
 //! "syntax errors in the remainder of the record MUST be discarded in favor
 //! of default values (if any) or ignored outright". The only hard error is
 //! a string that is not a DMARC record at all ([`RecordError::NotDmarc`]).
-//! Invalid `p`/`sp`/`np` values are kept as a flag because §4.10.1 gives
-//! them their own rule (act as `p=none` when `rua` is usable, else no
-//! DMARC processing).
+//! Invalid (or empty) `p`/`sp`/`np` values are kept as a flag because
+//! §4.10.1 gives them their own rule, which also covers a missing `p`: act
+//! as `p=none` when `rua` is usable, else no DMARC processing (see
+//! [`DmarcRecord::lacks_valid_policy`]). An `fo` that is not a `dmarc-fo`
+//! is dropped for its default `0`.
 //!
 //! ```text
 //! dmarc-record  = dmarc-version *(dmarc-sep dmarc-tag) [dmarc-sep]
@@ -123,7 +125,8 @@ pub enum Psd {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DmarcRecord {
     /// `p=`: policy for the domain itself; `None` when the tag is absent
-    /// (then treated as `p=none`, RFC 9989 §4.7) or invalid.
+    /// or invalid (both take the rule of RFC 9989 §4.10.1, see
+    /// [`DmarcRecord::lacks_valid_policy`]).
     pub policy: Option<Policy>,
     /// `sp=`: policy for existing subdomains; absent or invalid gives `None`.
     pub subdomain_policy: Option<Policy>,
@@ -144,8 +147,8 @@ pub struct DmarcRecord {
     pub rua: Option<String>,
     /// `ruf=` as written.
     pub ruf: Option<String>,
-    /// `fo=` as written (failure reporting options, RFC 9991 §3.1; `0`
-    /// when absent).
+    /// `fo=` as written (failure reporting options, RFC 9991 §3.1); `None`
+    /// (meaning the default `0`) when absent or not a valid `dmarc-fo`.
     pub fo: Option<String>,
     /// `p`, `sp` or `np` tags present with a value that is not a
     /// `dmarc-request` (RFC 9989 §4.10.1 has a rule for these).
@@ -156,6 +159,10 @@ pub struct DmarcRecord {
 }
 
 /// Whether `txt` starts with the `v=DMARC1` tag (RFC 9989 §4.10 step 2).
+///
+/// Whitespace before `v` is allowed: the §4.8 ABNF has none there, but §4.7
+/// says records "follow the extensible tag-value syntax" of DKIM, whose
+/// `tag-spec` (RFC 6376 §3.2) admits it, and the tag is still the first.
 pub fn is_dmarc_record(txt: &[u8]) -> bool {
     let text = String::from_utf8_lossy(txt);
     let first = text.split(';').next().unwrap_or_default();
@@ -186,13 +193,20 @@ impl DmarcRecord {
                 continue;
             }
             match split_spec(spec) {
-                Some((name, value)) if valid_tag_name(name) && !value.is_empty() => {
+                Some((name, value)) if valid_tag_name(name) => {
                     let name = name.to_ascii_lowercase();
                     if seen.contains(&name) {
                         record.ignored.push(format!("duplicate {name}= ignored"));
                         continue;
                     }
                     seen.push(name.clone());
+                    // `p=`, `sp=`, `np=` with no value are tags "that are
+                    // not valid" (§4.10.1), not absent ones: they take the
+                    // invalid-policy rule. Other empty values are ignored.
+                    if value.is_empty() && !matches!(name.as_str(), "p" | "sp" | "np") {
+                        record.ignored.push(format!("empty {name}= ignored"));
+                        continue;
+                    }
                     record.apply(&name, value);
                 }
                 _ => record
@@ -214,7 +228,7 @@ impl DmarcRecord {
             "pct" => self.pct = self.percent(value),
             "rua" => self.rua = Some(value.to_string()),
             "ruf" => self.ruf = Some(value.to_string()),
-            "fo" => self.fo = Some(value.to_string()),
+            "fo" => self.fo = self.failure_options(value),
             "v" => self.ignored.push("v= not first".into()),
             _ => self.ignored.push(format!("unknown tag {name}=")),
         }
@@ -266,12 +280,47 @@ impl DmarcRecord {
         }
     }
 
+    /// `fo=` when it matches `dmarc-fo` (RFC 9989 §4.8): a colon list of
+    /// `0`, `1`, `d`, `s`, each at most once, `0` and `1` not together.
+    /// Anything else is a syntax error, discarded for the default `0`.
+    fn failure_options(&mut self, value: &str) -> Option<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for option in value.split(':').map(|o| o.trim().to_ascii_lowercase()) {
+            let known = matches!(option.as_str(), "0" | "1" | "d" | "s");
+            if !known || seen.contains(&option) {
+                seen.clear();
+                break;
+            }
+            seen.push(option);
+        }
+        let both = seen.iter().any(|o| o == "0") && seen.iter().any(|o| o == "1");
+        if seen.is_empty() || both {
+            self.ignored.push("bad fo= value, using 0".into());
+            return None;
+        }
+        Some(value.to_string())
+    }
+
     fn percent(&mut self, value: &str) -> Option<u8> {
         let pct = value.parse::<u8>().ok().filter(|p| *p <= 100);
         if pct.is_none() {
             self.ignored.push("bad pct= value".into());
         }
         pct
+    }
+
+    /// Whether the record lacks a valid `p` or has an invalid `sp`/`np`:
+    /// the condition of RFC 9989 §4.10.1 under which the receiver acts as
+    /// `p=none` (with a usable `rua`) or applies no DMARC processing.
+    ///
+    /// A record with no `p=` at all is included. §4.7 says such a record
+    /// "is treated as if it included p=none (see Section 4.10.1)", and
+    /// §4.10.1 says what happens to a record that "does not contain a
+    /// valid p tag": `p=none` only when `rua` holds a valid URI. We read
+    /// §4.7 as pointing to that rule, not as overriding it, since one that
+    /// has no `p` does not contain a valid one.
+    pub fn lacks_valid_policy(&self) -> bool {
+        self.policy.is_none() || !self.invalid_policy_tags.is_empty()
     }
 
     /// Whether `rua=` holds at least one syntactically valid URI (the
@@ -310,6 +359,9 @@ mod tests {
         for (txt, ok) in [
             ("v=DMARC1; p=reject", true),
             ("v = DMARC1 ;p=none", true),
+            // Leading whitespace: DKIM's tag-spec reading (see is_dmarc_record).
+            (" v=DMARC1; p=none", true),
+            ("v=DMARC1 p=none", false),
             ("V=DMARC1", true),
             ("v=DMARC1", true),
             ("v=dmarc1; p=reject", false),
@@ -390,6 +442,106 @@ mod tests {
             let r = parse(&format!("v=DMARC1; p=bad; rua={rua}"));
             assert_eq!(r.has_valid_rua(), ok, "{rua}");
         }
+    }
+
+    // RFC 9989 §4.7 p and §4.10.1: a missing p, or a p/sp/np with no value,
+    // is a record that "does not contain a valid p tag" (or an sp/np "that
+    // is not valid"); the evaluator then needs a valid rua.
+    #[test]
+    fn missing_or_empty_policy_tags_lack_a_valid_policy() {
+        for (txt, lacks) in [
+            ("v=DMARC1; p=reject", false),
+            ("v=DMARC1; p=none; sp=reject; np=quarantine", false),
+            ("v=DMARC1", true),
+            ("v=DMARC1; rua=mailto:a@example.com", true),
+            ("v=DMARC1; p=", true),
+            ("v=DMARC1; p=reject; sp=", true),
+            ("v=DMARC1; p=reject; np= ", true),
+            ("v=DMARC1; p=reject; sp=bogus", true),
+        ] {
+            assert_eq!(parse(txt).lacks_valid_policy(), lacks, "{txt}");
+        }
+        assert_eq!(parse("v=DMARC1; sp=").invalid_policy_tags, vec!["sp"]);
+    }
+
+    // RFC 9989 §4.8: "Syntax errors in the remainder of the record MUST be
+    // discarded in favor of default values": fo= that is not a dmarc-fo
+    // (unknown option, repeated option, 0 and 1 together) means fo=0.
+    #[test]
+    fn invalid_fo_falls_back_to_the_default() {
+        for (fo, kept) in [
+            ("0", true),
+            ("1", true),
+            ("d", true),
+            ("d:s", true),
+            ("1:d:s", true),
+            ("s:0", true),
+            ("d:1:s", true),
+            ("D:S", true),
+            ("0:1", false),
+            ("1:1", false),
+            ("d:d", false),
+            ("x", false),
+            ("1:x", false),
+            ("1,d", false),
+            ("1:", false),
+        ] {
+            let r = parse(&format!("v=DMARC1; p=none; fo={fo}"));
+            assert_eq!(r.fo.is_some(), kept, "{fo}");
+        }
+    }
+
+    // RFC 9989 §4.7: "unknown tags MUST be ignored"; pct, rf and ri are
+    // not in the registry any more, so they change nothing but pct (which
+    // RFC 7489 mode still reads).
+    #[test]
+    fn removed_tags_change_nothing() {
+        let plain = parse("v=DMARC1; p=reject");
+        let r = parse("v=DMARC1; p=reject; rf=afrf; ri=86400; pct=20");
+        assert_eq!(
+            DmarcRecord {
+                pct: None,
+                ignored: Vec::new(),
+                ..r
+            },
+            plain
+        );
+        let r = parse("v=DMARC1; p=reject; rf=; ri=x");
+        assert_eq!(
+            DmarcRecord {
+                ignored: Vec::new(),
+                ..r
+            },
+            plain
+        );
+    }
+
+    // RFC 9989 §4.8: dmarc-sep = *WSP ";" *WSP, equals = *WSP "=" *WSP,
+    // and the record may end in one separator.
+    #[test]
+    fn whitespace_and_a_trailing_separator_are_allowed() {
+        for txt in [
+            "v=DMARC1;p=reject;adkim=s;",
+            "v=DMARC1 ; p = reject ; adkim = s ;",
+            "v=DMARC1\t;\tp=reject\t; adkim=s",
+            "v=DMARC1; p=reject; adkim=s; ",
+        ] {
+            let r = parse(txt);
+            assert_eq!(r.policy, Some(Policy::Reject), "{txt:?}");
+            assert_eq!(r.adkim, Alignment::Strict, "{txt:?}");
+            assert!(r.ignored.is_empty(), "{txt:?} {:?}", r.ignored);
+        }
+    }
+
+    // RFC 9989 §4.8: other empty values are syntax errors: the default.
+    #[test]
+    fn empty_values_of_other_tags_take_defaults() {
+        let r = parse("v=DMARC1; p=reject; adkim=; t=; psd=; fo=");
+        assert_eq!(r.adkim, Alignment::Relaxed);
+        assert!(!r.testing);
+        assert_eq!(r.psd, Psd::Unknown);
+        assert_eq!(r.fo, None);
+        assert!(!r.lacks_valid_policy());
     }
 
     #[test]

@@ -149,11 +149,18 @@ fn policy(
             "p= has an invalid value: receivers treat the record as p=none when rua= is usable, else ignore it (RFC 9989 §4.10.1). Use none, quarantine or reject.",
             fix("p", Some("none")),
         ),
-        None => add(
+        None if rec.has_valid_rua() => add(
             out,
             A,
             Level::Warning,
             "the record has no p= tag, so it means p=none: monitoring only.",
+            fix("p", Some("none")),
+        ),
+        None => add(
+            out,
+            A,
+            Level::Error,
+            "the record has no p= tag and no valid rua=: receivers apply no DMARC processing (RFC 9989 §4.10.1). Add p=none at least.",
             fix("p", Some("none")),
         ),
         Some(Policy::None) => add(

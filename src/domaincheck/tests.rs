@@ -114,6 +114,14 @@ fn dkim_dmarc_mx_findings() {
             Level::Warning,
             "no p= tag",
         ),
+        // RFC 9989 §4.10.1: no p and no valid rua: the record is not used.
+        (
+            "_dmarc.d.example. TXT \"v=DMARC1\"".to_owned(),
+            &common,
+            Area::Dmarc,
+            Level::Error,
+            "no p= tag and no valid rua=",
+        ),
         (
             "_dmarc.d.example. TXT \"v=DMARC1; p=reject; psd=n; rua=mailto:r@d.example\""
                 .to_owned(),

@@ -546,12 +546,14 @@ fn cases() -> Vec<Case> {
             DNone,
         ),
         case(
-            "p absent, bare v=DMARC1: p=none",
+            // 4.10.1: a record that "does not contain a valid p tag" and
+            // has no valid rua gets no DMARC processing (4.7 p points here).
+            "p absent, no rua: no processing",
             "nop2.example",
             None,
             NOAUTH,
-            Fail,
-            Some(PNone),
+            PermError,
+            None,
             DNone,
         ),
         case(
@@ -719,6 +721,216 @@ fn cases() -> Vec<Case> {
             None,
             DNone,
         )),
+        // 4.10.1: empty sp is an sp tag that is not valid; no rua: no processing
+        case(
+            "empty sp, no rua: no processing",
+            "emptysp.example",
+            None,
+            NOAUTH,
+            PermError,
+            None,
+            DNone,
+        ),
+        // 4.10.1: ...with a valid rua: act as p=none
+        case(
+            "empty sp with rua: p=none",
+            "mail.emptysprua.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PNone),
+            DNone,
+        ),
+        // 4.10.1: an invalid np makes the whole record unusable without rua
+        case(
+            "invalid np, no rua: no processing",
+            "badnp.example",
+            None,
+            NOAUTH,
+            PermError,
+            None,
+            DNone,
+        ),
+        // 4.10.1: an invalid np with rua: p=none, even for the domain itself
+        case(
+            "invalid np with rua: p=none",
+            "badnprua.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PNone),
+            DNone,
+        ),
+        // 4.10.1: rua needs a syntactically valid URI (a bare address is not one)
+        case(
+            "invalid p, rua without a valid URI: no processing",
+            "badrua.example",
+            None,
+            NOAUTH,
+            PermError,
+            None,
+            DNone,
+        ),
+        // 4.7 np: "If the np tag is absent, the policy specified by the sp
+        // tag (if ...present) or the policy specified by the p tag ... MUST
+        // be applied for non-existent subdomains."
+        case(
+            "np absent: non-existent subdomain takes sp",
+            "ghost.org.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PQuar),
+            DQuar,
+        ),
+        case(
+            "np and sp absent: non-existent subdomain takes p",
+            "ghost.relaxed.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PRej),
+            DRej,
+        ),
+        // 4.8: invalid adkim/aspf values fall back to the default r
+        case(
+            "invalid adkim: relaxed",
+            "badalign.example",
+            None,
+            &["mail.badalign.example"],
+            Pass,
+            Some(PRej),
+            DNone,
+        ),
+        // 4.8: ...for aspf too
+        case(
+            "invalid aspf: relaxed",
+            "badalign.example",
+            Some((SPass, "bounce.badalign.example")),
+            NOAUTH,
+            Pass,
+            Some(PRej),
+            DNone,
+        ),
+        // 4.8: an invalid t value is the default n: policy applied as is
+        case(
+            "invalid t: n",
+            "badt.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PRej),
+            DRej,
+        ),
+        // 4.8, 4.10 step 2: psd=yes is not psd=y: the walk goes on (default u)
+        case(
+            "invalid psd: u, walk continues",
+            "x.sub.badpsd.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PRej),
+            DRej,
+        ),
+        // 4.7: pct, rf, ri are not DMARC tags any more: ignored
+        case(
+            "removed tags pct/rf/ri ignored",
+            "removed.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PRej),
+            DRej,
+        ),
+        // 4.8 dmarc-sep, equals: WSP around ; and =, trailing ;
+        case(
+            "whitespace and trailing separator",
+            "ws.example",
+            None,
+            &["mail.ws.example"],
+            Fail,
+            Some(PQuar),
+            DQuar,
+        ),
+        // 4.10 step 2: non-DMARC1 strings are discarded before counting
+        case(
+            "one v=DMARC1 among look-alikes",
+            "mixed2.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PRej),
+            DRej,
+        ),
+        // 4.10.1 note: PSD policy is not used when the Org Domain has a record
+        case(
+            "org record beats the PSD's np",
+            "ghost.giant.bank.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PNone),
+            DNone,
+        ),
+        // 4.10.1: a one-label Author Domain: its own record, p applies
+        case(
+            "one-label author: own PSD record gives p",
+            "TLD.",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PNone),
+            DNone,
+        ),
+        // 4.10: a one-label Author Domain has no parent to walk to
+        case(
+            "one-label author without record: none",
+            "localhost",
+            None,
+            NOAUTH,
+            NoneR,
+            None,
+            DNone,
+        ),
+        // 5.3.6: a temporary error at the single-label end of the walk
+        case(
+            "SERVFAIL at a single-label parent: temperror",
+            "a.b.failtld",
+            None,
+            NOAUTH,
+            TempError,
+            None,
+            DNone,
+        ),
+        // 4.10.1 and RFC 7489 6.6.3 step 6 alike: no p and no rua.
+        psl(case(
+            "PSL: p absent, no rua: no processing",
+            "nop2.example",
+            None,
+            NOAUTH,
+            PermError,
+            None,
+            DNone,
+        )),
+        psl(case(
+            "PSL: p absent with rua: p=none",
+            "nop.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PNone),
+            DNone,
+        )),
+        // RFC 7489 6.3 pct is still honoured in PSL mode.
+        psl(case(
+            "PSL: pct=0 beside removed rf/ri",
+            "removed.example",
+            None,
+            NOAUTH,
+            Fail,
+            Some(PRej),
+            DQuar,
+        )),
     ]
 }
 
@@ -776,6 +988,33 @@ async fn deep_walk_makes_at_most_eight_queries_and_skips_the_middle() {
     assert_eq!(o.policy_domain.as_deref(), Some("deep.example"));
     // author + 7 shortened names; the psd=n record at 11 labels is never seen.
     assert_eq!(o.dns_queries, 8);
+}
+
+// RFC 9989 §4.10.1: with no record at the Author Domain the walk starts at
+// its "immediate parent"; a one-label name (`From: user@localhost`, a TLD)
+// has none, and the walk stops "when there are no more labels" (§4.10 step
+// 7), so `_dmarc.localhost` is the only query and the result is `none`.
+#[tokio::test]
+async fn one_label_author_asks_only_its_own_name() {
+    let o = eval("localhost", &["localhost"]).await;
+    assert_eq!(o.result, DmarcResult::None);
+    assert_eq!(o.dns_queries, 1);
+    // A one-label Author Domain with a record: that record, `p` (its own).
+    let o = eval("tld", &[]).await;
+    assert_eq!(o.policy_domain.as_deref(), Some("tld"));
+    assert_eq!(o.policy, Some(Policy::None));
+    assert_eq!(o.dns_queries, 1);
+}
+
+// RFC 9989 §4.10 step 2 and §4.10.1: a walk for a name under a PSD goes on
+// to the single-label parent and finds its `psd=y` record there.
+#[tokio::test]
+async fn walk_reaches_a_single_label_psd_record() {
+    let o = eval("a.b.c.tld", &[]).await;
+    assert_eq!(o.policy_domain.as_deref(), Some("tld"));
+    // a.b.c.tld, b.c.tld, c.tld, tld; then the existence test for np.
+    assert_eq!(o.dns_queries, 5);
+    assert_eq!(o.policy, Some(Policy::Reject));
 }
 
 #[tokio::test]
