@@ -219,6 +219,7 @@ impl<R: Resolver + 'static> MessageJob<R> {
                     self.signer
                         .sign(&self.ctx, &self.headers, &bodies, self.opts.now, eol)?;
                 (verdict.signatures, verdict.signed) = signed;
+                verdict.not_signed = self.signer.refused().map(str::to_string);
             }
             if self.opts.verify {
                 let keys = self.collect_lookups().await?;
@@ -522,17 +523,70 @@ mod tests {
                 "ed25519-sha256".into()
             )]
         );
+        // From without an address (a group): Sender, then MAIL FROM.
         let (_, v) = run(
             &ctx,
-            b"Sender: a@example.com\nSubject: no from\n\nx\n",
+            b"From: undisclosed-recipients:;\nSender: a@example.com\nSubject: s\n\nx\n",
             true,
             false,
             100,
         )
         .await;
         assert_eq!(v.signed[0].0, "example.com");
-        let (_, v) = run(&ctx, b"Subject: nothing\n\nx\n", true, false, 100).await;
+        let (_, v) = run(&ctx, b"From: list:;\nSubject: s\n\nx\n", true, false, 100).await;
         assert_eq!(v.signed[0].0, "example.com", "envelope sender fallback");
+        assert_eq!(v.not_signed, None);
+    }
+
+    /// RFC 6376 §5.4: "The From header field MUST be signed". A message
+    /// without one is delivered unsigned with the reason, whatever else
+    /// (Sender, MAIL FROM) names an author the signing table matches.
+    #[tokio::test]
+    async fn message_without_from_is_left_unsigned_with_the_reason() {
+        let (rsa, _, dns) = keys();
+        let ctx = context(
+            dns,
+            vec![TableEntry {
+                pattern: "*".into(),
+                keys: vec![rsa],
+            }],
+        );
+        for msg in [
+            &b"Sender: a@example.com\nSubject: no from\n\nx\n"[..],
+            b"Subject: nothing\n\nx\n",
+            b"\nbody only\n",
+        ] {
+            let (out, v) = run(&ctx, msg, true, false, 100).await;
+            assert!(v.signed.is_empty() && v.signatures.is_empty(), "{v:?}");
+            assert_eq!(out, msg, "delivered as it came");
+            let why = v.not_signed.unwrap_or_default();
+            assert!(why.contains("no From header field"), "{why}");
+        }
+    }
+
+    /// RFC 5322 §3.6 allows one From; RFC 6376 §5.4 signs "the" From. With
+    /// two, which one a reader sees is up to the reader: no signature.
+    #[tokio::test]
+    async fn message_with_several_from_fields_is_left_unsigned() {
+        let (rsa, _, dns) = keys();
+        let ctx = context(
+            dns,
+            vec![TableEntry {
+                pattern: "*@example.com".into(),
+                keys: vec![rsa],
+            }],
+        );
+        let msg = b"From: a@example.com\nFrom: ceo@bank.example\nSubject: s\n\nx\n";
+        let (out, v) = run(&ctx, msg, true, false, 100).await;
+        assert!(v.signed.is_empty(), "{v:?}");
+        assert_eq!(out, msg);
+        assert_eq!(
+            v.not_signed.as_deref(),
+            Some("2 From header fields (RFC 5322 §3.6 allows one)")
+        );
+        // An author the table does not match is not "refused": nothing to say.
+        let (_, v) = run(&ctx, b"From: a@other.example\n\nx\n", true, false, 100).await;
+        assert_eq!((v.signed.len(), v.not_signed), (0, None));
     }
 
     #[tokio::test]
