@@ -670,6 +670,84 @@ mod tests {
         );
     }
 
+    /// Signs `msg` (CRLF) with the seed-3 Ed25519 key as d=example.com,
+    /// s=len, relaxed/relaxed, over `names`, t=`t`, x=`x`.
+    fn sign_over(msg: &str, names: &[&str], t: u64, x: Option<u64>) -> String {
+        use crate::dkim::canon::{BodySpec, Canon};
+        use crate::dkim::sign::SignSpec;
+        let (headers, body) = split(msg.as_bytes());
+        let mut h = BodyHashes::new([BodySpec {
+            canon: Canon::Relaxed,
+            limit: None,
+        }]);
+        h.update(body);
+        let (_, bh) = h.finish().remove(0);
+        let spec = SignSpec {
+            key: Arc::new(SigningKey::ed25519_from_seed(&[3u8; 32]).unwrap()),
+            domain: "example.com".into(),
+            selector: "len".into(),
+            header_canon: Canon::Relaxed,
+            body_canon: Canon::Relaxed,
+            signed_headers: names.iter().map(|n| n.to_string()).collect(),
+            timestamp: t,
+            expiration: x,
+        };
+        let sig = crate::dkim::sign::sign(&headers, &spec, &bh, b"\r\n").unwrap();
+        format!("{}{msg}", String::from_utf8_lossy(sig.raw()))
+    }
+
+    fn seed3_record() -> String {
+        let key = SigningKey::ed25519_from_seed(&[3u8; 32]).unwrap();
+        format!(
+            "v=DKIM1; k=ed25519; p={}",
+            base64::engine::general_purpose::STANDARD.encode(key.public_key_bytes())
+        )
+    }
+
+    /// RFC 6376 §3.5 x=: "Signatures MAY be considered invalid if the
+    /// verification time at the Verifier is past the expiration date";
+    /// §6.1.1: "Verifiers MAY ignore the DKIM-Signature header field and
+    /// return PERMFAIL (signature expired)". Up to x= itself it is valid.
+    #[test]
+    fn signature_past_its_expiry_is_a_permerror() {
+        let msg = "From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n";
+        let signed = sign_over(msg, &["from", "subject"], 1_000, Some(2_000));
+        let record = seed3_record();
+        for (now, want) in [
+            (1_500, DkimResult::Pass),
+            (2_000, DkimResult::Pass),
+            (2_001, DkimResult::PermError),
+        ] {
+            let out = run(signed.as_bytes(), &[record.as_bytes()], now);
+            assert_eq!(out[0].result, want, "now={now}: {:?}", out[0]);
+        }
+        let out = run(signed.as_bytes(), &[record.as_bytes()], 2_001);
+        assert_eq!(out[0].reason, "signature expired (x=2000)");
+    }
+
+    /// RFC 6376 §3.5 h= / §5.4: a name in h= that the message lacks is the
+    /// null string, so the signature verifies, and adding such a field (or
+    /// one more instance of a field signed once more than present: what
+    /// oversigning is) breaks it. Names compare case-insensitively.
+    #[test]
+    fn absent_and_oversigned_fields_in_h_are_null_until_added() {
+        let msg = "from: a@example.com\r\nSubject: s\r\n\r\nbody\r\n";
+        let signed = sign_over(msg, &["From", "SUBJECT", "reply-to", "from"], 1, None);
+        let record = seed3_record();
+        let check = |m: &str| run(m.as_bytes(), &[record.as_bytes()], 10)[0].result;
+        assert_eq!(check(&signed), DkimResult::Pass);
+        for (what, added) in [
+            ("absent Reply-To", "Reply-To: x@evil.example\r\n"),
+            ("second From", "From: x@evil.example\r\n"),
+        ] {
+            let tampered = signed.replacen("from: a@", &format!("{added}from: a@"), 1);
+            assert_eq!(check(&tampered), DkimResult::Fail, "{what}");
+        }
+        // A field not in h= may be added freely.
+        let tampered = signed.replacen("from: a@", "X-Extra: 1\r\nfrom: a@", 1);
+        assert_eq!(check(&tampered), DkimResult::Pass);
+    }
+
     #[test]
     fn bare_pkcs1_public_key_and_minimum_size() {
         let pkcs1 = b"v=DKIM1; k=rsa; p=MIGJAoGBAOQeU5CgFPNZGIazlXo2k/eJ1jpaTTxrmqF1HrDLlt04pvaMtCJj8nXoliLRC/H9vJjMI1vdb3XLcW60AIN/PBD8EL97/y4GwJH7LPUvGP48vqUe+owqszesbiGy1PlCO8c70/OjFnJVgvMF87YR4Lcincb7aSvI5MgpP6X8rjDdAgMBAAE=";
