@@ -211,6 +211,10 @@ impl<R: Resolver + 'static> MessageJob<R> {
         let mut verdict = Verdict::default();
         if let Phase::Unparsed(why) = &self.phase {
             verdict.unparsed = Some(why.clone());
+            // Nothing to sign over: delivered as it came, and said so.
+            if self.opts.sign && self.ctx.signing.is_some() {
+                verdict.not_signed = Some(format!("message not parsed ({why})"));
+            }
         } else {
             let bodies = std::mem::replace(&mut self.hashes, BodyHashes::new([])).finish();
             if self.opts.sign {
@@ -613,5 +617,12 @@ mod tests {
         assert!(v.unparsed.is_some());
         assert!(out.ends_with(big), "unparsed message kept intact");
         assert!(String::from_utf8_lossy(&out).contains("dkim=permerror (header block too large)"));
+        // To be signed, it goes out unsigned, intact, with the reason.
+        let (out, v) = run(&small, big, true, false, 8).await;
+        assert_eq!((out.as_slice(), v.signed.len()), (&big[..], 0));
+        assert_eq!(
+            v.not_signed.as_deref(),
+            Some("message not parsed (header block too large)")
+        );
     }
 }
