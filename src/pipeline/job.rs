@@ -568,6 +568,40 @@ mod tests {
         }
     }
 
+    /// RFC 6376 §3.5: d= is a domain-name. With d=% the author's domain
+    /// becomes d=: an internationalized one as its A-labels (RFC 8616 §4),
+    /// and one that cannot be a domain-name (an address literal) leaves
+    /// the message unsigned with the reason, not signed with a broken d=.
+    #[tokio::test]
+    async fn author_domain_signs_as_a_valid_d_or_not_at_all() {
+        let (_, ed, dns) = keys();
+        let ctx = context(
+            dns,
+            vec![TableEntry {
+                pattern: "*".into(),
+                keys: vec![ed],
+            }],
+        );
+        let (_, v) = run(
+            &ctx,
+            "From: a@Bücher.example\n\nx\n".as_bytes(),
+            true,
+            false,
+            9,
+        )
+        .await;
+        assert_eq!(v.signed[0].0, "xn--bcher-kva.example");
+        for msg in [
+            &b"From: a@[192.0.2.1]\n\nx\n"[..],
+            b"From: a@exa_mple.com\n\nx\n",
+        ] {
+            let (out, v) = run(&ctx, msg, true, false, 9).await;
+            assert_eq!((out.as_slice(), v.signed.len()), (msg, 0));
+            let why = v.not_signed.unwrap_or_default();
+            assert!(why.contains("no author domain for d=%"), "{why}");
+        }
+    }
+
     /// RFC 5322 §3.6 allows one From; RFC 6376 §5.4 signs "the" From. With
     /// two, which one a reader sees is up to the reader: no signature.
     #[tokio::test]

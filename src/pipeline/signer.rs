@@ -59,6 +59,21 @@ fn author(headers: &[Header], mail_from: Option<&str>) -> Option<String> {
         .or_else(|| mail_from.filter(|s| s.contains('@')).map(str::to_string))
 }
 
+/// The author's domain as a DKIM `d=`: RFC 6376 §3.5 `domain-name` (LDH
+/// labels, A-labels for an internationalized name, as RFC 8616 §4 has
+/// it), or `None` when it cannot be one (an address literal, a stray
+/// character): a d= like that would give every verifier a permerror.
+fn signing_domain(domain: &str) -> Option<String> {
+    let ascii = idna::domain_to_ascii(domain).ok()?;
+    let ldh = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    (ascii.contains('.') && ascii.split('.').all(ldh)).then_some(ascii)
+}
+
 impl Signer {
     /// Plans the signatures for a message with these header fields.
     pub fn plan(ctx: &Context, headers: &[Header], mail_from: Option<&str>) -> Signer {
@@ -80,7 +95,9 @@ impl Signer {
                 refused: Some(why),
             };
         }
-        let author_domain = domain_of(&author).unwrap_or_default();
+        let author_domain = domain_of(&author)
+            .and_then(|d| signing_domain(&d))
+            .unwrap_or_default();
         let planned: Vec<Planned> = row
             .keys
             .iter()
@@ -94,8 +111,8 @@ impl Signer {
             })
             .filter(|p| !p.domain.is_empty())
             .collect();
-        // d=% with no author domain to put there: say so rather than
-        // silently sending the message unsigned.
+        // d=% with no usable author domain to put there: say so rather
+        // than silently sending the message unsigned.
         let refused = (planned.is_empty() && !row.keys.is_empty()).then(|| {
             format!(
                 "no author domain for d=% (signing-table row {:?})",
