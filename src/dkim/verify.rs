@@ -146,7 +146,7 @@ pub fn find_signatures(headers: &[Header], opts: &VerifyOptions, now: u64) -> Ve
         .filter(|(_, h)| h.is("DKIM-Signature"))
         .enumerate()
         .map(|(n, (header_index, h))| {
-            let summary = SignatureSummary::of(h.value());
+            let mut summary = SignatureSummary::of(h.value());
             let state = if n >= opts.max_signatures {
                 let why = format!("not checked: more than {} signatures", opts.max_signatures);
                 Err(Box::new(DkimOutcome::new(
@@ -157,6 +157,14 @@ pub fn find_signatures(headers: &[Header], opts: &VerifyOptions, now: u64) -> Ve
             } else {
                 precheck(h.value(), &summary, opts, now)
             };
+            // i= is dkim-quoted-printable (RFC 6376 §3.5): results carry the
+            // AUID it encodes (A-R header.i, RFC 6591 DKIM-Identity).
+            if let Ok(Signature {
+                identity: Some(i), ..
+            }) = &state
+            {
+                summary.identity = Some(i.clone());
+            }
             Candidate {
                 header_index,
                 summary,
@@ -746,6 +754,25 @@ mod tests {
         // A field not in h= may be added freely.
         let tampered = signed.replacen("from: a@", "X-Extra: 1\r\nfrom: a@", 1);
         assert_eq!(check(&tampered), DkimResult::Pass);
+    }
+
+    /// RFC 6376 §3.5 i= is dkim-quoted-printable: the identity reported is
+    /// the decoded AUID; without i= the default is "@" d= (§6.1.1).
+    #[test]
+    fn identity_is_reported_decoded() {
+        let base =
+            "DKIM-Signature: v=1; a=ed25519-sha256; d=example.com; s=s; h=from; bh=AA==; b=AA==";
+        for (extra, want) in [
+            ("; i=j=3Bo=20x@example.com", Some("j;o x@example.com")),
+            ("", None),
+        ] {
+            let headers =
+                split_fields(format!("{base}{extra}\r\nFrom: a@example.com\r\n").as_bytes());
+            let opts = VerifyOptions::default();
+            let c = &find_signatures(&headers, &opts, 0)[0];
+            let o = evaluate(c, &headers, None, &[], &opts, &KeyCache::default());
+            assert_eq!(o.identity.as_deref(), want);
+        }
     }
 
     #[test]
