@@ -756,6 +756,25 @@ mod tests {
         assert_eq!(check(&tampered), DkimResult::Pass);
     }
 
+    /// RFC 6376 §3.5 h=: "The field MUST NOT include the DKIM-Signature
+    /// header field that is being created or verified but may include
+    /// others": a `dkim-signature` in h= never selects the field being
+    /// verified (it is hashed once, last, with b= emptied, §3.7), only
+    /// other signatures, so adding one of those afterwards breaks it.
+    #[test]
+    fn h_naming_dkim_signature_never_takes_the_one_being_verified() {
+        let msg = "From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n";
+        let signed = sign_over(msg, &["from", "dkim-signature"], 1, None);
+        let record = seed3_record();
+        let out = run(signed.as_bytes(), &[record.as_bytes()], 10);
+        assert_eq!(out[0].result, DkimResult::Pass, "{:?}", out[0]);
+        let other =
+            "DKIM-Signature: v=1; a=rsa-sha256; d=x.example; s=t; h=from; bh=AA==; b=AA==\r\n";
+        let tampered = signed.replacen("From: a@", &format!("{other}From: a@"), 1);
+        let out = run(tampered.as_bytes(), &[record.as_bytes()], 10);
+        assert_eq!(out[0].result, DkimResult::Fail);
+    }
+
     /// RFC 6376 §3.5 i= is dkim-quoted-printable: the identity reported is
     /// the decoded AUID; without i= the default is "@" d= (§6.1.1).
     #[test]
