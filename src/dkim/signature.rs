@@ -702,6 +702,33 @@ mod tests {
         }
     }
 
+    /// RFC 6376 §3.5 c=: `header/body`, "simple" or "relaxed" each; with
+    /// only one named it is the header's and the body is "simple"; absent,
+    /// both are "simple". Anything else is an unusable signature.
+    #[test]
+    fn canonicalization_tag_values() {
+        use Canon::{Relaxed, Simple};
+        for (c, want) in [
+            (None, Some((Simple, Simple))),
+            (Some("relaxed"), Some((Relaxed, Simple))),
+            (Some("simple/relaxed"), Some((Simple, Relaxed))),
+            (Some("relaxed/relaxed"), Some((Relaxed, Relaxed))),
+            (Some("relaxed/"), None),
+            (Some("/relaxed"), None),
+            (Some("relaxed/simple/simple"), None),
+            (Some("nofws"), None),
+        ] {
+            let input = match c {
+                Some(c) => format!("{BASE}; c={c}"),
+                None => BASE.to_string(),
+            };
+            let got = Signature::parse(input.as_bytes())
+                .ok()
+                .map(|s| (s.header_canon, s.body_canon));
+            assert_eq!(got, want, "c={c:?}");
+        }
+    }
+
     /// RFC 6376 §3.5 i=: `[ Local-part ] "@" domain-name`, its domain the
     /// same as or a subdomain of d= (compared case-insensitively).
     #[test]
