@@ -37,7 +37,8 @@ pub type Signed = (Vec<Header>, Vec<(String, String, String)>);
 /// a signature over the null string, which proves nothing about an author
 /// (and RFC 5322 §3.6 makes From required). RFC 5322 §3.6 allows one From:
 /// with two, which one a reader sees is up to the reader, and a signature
-/// over both would lend our domain to the other (RFC 6376 §8.15).
+/// over both would lend our domain to the other (RFC 6376 §8, "Attacks
+/// Involving Extra Header Fields").
 pub fn unsignable(headers: &[Header]) -> Option<String> {
     match headers.iter().filter(|h| h.is("From")).count() {
         1 => None,
