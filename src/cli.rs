@@ -723,16 +723,24 @@ fn sign(a: SignArgs) -> Result<ExitCode> {
     let msg = InFlight::start(Front::Pipe, ctx, NoDns, plan, Envelope::default(), a.now);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let fate = pipe::filter(
+    // A message that cannot be signed (RFC 6376 §5.4: no From, or several)
+    // is an error here, with nothing on stdout: the caller asked for a
+    // signature and still has its message.
+    let not_signed = |f: &Fate| f.verdict().and_then(|v| v.not_signed.clone());
+    let fate = pipe::filter_if(
         &rt,
         msg,
         &spool_settings(&config),
         &mut std::io::stdin().lock(),
         &mut out,
+        |f| not_signed(f).is_none(),
     )?;
     fate.emit();
     if fate.answer.is_some() {
         bail!("{}", fate.reason.as_deref().unwrap_or("signing failed"));
+    }
+    if let Some(why) = not_signed(&fate) {
+        bail!("message not signed: {why}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -738,14 +738,15 @@ impl Config {
                 "expected simple|relaxed/simple|relaxed",
             )
         })?;
-        if s.headers
-            .iter()
-            .chain(&s.oversign)
-            .any(|h| h.is_empty() || h.contains(':'))
-        {
+        // RFC 5322 field-name = 1*ftext (printable ASCII but ':'): a name
+        // with a space would put an h= that verifiers reject (RFC 6376
+        // §3.5) into every signature.
+        let field_name =
+            |h: &String| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !s.headers.iter().chain(&s.oversign).all(field_name) {
             return Err(invalid(
                 "dkim.sign.headers",
-                "header names must be non-empty and contain no ':'",
+                "header names must be non-empty and contain no ':', space or control character",
             ));
         }
         let in_place = opendkim::signing_table(self.dkim.opendkim_signing_table.as_deref())?;
@@ -1065,6 +1066,29 @@ mod tests {
                 .to_string()
                 .starts_with("dkim.sign.canonicalization")
         );
+    }
+
+    /// RFC 6376 §3.5 h= lists field-names (RFC 5322 §3.6.8: 1*ftext); a
+    /// configured name with a space or a colon would make every signature
+    /// invalid, so the configuration is refused instead.
+    #[test]
+    fn signed_header_names_must_be_field_names() {
+        for (headers, oversign, ok) in [
+            (vec!["from", "x-list-id"], vec!["to"], true),
+            (vec!["from", "x foo"], vec![], false),
+            (vec!["from"], vec!["to:cc"], false),
+            (vec!["from", ""], vec![], false),
+            (vec!["from", "subject\t"], vec![], false),
+        ] {
+            let mut c = Config::default();
+            c.dkim.sign.headers = headers.iter().map(|h| h.to_string()).collect();
+            c.dkim.sign.oversign = oversign.iter().map(|h| h.to_string()).collect();
+            let got = c.signing();
+            assert_eq!(got.is_ok(), ok, "{headers:?} {oversign:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().starts_with("dkim.sign.headers"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -670,6 +670,15 @@ impl Record<'_> {
                 .map(|o| o.zone.as_str())
                 .collect()
         });
+        if let Some(why) = v.and_then(|v| v.not_signed.as_deref()) {
+            // Warn level: `pipe` and `sign` log warnings only, and an admin
+            // should see that mail they expect signed left unsigned.
+            tracing::warn!(
+                front = %f.front.as_str(),
+                queue_id = %f.meta.queue_id.as_deref().unwrap_or("-"),
+                "message not signed: {why}"
+            );
+        }
         tracing::info!(
             front = %f.front.as_str(),
             queue_id = %f.meta.queue_id.as_deref().unwrap_or("-"),
@@ -684,6 +693,7 @@ impl Record<'_> {
             iprev = %v.and_then(|v| v.iprev.as_ref()).map_or("-", |o| o.result.as_str()),
             dnsbl_listed = %listed.join(","),
             signed = %signed.join(", "),
+            not_signed = %v.and_then(|v| v.not_signed.as_deref()).unwrap_or("-"),
             disposition = %f.disposition.as_str(),
             reject = %reject.unwrap_or("-"),
             tempfail = %tempfail.unwrap_or("-"),

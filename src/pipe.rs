@@ -63,10 +63,23 @@ fn feed<R: Lookup + 'static>(
 /// the whole result is ready, so the MTA never sees half a message.
 pub fn filter<R: Lookup + 'static>(
     rt: &tokio::runtime::Runtime,
+    msg: InFlight<R>,
+    spool: &SpoolSettings,
+    input: &mut impl Read,
+    output: &mut impl Write,
+) -> Result<Fate, PipeError> {
+    filter_if(rt, msg, spool, input, output, |_| true)
+}
+
+/// [`filter`], writing the message only when `write` also agrees with its
+/// fate (`authgate sign` writes nothing for a message it could not sign).
+pub fn filter_if<R: Lookup + 'static>(
+    rt: &tokio::runtime::Runtime,
     mut msg: InFlight<R>,
     spool: &SpoolSettings,
     input: &mut impl Read,
     output: &mut impl Write,
+    write: impl FnOnce(&Fate) -> bool,
 ) -> Result<Fate, PipeError> {
     let mut body = Spool::new(spool.threshold, spool.dir.clone());
     let size = feed(rt, &mut msg, input, Some(&mut body))?;
@@ -75,7 +88,7 @@ pub fn filter<R: Lookup + 'static>(
         ..Meta::default()
     };
     let fate = rt.block_on(msg.finish(meta));
-    if let (true, Some(m)) = (fate.delivers(), &fate.message) {
+    if let (true, Some(m)) = (fate.delivers() && write(&fate), &fate.message) {
         let mut head = Vec::with_capacity(4096);
         m.write_head(&mut head);
         output.write_all(&head)?;

@@ -197,6 +197,35 @@ mod tests {
         }
     }
 
+    /// RFC 6376 §5.4: "The From header field MUST be signed", whatever the
+    /// configured list says; names match header fields case-insensitively;
+    /// a listed field the message lacks is left out of h= unless it is
+    /// oversigned, where it is named once (a null string, §5.4 "Signers MAY
+    /// claim to have signed header fields that do not exist") so it cannot
+    /// be added later; §5.4.2: a field present n times is named n times.
+    #[test]
+    fn from_is_always_signed_and_absent_fields_only_when_oversigned() {
+        let headers = split_fields(b"SUBJECT: s\r\nfrom: a@x\r\nX-A: 1\r\nx-a: 2\r\n");
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for (signed, over, want) in [
+            (&["Subject"][..], &[][..], &["from", "subject"][..]),
+            (
+                &["subject", "x-a", "reply-to"],
+                &[],
+                &["from", "subject", "x-a", "x-a"],
+            ),
+            (&["from", "reply-to"], &["Reply-To"], &["from", "reply-to"]),
+            (
+                &["from"],
+                &["from", "x-a"],
+                &["from", "from", "x-a", "x-a", "x-a"],
+            ),
+        ] {
+            let h = choose_headers(&headers, &list(signed), &list(over));
+            assert_eq!(h, list(want), "{signed:?} {over:?}");
+        }
+    }
+
     #[test]
     fn oversigns_identity_headers() {
         let headers =

@@ -344,8 +344,14 @@ impl Signature {
     }
 }
 
+/// `sig-h-tag = %x68 [FWS] "=" [FWS] hdr-name *( [FWS] ":" [FWS] hdr-name )`
+/// (RFC 6376 §3.5): FWS only around the colons; a name is 1*ftext, so
+/// whitespace inside one makes the tag invalid rather than joining it up.
 fn parse_h(h: &str) -> Result<Vec<String>, SignatureError> {
-    let names: Vec<String> = h.split(':').map(|n| strip_fws(n).into_owned()).collect();
+    let names: Vec<String> = h
+        .split(':')
+        .map(|n| n.trim_matches([' ', '\t', '\r', '\n']).to_string())
+        .collect();
     if names
         .iter()
         .any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
@@ -604,6 +610,142 @@ mod tests {
             ),
         ] {
             assert_eq!(Signature::parse(input.as_bytes()), Err(want), "{input}");
+        }
+    }
+
+    const BASE: &str = "v=1; a=rsa-sha256; d=example.com; s=s; h=from:to; bh=AAAA; b=AAAA";
+
+    /// RFC 6376 §3.5 names v, a, b, bh, d, h and s REQUIRED; §6.1.1:
+    /// "Verifiers MUST return PERMFAIL (signature missing required tag)".
+    #[test]
+    fn each_required_tag_missing_or_empty_is_refused() {
+        for tag in ["v", "a", "b", "bh", "d", "h", "s"] {
+            let specs: Vec<&str> = BASE.split("; ").collect();
+            let without: Vec<&str> = specs
+                .iter()
+                .copied()
+                .filter(|t| !t.starts_with(&format!("{tag}=")))
+                .collect();
+            let emptied: Vec<String> = specs
+                .iter()
+                .map(|t| {
+                    if t.starts_with(&format!("{tag}=")) {
+                        format!("{tag}=")
+                    } else {
+                        t.to_string()
+                    }
+                })
+                .collect();
+            for input in [without.join("; "), emptied.join("; ")] {
+                let got = Signature::parse(input.as_bytes());
+                assert!(
+                    matches!(got, Err(SignatureError::MissingTag(t)) if t == tag),
+                    "{input}: {got:?}"
+                );
+            }
+        }
+    }
+
+    /// RFC 6376 §3.2: "Unrecognized tags MUST be ignored"; tag names are
+    /// case-sensitive, so `D=` is an unknown tag, not a second `d=`.
+    #[test]
+    fn unknown_tags_are_ignored() {
+        let input = format!("{BASE}; foo=bar baz; D=other.example; zz=; x9_y=1");
+        let sig = Signature::parse(input.as_bytes()).unwrap();
+        assert_eq!(sig.domain, "example.com");
+    }
+
+    /// RFC 6376 §3.5 h=: FWS may stand on either side of a colon, names
+    /// compare case-insensitively, and the list must not be empty; a name
+    /// is 1*ftext, so whitespace inside one is a syntax error.
+    #[test]
+    fn h_tag_syntax() {
+        for (h, want) in [
+            ("From:To", Ok(vec!["From", "To"])),
+            ("FROM \r\n\t: subject", Ok(vec!["FROM", "subject"])),
+            (" from ", Ok(vec!["from"])),
+            ("fr om:to", Err(SignatureError::BadValue("h"))),
+            ("from::to", Err(SignatureError::BadValue("h"))),
+            ("from:to:", Err(SignatureError::BadValue("h"))),
+            ("to:subject", Err(SignatureError::FromNotSigned)),
+            ("from-x:x-from", Err(SignatureError::FromNotSigned)),
+        ] {
+            let input = BASE.replace("h=from:to", &format!("h={h}"));
+            let got = Signature::parse(input.as_bytes()).map(|s| s.signed_headers);
+            let want = want.map(|v| v.into_iter().map(String::from).collect::<Vec<_>>());
+            assert_eq!(got, want, "h={h:?}");
+        }
+    }
+
+    /// RFC 6376 §3.5 x=: "the value of the x= tag MUST be greater than the
+    /// value of the t= tag if both are present"; equal is not greater.
+    #[test]
+    fn expiry_equal_to_timestamp_is_invalid() {
+        let at = |t: u64, x: u64| Signature::parse(format!("{BASE}; t={t}; x={x}").as_bytes());
+        assert_eq!(at(10, 10), Err(SignatureError::ExpiresBeforeSigned));
+        assert_eq!(at(10, 11).map(|s| s.expiration), Ok(Some(11)));
+    }
+
+    /// RFC 6376 §3.5 q=: "Unrecognized query mechanisms MUST be ignored";
+    /// only a list with no dns/txt at all leaves no way to get the key.
+    #[test]
+    fn query_methods_other_than_dns_txt_are_skipped() {
+        for (q, ok) in [
+            ("dns/txt", true),
+            ("http/well-known:dns/txt", true),
+            ("dns", true),
+            ("dns/srv", false),
+            ("http", false),
+        ] {
+            let got = Signature::parse(format!("{BASE}; q={q}").as_bytes());
+            assert_eq!(got.is_ok(), ok, "q={q}: {got:?}");
+        }
+    }
+
+    /// RFC 6376 §3.5 c=: `header/body`, "simple" or "relaxed" each; with
+    /// only one named it is the header's and the body is "simple"; absent,
+    /// both are "simple". Anything else is an unusable signature.
+    #[test]
+    fn canonicalization_tag_values() {
+        use Canon::{Relaxed, Simple};
+        for (c, want) in [
+            (None, Some((Simple, Simple))),
+            (Some("relaxed"), Some((Relaxed, Simple))),
+            (Some("simple/relaxed"), Some((Simple, Relaxed))),
+            (Some("relaxed/relaxed"), Some((Relaxed, Relaxed))),
+            (Some("relaxed/"), None),
+            (Some("/relaxed"), None),
+            (Some("relaxed/simple/simple"), None),
+            (Some("nofws"), None),
+        ] {
+            let input = match c {
+                Some(c) => format!("{BASE}; c={c}"),
+                None => BASE.to_string(),
+            };
+            let got = Signature::parse(input.as_bytes())
+                .ok()
+                .map(|s| (s.header_canon, s.body_canon));
+            assert_eq!(got, want, "c={c:?}");
+        }
+    }
+
+    /// RFC 6376 §3.5 i=: `[ Local-part ] "@" domain-name`, its domain the
+    /// same as or a subdomain of d= (compared case-insensitively).
+    #[test]
+    fn identity_syntax_and_domain() {
+        for (i, want) in [
+            ("@example.com", Ok(())),
+            ("joe@MAIL.Example.COM", Ok(())),
+            ("joe=40x@example.com", Ok(())),
+            ("example.com", Err(SignatureError::BadValue("i"))),
+            ("joe@com", Err(SignatureError::IdentityNotInDomain)),
+            (
+                "joe@example.com.evil",
+                Err(SignatureError::IdentityNotInDomain),
+            ),
+        ] {
+            let got = Signature::parse(format!("{BASE}; i={i}").as_bytes()).map(|_| ());
+            assert_eq!(got, want, "i={i}");
         }
     }
 

@@ -146,7 +146,7 @@ pub fn find_signatures(headers: &[Header], opts: &VerifyOptions, now: u64) -> Ve
         .filter(|(_, h)| h.is("DKIM-Signature"))
         .enumerate()
         .map(|(n, (header_index, h))| {
-            let summary = SignatureSummary::of(h.value());
+            let mut summary = SignatureSummary::of(h.value());
             let state = if n >= opts.max_signatures {
                 let why = format!("not checked: more than {} signatures", opts.max_signatures);
                 Err(Box::new(DkimOutcome::new(
@@ -157,6 +157,14 @@ pub fn find_signatures(headers: &[Header], opts: &VerifyOptions, now: u64) -> Ve
             } else {
                 precheck(h.value(), &summary, opts, now)
             };
+            // i= is dkim-quoted-printable (RFC 6376 §3.5): results carry the
+            // AUID it encodes (A-R header.i, RFC 6591 DKIM-Identity).
+            if let Ok(Signature {
+                identity: Some(i), ..
+            }) = &state
+            {
+                summary.identity = Some(i.clone());
+            }
             Candidate {
                 header_index,
                 summary,
@@ -668,6 +676,122 @@ mod tests {
             (out[0].result, out[0].reason.as_str()),
             (DkimResult::Fail, "l= is longer than the body")
         );
+    }
+
+    /// Signs `msg` (CRLF) with the seed-3 Ed25519 key as d=example.com,
+    /// s=len, relaxed/relaxed, over `names`, t=`t`, x=`x`.
+    fn sign_over(msg: &str, names: &[&str], t: u64, x: Option<u64>) -> String {
+        use crate::dkim::canon::{BodySpec, Canon};
+        use crate::dkim::sign::SignSpec;
+        let (headers, body) = split(msg.as_bytes());
+        let mut h = BodyHashes::new([BodySpec {
+            canon: Canon::Relaxed,
+            limit: None,
+        }]);
+        h.update(body);
+        let (_, bh) = h.finish().remove(0);
+        let spec = SignSpec {
+            key: Arc::new(SigningKey::ed25519_from_seed(&[3u8; 32]).unwrap()),
+            domain: "example.com".into(),
+            selector: "len".into(),
+            header_canon: Canon::Relaxed,
+            body_canon: Canon::Relaxed,
+            signed_headers: names.iter().map(|n| n.to_string()).collect(),
+            timestamp: t,
+            expiration: x,
+        };
+        let sig = crate::dkim::sign::sign(&headers, &spec, &bh, b"\r\n").unwrap();
+        format!("{}{msg}", String::from_utf8_lossy(sig.raw()))
+    }
+
+    fn seed3_record() -> String {
+        let key = SigningKey::ed25519_from_seed(&[3u8; 32]).unwrap();
+        format!(
+            "v=DKIM1; k=ed25519; p={}",
+            base64::engine::general_purpose::STANDARD.encode(key.public_key_bytes())
+        )
+    }
+
+    /// RFC 6376 §3.5 x=: "Signatures MAY be considered invalid if the
+    /// verification time at the Verifier is past the expiration date";
+    /// §6.1.1: "Verifiers MAY ignore the DKIM-Signature header field and
+    /// return PERMFAIL (signature expired)". Up to x= itself it is valid.
+    #[test]
+    fn signature_past_its_expiry_is_a_permerror() {
+        let msg = "From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n";
+        let signed = sign_over(msg, &["from", "subject"], 1_000, Some(2_000));
+        let record = seed3_record();
+        for (now, want) in [
+            (1_500, DkimResult::Pass),
+            (2_000, DkimResult::Pass),
+            (2_001, DkimResult::PermError),
+        ] {
+            let out = run(signed.as_bytes(), &[record.as_bytes()], now);
+            assert_eq!(out[0].result, want, "now={now}: {:?}", out[0]);
+        }
+        let out = run(signed.as_bytes(), &[record.as_bytes()], 2_001);
+        assert_eq!(out[0].reason, "signature expired (x=2000)");
+    }
+
+    /// RFC 6376 §3.5 h= / §5.4: a name in h= that the message lacks is the
+    /// null string, so the signature verifies, and adding such a field (or
+    /// one more instance of a field signed once more than present: what
+    /// oversigning is) breaks it. Names compare case-insensitively.
+    #[test]
+    fn absent_and_oversigned_fields_in_h_are_null_until_added() {
+        let msg = "from: a@example.com\r\nSubject: s\r\n\r\nbody\r\n";
+        let signed = sign_over(msg, &["From", "SUBJECT", "reply-to", "from"], 1, None);
+        let record = seed3_record();
+        let check = |m: &str| run(m.as_bytes(), &[record.as_bytes()], 10)[0].result;
+        assert_eq!(check(&signed), DkimResult::Pass);
+        for (what, added) in [
+            ("absent Reply-To", "Reply-To: x@evil.example\r\n"),
+            ("second From", "From: x@evil.example\r\n"),
+        ] {
+            let tampered = signed.replacen("from: a@", &format!("{added}from: a@"), 1);
+            assert_eq!(check(&tampered), DkimResult::Fail, "{what}");
+        }
+        // A field not in h= may be added freely.
+        let tampered = signed.replacen("from: a@", "X-Extra: 1\r\nfrom: a@", 1);
+        assert_eq!(check(&tampered), DkimResult::Pass);
+    }
+
+    /// RFC 6376 §3.5 h=: "The field MUST NOT include the DKIM-Signature
+    /// header field that is being created or verified but may include
+    /// others": a `dkim-signature` in h= never selects the field being
+    /// verified (it is hashed once, last, with b= emptied, §3.7), only
+    /// other signatures, so adding one of those afterwards breaks it.
+    #[test]
+    fn h_naming_dkim_signature_never_takes_the_one_being_verified() {
+        let msg = "From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n";
+        let signed = sign_over(msg, &["from", "dkim-signature"], 1, None);
+        let record = seed3_record();
+        let out = run(signed.as_bytes(), &[record.as_bytes()], 10);
+        assert_eq!(out[0].result, DkimResult::Pass, "{:?}", out[0]);
+        let other =
+            "DKIM-Signature: v=1; a=rsa-sha256; d=x.example; s=t; h=from; bh=AA==; b=AA==\r\n";
+        let tampered = signed.replacen("From: a@", &format!("{other}From: a@"), 1);
+        let out = run(tampered.as_bytes(), &[record.as_bytes()], 10);
+        assert_eq!(out[0].result, DkimResult::Fail);
+    }
+
+    /// RFC 6376 §3.5 i= is dkim-quoted-printable: the identity reported is
+    /// the decoded AUID; without i= the default is "@" d= (§6.1.1).
+    #[test]
+    fn identity_is_reported_decoded() {
+        let base =
+            "DKIM-Signature: v=1; a=ed25519-sha256; d=example.com; s=s; h=from; bh=AA==; b=AA==";
+        for (extra, want) in [
+            ("; i=j=3Bo=20x@example.com", Some("j;o x@example.com")),
+            ("", None),
+        ] {
+            let headers =
+                split_fields(format!("{base}{extra}\r\nFrom: a@example.com\r\n").as_bytes());
+            let opts = VerifyOptions::default();
+            let c = &find_signatures(&headers, &opts, 0)[0];
+            let o = evaluate(c, &headers, None, &[], &opts, &KeyCache::default());
+            assert_eq!(o.identity.as_deref(), want);
+        }
     }
 
     #[test]

@@ -211,6 +211,10 @@ impl<R: Resolver + 'static> MessageJob<R> {
         let mut verdict = Verdict::default();
         if let Phase::Unparsed(why) = &self.phase {
             verdict.unparsed = Some(why.clone());
+            // Nothing to sign over: delivered as it came, and said so.
+            if self.opts.sign && self.ctx.signing.is_some() {
+                verdict.not_signed = Some(format!("message not parsed ({why})"));
+            }
         } else {
             let bodies = std::mem::replace(&mut self.hashes, BodyHashes::new([])).finish();
             if self.opts.sign {
@@ -219,6 +223,7 @@ impl<R: Resolver + 'static> MessageJob<R> {
                     self.signer
                         .sign(&self.ctx, &self.headers, &bodies, self.opts.now, eol)?;
                 (verdict.signatures, verdict.signed) = signed;
+                verdict.not_signed = self.signer.refused().map(str::to_string);
             }
             if self.opts.verify {
                 let keys = self.collect_lookups().await?;
@@ -522,17 +527,104 @@ mod tests {
                 "ed25519-sha256".into()
             )]
         );
+        // From without an address (a group): Sender, then MAIL FROM.
         let (_, v) = run(
             &ctx,
-            b"Sender: a@example.com\nSubject: no from\n\nx\n",
+            b"From: undisclosed-recipients:;\nSender: a@example.com\nSubject: s\n\nx\n",
             true,
             false,
             100,
         )
         .await;
         assert_eq!(v.signed[0].0, "example.com");
-        let (_, v) = run(&ctx, b"Subject: nothing\n\nx\n", true, false, 100).await;
+        let (_, v) = run(&ctx, b"From: list:;\nSubject: s\n\nx\n", true, false, 100).await;
         assert_eq!(v.signed[0].0, "example.com", "envelope sender fallback");
+        assert_eq!(v.not_signed, None);
+    }
+
+    /// RFC 6376 §5.4: "The From header field MUST be signed". A message
+    /// without one is delivered unsigned with the reason, whatever else
+    /// (Sender, MAIL FROM) names an author the signing table matches.
+    #[tokio::test]
+    async fn message_without_from_is_left_unsigned_with_the_reason() {
+        let (rsa, _, dns) = keys();
+        let ctx = context(
+            dns,
+            vec![TableEntry {
+                pattern: "*".into(),
+                keys: vec![rsa],
+            }],
+        );
+        for msg in [
+            &b"Sender: a@example.com\nSubject: no from\n\nx\n"[..],
+            b"Subject: nothing\n\nx\n",
+            b"\nbody only\n",
+        ] {
+            let (out, v) = run(&ctx, msg, true, false, 100).await;
+            assert!(v.signed.is_empty() && v.signatures.is_empty(), "{v:?}");
+            assert_eq!(out, msg, "delivered as it came");
+            let why = v.not_signed.unwrap_or_default();
+            assert!(why.contains("no From header field"), "{why}");
+        }
+    }
+
+    /// RFC 6376 §3.5: d= is a domain-name. With d=% the author's domain
+    /// becomes d=: an internationalized one as its A-labels (RFC 8616 §4),
+    /// and one that cannot be a domain-name (an address literal) leaves
+    /// the message unsigned with the reason, not signed with a broken d=.
+    #[tokio::test]
+    async fn author_domain_signs_as_a_valid_d_or_not_at_all() {
+        let (_, ed, dns) = keys();
+        let ctx = context(
+            dns,
+            vec![TableEntry {
+                pattern: "*".into(),
+                keys: vec![ed],
+            }],
+        );
+        let (_, v) = run(
+            &ctx,
+            "From: a@Bücher.example\n\nx\n".as_bytes(),
+            true,
+            false,
+            9,
+        )
+        .await;
+        assert_eq!(v.signed[0].0, "xn--bcher-kva.example");
+        for msg in [
+            &b"From: a@[192.0.2.1]\n\nx\n"[..],
+            b"From: a@exa_mple.com\n\nx\n",
+        ] {
+            let (out, v) = run(&ctx, msg, true, false, 9).await;
+            assert_eq!((out.as_slice(), v.signed.len()), (msg, 0));
+            let why = v.not_signed.unwrap_or_default();
+            assert!(why.contains("no author domain for d=%"), "{why}");
+        }
+    }
+
+    /// RFC 5322 §3.6 allows one From; RFC 6376 §5.4 signs "the" From. With
+    /// two, which one a reader sees is up to the reader: no signature.
+    #[tokio::test]
+    async fn message_with_several_from_fields_is_left_unsigned() {
+        let (rsa, _, dns) = keys();
+        let ctx = context(
+            dns,
+            vec![TableEntry {
+                pattern: "*@example.com".into(),
+                keys: vec![rsa],
+            }],
+        );
+        let msg = b"From: a@example.com\nFrom: ceo@bank.example\nSubject: s\n\nx\n";
+        let (out, v) = run(&ctx, msg, true, false, 100).await;
+        assert!(v.signed.is_empty(), "{v:?}");
+        assert_eq!(out, msg);
+        assert_eq!(
+            v.not_signed.as_deref(),
+            Some("2 From header fields (RFC 5322 §3.6 allows one)")
+        );
+        // An author the table does not match is not "refused": nothing to say.
+        let (_, v) = run(&ctx, b"From: a@other.example\n\nx\n", true, false, 100).await;
+        assert_eq!((v.signed.len(), v.not_signed), (0, None));
     }
 
     #[tokio::test]
@@ -559,5 +651,12 @@ mod tests {
         assert!(v.unparsed.is_some());
         assert!(out.ends_with(big), "unparsed message kept intact");
         assert!(String::from_utf8_lossy(&out).contains("dkim=permerror (header block too large)"));
+        // To be signed, it goes out unsigned, intact, with the reason.
+        let (out, v) = run(&small, big, true, false, 8).await;
+        assert_eq!((out.as_slice(), v.signed.len()), (&big[..], 0));
+        assert_eq!(
+            v.not_signed.as_deref(),
+            Some("message not parsed (header block too large)")
+        );
     }
 }

@@ -181,6 +181,10 @@ pub struct Verdict {
     pub signatures: Vec<Header>,
     /// `d=`/`s=`/`a=` of each signature added.
     pub signed: Vec<(String, String, String)>,
+    /// Why a message we were to sign (its author matched the signing
+    /// table) goes out unsigned: no From or several From (RFC 6376 §5.4),
+    /// no author domain usable as d=%, or a header block too large to parse.
+    pub not_signed: Option<String>,
     /// Why the message was passed through without parsing, if it was.
     pub unparsed: Option<String>,
     /// The envelope used (given, or recovered from trace headers); the

@@ -3,7 +3,10 @@
 //! Owns: the signing identity (From, then Sender, then the envelope
 //! sender), the signing-table match (first row wins, `%` = the author's
 //! domain), and one DKIM-Signature per key of that row over the body hash
-//! the job computed. Must not: hash the body or write the header block.
+//! the job computed. A message that cannot carry a valid signature (no From
+//! field, or several: RFC 6376 §5.4, RFC 5322 §3.6) is left unsigned with
+//! the reason, never signed over a missing From and never held back. Must
+//! not: hash the body or write the header block.
 
 use std::sync::Arc;
 
@@ -22,10 +25,27 @@ struct Planned {
 #[derive(Default)]
 pub struct Signer {
     planned: Vec<Planned>,
+    /// Why a message the signing table matched is not signed.
+    refused: Option<String>,
 }
 
 /// The added DKIM-Signature fields and the `d=`/`s=`/`a=` of each.
 pub type Signed = (Vec<Header>, Vec<(String, String, String)>);
+
+/// Why a message cannot be signed at all, whoever signs it. RFC 6376 §5.4:
+/// "The From header field MUST be signed"; a message without one would get
+/// a signature over the null string, which proves nothing about an author
+/// (and RFC 5322 §3.6 makes From required). RFC 5322 §3.6 allows one From:
+/// with two, which one a reader sees is up to the reader, and a signature
+/// over both would lend our domain to the other (RFC 6376 §8, "Attacks
+/// Involving Extra Header Fields").
+pub fn unsignable(headers: &[Header]) -> Option<String> {
+    match headers.iter().filter(|h| h.is("From")).count() {
+        1 => None,
+        0 => Some("no From header field (RFC 6376 §5.4: From must be signed)".into()),
+        n => Some(format!("{n} From header fields (RFC 5322 §3.6 allows one)")),
+    }
+}
 
 /// The signing identity: From, then Sender, then the envelope sender.
 fn author(headers: &[Header], mail_from: Option<&str>) -> Option<String> {
@@ -38,6 +58,21 @@ fn author(headers: &[Header], mail_from: Option<&str>) -> Option<String> {
                 .and_then(|h| first_address(h.value()))
         })
         .or_else(|| mail_from.filter(|s| s.contains('@')).map(str::to_string))
+}
+
+/// The author's domain as a DKIM `d=`: RFC 6376 §3.5 `domain-name` (LDH
+/// labels, A-labels for an internationalized name, as RFC 8616 §4 has
+/// it), or `None` when it cannot be one (an address literal, a stray
+/// character): a d= like that would give every verifier a permerror.
+fn signing_domain(domain: &str) -> Option<String> {
+    let ascii = idna::domain_to_ascii(domain).ok()?;
+    let ldh = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    (ascii.contains('.') && ascii.split('.').all(ldh)).then_some(ascii)
 }
 
 impl Signer {
@@ -55,8 +90,16 @@ impl Signer {
         else {
             return Signer::default();
         };
-        let author_domain = domain_of(&author).unwrap_or_default();
-        let planned = row
+        if let Some(why) = unsignable(headers) {
+            return Signer {
+                planned: Vec::new(),
+                refused: Some(why),
+            };
+        }
+        let author_domain = domain_of(&author)
+            .and_then(|d| signing_domain(&d))
+            .unwrap_or_default();
+        let planned: Vec<Planned> = row
             .keys
             .iter()
             .map(|k| Planned {
@@ -69,7 +112,20 @@ impl Signer {
             })
             .filter(|p| !p.domain.is_empty())
             .collect();
-        Signer { planned }
+        // d=% with no usable author domain to put there: say so rather
+        // than silently sending the message unsigned.
+        let refused = (planned.is_empty() && !row.keys.is_empty()).then(|| {
+            format!(
+                "no author domain for d=% (signing-table row {:?})",
+                row.pattern
+            )
+        });
+        Signer { planned, refused }
+    }
+
+    /// Why the signing table matched but the message is not signed.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
     }
 
     /// The body hash the signatures need, if any signs.

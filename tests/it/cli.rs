@@ -169,6 +169,54 @@ fn pipe_dual_signs_lf_mail_and_the_result_verifies() {
     assert_eq!(v["dkim"][1]["result"], "pass", "{v}");
 }
 
+/// RFC 6376 §5.4 ("The From header field MUST be signed"): `authgate sign`
+/// asked to sign a message with no From, or with two (RFC 5322 §3.6), says
+/// why and exits 1 with nothing on stdout, never a signature over a missing
+/// From; `pipe --sign` delivers such a message unsigned, exit 0, and warns.
+#[test]
+fn message_without_a_single_from_is_not_signed_by_sign_or_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = private_key(dir.path(), "dkim/rfc8463-rsa.pem");
+    let zone = zone_for_key(dir.path(), &key, "r", "example.com");
+    let config = write_config(dir.path(), &[("r", "example.com", &key)], &zone);
+    for (msg, why) in [
+        (
+            "Sender: a@example.com\nSubject: s\n\nbody\n",
+            "no From header field",
+        ),
+        (
+            "From: a@example.com\nFrom: b@example.com\n\nbody\n",
+            "2 From header fields",
+        ),
+    ] {
+        let out = authgate()
+            .args(["sign", "-d", "example.com", "-s", "r", "--key"])
+            .arg(&key)
+            .write_stdin(msg)
+            .assert()
+            .code(1);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(out.get_output().stdout.is_empty(), "{msg:?}");
+        assert!(err.contains("not signed") && err.contains(why), "{err}");
+        let out = authgate()
+            .args(["pipe", "--sign", "--config"])
+            .arg(&config)
+            .write_stdin(format!("Return-Path: <a@example.com>\n{msg}"))
+            .assert()
+            .success();
+        let got = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(
+            got.ends_with(msg) && !got.contains("DKIM-Signature"),
+            "{got}"
+        );
+        assert!(
+            err.contains("message not signed") && err.contains(why),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn pipe_with_defaults_adds_authentication_results_only() {
     let out = rfc8463_args(authgate().args(["pipe", "--authserv-id", "mx.test"]))

@@ -303,6 +303,32 @@ async fn signs_internal_mail_then_verifies_it_over_tcp() {
     server.shutdown().await;
 }
 
+/// RFC 6376 §5.4 ("The From header field MUST be signed"): internal mail
+/// with no From, or with two, cannot carry a valid signature. The milter
+/// lets it through unsigned (continue, no DKIM-Signature inserted): no
+/// tempfail, since retrying would never make it signable.
+#[tokio::test]
+async fn internal_mail_without_a_single_from_continues_unsigned() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    c.negotiate().await;
+    c.connect("lan.example.com", "10.0.0.7").await;
+    let no_from = MESSAGE.replace("From: Alice <alice@example.com>\r\n", "");
+    let two_from = MESSAGE.replace("To: Bob", "From: Mallory <ceo@example.org>\r\nTo: Bob");
+    for msg in [no_from, two_from] {
+        let eom = c
+            .message("alice@example.com", None, msg.as_bytes(), 64)
+            .await;
+        assert_eq!(eom.last.0, b'c', "{eom:?}");
+        assert!(
+            !eom.inserted.iter().any(|(_, n, _)| n == "DKIM-Signature"),
+            "{eom:?}"
+        );
+    }
+    drop(c);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn several_messages_abort_and_reject_on_one_connection() {
     let server = Server::start().await;

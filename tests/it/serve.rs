@@ -541,6 +541,24 @@ async fn internal_clients_are_signed() {
     // An independent verifier agrees.
     let results = crate::oracles::oracle_verify(crate::oracles::Oracle::Dkimpy, &data, &keys.zone);
     assert_eq!(results, ["pass"]);
+    // RFC 6376 §5.4: no From (the envelope names an author the table
+    // matches) means no signature; relayed unsigned and intact, never a 4xx.
+    c.send("XFORWARD ADDR=10.1.2.3\r\n").await;
+    c.expect(250).await;
+    c.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+        .await;
+    c.expect(250).await;
+    c.expect(250).await;
+    c.expect(354).await;
+    c.send("To: b@example.net\r\nSubject: no from\r\n\r\nbye\r\n.\r\n")
+        .await;
+    c.expect(250).await;
+    let data = sink.transactions()[1].data.clone();
+    assert!(
+        data.starts_with(b"To: b@example.net\r\nSubject: no from\r\n"),
+        "{}",
+        String::from_utf8_lossy(&data)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
