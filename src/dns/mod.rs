@@ -219,11 +219,11 @@ impl<L: Lookup> Lookup for &L {
 
 /// The cache and zone key of `name`: its [`name::canonical`] text (escapes
 /// decoded and written back one way, ASCII lower-cased, no final dot). Text
-/// that is no name (`a..b`, a bad escape) is lower-cased with one final dot
-/// stripped; such a key never equals the key of a name.
+/// that is no name (`a..b`, `x.example..`, a bad escape) is only
+/// lower-cased: it stays no name, so a lookup of the key (the cache asks
+/// its upstream for the key) finds nothing, as a lookup of the text would.
 pub fn normalize_name(name: &str) -> String {
-    self::name::canonical(name)
-        .unwrap_or_else(|| name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase())
+    self::name::canonical(name).unwrap_or_else(|| name.to_ascii_lowercase())
 }
 
 /// The reverse-lookup name for `ip` (RFC 1035 §3.5, RFC 3596 §2.5).
@@ -365,7 +365,7 @@ mod tests {
         assert_eq!(normalize_name("a.b"), "a.b");
         assert_eq!(normalize_name("A B.x"), normalize_name(r"a\032b.X."));
         // Not names: keys that no name has.
-        assert_eq!(normalize_name("x.example.."), "x.example.");
+        assert_eq!(normalize_name("x.Example.."), "x.example..");
         assert_eq!(normalize_name(r"A\"), r"a\");
     }
 }

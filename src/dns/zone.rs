@@ -310,8 +310,8 @@ impl ZoneResolver {
         self.owns_normalized(&normalize_name(name))
     }
 
-    /// [`Self::owns`] for a name already normalized (normalizing twice
-    /// would drop a second final dot).
+    /// [`Self::owns`] for a name already normalized (saves parsing it
+    /// twice).
     fn owns_normalized(&self, name: &str) -> bool {
         self.records.contains_key(name) || self.failures.contains_key(name)
     }
