@@ -359,6 +359,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn names_that_are_no_names_stay_so_through_the_cache() {
+        // RFC 1035 §3.1: only the root label is empty. `x.example..` once
+        // became the key `x.example.`, which the upstream took for
+        // `x.example`; an escape-spelled name shares its octets' entry.
+        let zone = crate::dns::zone::ZoneResolver::parse(
+            "x.example. A 192.0.2.1\na\\ b.example. A 192.0.2.2\n",
+            None,
+        )
+        .unwrap();
+        let cache = Cache::new(zone, CONFIG);
+        for name in ["x.example..", "x.example\\", "x..example"] {
+            assert_eq!(cache.a(name).await, Err(DnsError::NxDomain), "{name}");
+        }
+        assert_eq!(
+            cache.a("x.example.").await,
+            Ok(vec![Ipv4Addr::new(192, 0, 2, 1)])
+        );
+        assert!(!cache.lookup("A B.example", RecordType::A).await.cached);
+        assert!(cache.lookup("a\\032b.example", RecordType::A).await.cached);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn types_are_cached_separately() {
         let cache = Cache::new(fake(a_record), CONFIG);
         cache.lookup("a.example", RecordType::A).await;

@@ -26,9 +26,7 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType as HickoryType};
 use hickory_resolver::{Resolver as HickoryInner, TokioResolver};
 use tokio::time::Instant;
 
-use super::{
-    Answer, DnsError, DnsSettings, DnsSetupError, Lookup, Mx, RecordType, Records, normalize_name,
-};
+use super::{Answer, DnsError, DnsSettings, DnsSetupError, Lookup, Mx, RecordType, Records};
 
 /// Where the system resolver configuration lives.
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -176,12 +174,15 @@ fn options(settings: &DnsSettings) -> Result<ResolverOpts, DnsSetupError> {
     Ok(opts)
 }
 
-/// `name` as a fully qualified hickory name; `None` when it cannot be a
-/// DNS name at all (so no server could ever hold it).
-fn fqdn(name: &str) -> Option<Name> {
-    let mut qname = Name::from_ascii(name).ok()?;
-    qname.set_fqdn(true);
-    Some(qname)
+/// `name` as a fully qualified hickory name, built label by label from its
+/// raw octets ([`super::name`]: a space, `%`, `/`, `:`, `=` or a non-ASCII
+/// octet goes on the wire as is, as the zone-file resolver answers it);
+/// `None` when it cannot be a DNS name at all (an empty label, a label over
+/// 63 octets, more than 255 octets, a bad escape), so no server could ever
+/// hold it.
+pub fn fqdn(name: &str) -> Option<Name> {
+    let labels = super::name::wire_labels(name)?;
+    Name::from_labels(labels.iter().map(Vec::as_slice)).ok()
 }
 
 fn hickory_type(rtype: RecordType) -> HickoryType {
@@ -276,8 +277,11 @@ fn mx(data: &RData) -> Option<Mx> {
     }
 }
 
-fn name_text(name: &Name) -> String {
-    normalize_name(&name.to_ascii())
+/// A name from an answer in the text form of [`super::name`] (ASCII
+/// lower-cased): the same text the zone-file resolver gives for it, and
+/// one that [`fqdn`] turns back into the same octets.
+pub fn name_text(name: &Name) -> String {
+    super::name::render(name.iter().map(<[u8]>::to_ascii_lowercase))
 }
 
 fn is_empty(records: &Records) -> bool {
@@ -403,7 +407,41 @@ mod tests {
     fn names_that_cannot_exist_are_not_sent() {
         let long_label = format!("{}.example", "x".repeat(64));
         assert!(fqdn(&long_label).is_none());
+        let long_name = format!("{}x.example", "a.".repeat(123));
+        assert!(fqdn(&long_name).is_none());
+        for bad in ["a..example", ".example", r"a\256.example", "a\\"] {
+            assert!(fqdn(bad).is_none(), "{bad}");
+        }
         assert!(fqdn("_dmarc.Example.COM").is_some_and(|n| n.is_fqdn()));
+    }
+
+    #[test]
+    fn names_are_built_from_raw_octets() {
+        // RFC 7208 §7.3: macros expand to any octets; RFC 2181 §11: a label
+        // is any octets. Each goes on the wire as written.
+        for (text, want) in [
+            ("a b.x.example", vec![&b"a b"[..], b"x", b"example"]),
+            ("a%b.x.example", vec![b"a%b", b"x", b"example"]),
+            ("a/b.x.example", vec![b"a/b", b"x", b"example"]),
+            ("a:b.x.example", vec![b"a:b", b"x", b"example"]),
+            ("_spf=1.example.", vec![b"_spf=1", b"example"]),
+            ("é.example", vec!["é".as_bytes(), b"example"]),
+            (r"a\.b.example", vec![b"a.b", b"example"]),
+            (r"\200.example", vec![b"\xc8", b"example"]),
+            (r"a\\b.example", vec![b"a\\b", b"example"]),
+        ] {
+            let name = fqdn(text).unwrap();
+            let got: Vec<&[u8]> = name.iter().collect();
+            assert_eq!(got, want, "{text}");
+            assert!(name.is_fqdn());
+            assert_eq!(
+                super::super::normalize_name(&name_text(&name)),
+                super::super::normalize_name(text),
+                "{text}"
+            );
+        }
+        // 63 octets written as 252 characters of escapes still fit a label.
+        assert!(fqdn(&format!("{}.example", r"\032".repeat(63))).is_some());
     }
 
     #[test]

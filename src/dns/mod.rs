@@ -27,6 +27,7 @@
 pub mod cache;
 pub mod hickory;
 pub mod metered;
+pub mod name;
 pub mod overlay;
 mod settings;
 mod system;
@@ -69,7 +70,9 @@ pub struct Mx {
 /// Asynchronous DNS lookups used by the evaluators.
 ///
 /// Names are given without a trailing dot; implementations treat them as
-/// fully qualified. CNAMEs are followed by the implementation.
+/// fully qualified. CNAMEs are followed by the implementation. Names are
+/// text as [`name`] describes: raw octets, `.` between labels, `\` escapes
+/// (RFC 1035 §5.1); names given back (MX, PTR) are in that form too.
 pub trait Resolver: Send + Sync {
     /// TXT records at `name`; each record's character-strings are already
     /// concatenated without separator (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
@@ -214,9 +217,13 @@ impl<L: Lookup> Lookup for &L {
     }
 }
 
-/// Lower-cases `name` and strips one trailing dot: the cache and zone key.
+/// The cache and zone key of `name`: its [`name::canonical`] text (escapes
+/// decoded and written back one way, ASCII lower-cased, no final dot). Text
+/// that is no name (`a..b`, `x.example..`, a bad escape) is only
+/// lower-cased: it stays no name, so a lookup of the key (the cache asks
+/// its upstream for the key) finds nothing, as a lookup of the text would.
 pub fn normalize_name(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+    self::name::canonical(name).unwrap_or_else(|| name.to_ascii_lowercase())
 }
 
 /// The reverse-lookup name for `ip` (RFC 1035 §3.5, RFC 3596 §2.5).
@@ -356,5 +363,9 @@ mod tests {
     fn normalize_lowercases_and_strips_root_dot() {
         assert_eq!(normalize_name("Example.COM."), "example.com");
         assert_eq!(normalize_name("a.b"), "a.b");
+        assert_eq!(normalize_name("A B.x"), normalize_name(r"a\032b.X."));
+        // Not names: keys that no name has.
+        assert_eq!(normalize_name("x.Example.."), "x.example..");
+        assert_eq!(normalize_name(r"A\"), r"a\");
     }
 }

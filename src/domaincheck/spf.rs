@@ -222,10 +222,12 @@ fn check_ptr(domain: &str, record: &Record, out: &mut Vec<Finding>) {
     );
 }
 
-/// The domain a domain-spec names, when it holds no macro.
+/// The domain a domain-spec names, when it holds no macro, in the
+/// resolvers' text form: its characters are octets, a `\` too, as the
+/// evaluator queries them (RFC 7208 §7.1, §4.8).
 fn literal(spec: &MacroString) -> Option<String> {
     match spec.tokens.as_slice() {
-        [Token::Literal(s)] => Some(crate::dns::normalize_name(s)),
+        [Token::Literal(s)] => Some(crate::dns::normalize_name(&crate::dns::name::escape_raw(s))),
         _ => None,
     }
 }

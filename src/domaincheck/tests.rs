@@ -61,6 +61,16 @@ fn spf_walk_findings() {
             Level::Error,
             "has 11 MX records",
         ),
+        // A literal's characters are its octets, '\' too (RFC 7208 §7.1
+        // macro-literal): the zone writes that label `a\\b`.
+        (
+            r#"d.example. TXT "v=spf1 include:a\\b.d.example -all"
+a\\b.d.example. TXT "v=spf1 a -all"
+a\\b.d.example. A 192.0.2.1"#,
+            Area::Spf,
+            Level::Ok,
+            "2 of 10 allowed DNS lookups",
+        ),
         (
             ";@servfail d.example\n",
             Area::Spf,

@@ -226,11 +226,20 @@ pub fn valid_domain(domain: &str) -> bool {
         && labels.last().is_some_and(|top| is_toplabel(top))
 }
 
-/// A name that can be queried at all: 1–63 octet labels, at most 253
-/// octets. Expanded targets may hold any visible character (§7.1).
+/// A name (in the resolvers' text form, see [`query_name`]) that can be
+/// queried at all: 1–63 octet labels, at most 255 octets on the wire (253
+/// of plain text). Expanded targets may hold any octet (§7.1, §7.3).
 fn queryable(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.len() <= 253 && name.split('.').all(|l| (1..=63).contains(&l.len()))
+    crate::dns::name::wire_labels(name).is_some()
+}
+
+/// The resolvers' text form of a raw name. Macro expansion (§7.3) and the
+/// sender give raw text: `.` between labels, every other character its own
+/// octets, a space, `%`, `/` or `\` included. The resolvers take RFC 1035
+/// §5.1 escapes ([`crate::dns::name`]), so only `\` needs escaping; the
+/// rest goes to the wire as is, with `--dns-zone` and `--dns-server` alike.
+fn query_name(raw: &str) -> std::borrow::Cow<'_, str> {
+    crate::dns::name::escape_raw(raw)
 }
 
 /// True when `ip` lies in `net/len`.
@@ -304,7 +313,7 @@ impl<'a, R: Resolver> Eval<'a, R> {
 
     /// §4.4, §4.5: exactly one `v=spf1` record, parsed whole.
     async fn fetch_record(&mut self, domain: &str) -> Step<Option<Record>> {
-        let txts = match self.resolver.txt(domain).await {
+        let txts = match self.resolver.txt(&query_name(domain)).await {
             Ok(txts) => txts,
             Err(DnsError::Temporary(e)) => {
                 return Err(Stop::Temp(format!("TXT lookup of {domain}: {e}")));
@@ -410,7 +419,7 @@ impl<'a, R: Resolver> Eval<'a, R> {
             Mechanism::Include(spec) => self.include(spec, domain).await,
             Mechanism::A(spec, cidr) => {
                 let target = self.target(spec.as_ref(), domain).await;
-                let addrs = self.addresses(&target).await?;
+                let addrs = self.addresses(&query_name(&target)).await?;
                 Ok(self.any_in(&addrs, cidr.v4, cidr.v6))
             }
             Mechanism::Mx(spec, cidr) => {
@@ -455,7 +464,8 @@ impl<'a, R: Resolver> Eval<'a, R> {
     }
 
     /// A records for IPv4 clients, AAAA for IPv6 (§5.3); void answers are
-    /// counted, temporary failures stop evaluation.
+    /// counted, temporary failures stop evaluation. `name` is in the
+    /// resolvers' text form ([`query_name`], or an MX exchange as given).
     async fn addresses(&mut self, name: &str) -> Step<Vec<IpAddr>> {
         if !queryable(name) {
             self.void(name)?;
@@ -489,8 +499,9 @@ impl<'a, R: Resolver> Eval<'a, R> {
 
     /// §5.4: at most [`MX_LIMIT`] names, each looked up for addresses.
     async fn mx(&mut self, target: &str, v4: u8, v6: u8) -> Step<bool> {
-        let mut mxs = if queryable(target) {
-            let answer = self.resolver.mx(target).await;
+        let query = query_name(target);
+        let mut mxs = if queryable(&query) {
+            let answer = self.resolver.mx(&query).await;
             self.sort_answer(target, answer)?
         } else {
             self.void(target)?;
@@ -517,16 +528,19 @@ impl<'a, R: Resolver> Eval<'a, R> {
 
     /// §5.7: any A record matches (always A, whatever the client family).
     async fn exists(&mut self, target: &str) -> Step<bool> {
-        if !queryable(target) {
+        let query = query_name(target);
+        if !queryable(&query) {
             self.void(target)?;
             return Ok(false);
         }
-        let answer = self.resolver.a(target).await;
+        let answer = self.resolver.a(&query).await;
         Ok(!self.sort_answer(target, answer)?.is_empty())
     }
 
     /// §5.5: PTR names (first [`PTR_LIMIT`]) whose addresses include the
-    /// client. DNS errors only drop names; computed once per evaluation.
+    /// client, as raw text (for `ptr:` and `%{p}`); a name raw text cannot
+    /// say (a `.` inside a label, octets that are not UTF-8) is dropped.
+    /// DNS errors only drop names; computed once per evaluation.
     async fn validated_names(&mut self) -> Vec<String> {
         if let Some(names) = &self.validated {
             return names.clone();
@@ -534,14 +548,17 @@ impl<'a, R: Resolver> Eval<'a, R> {
         let names: Vec<String> = self.resolver.ptr(self.ip).await.unwrap_or_default();
         let mut validated = Vec::new();
         for name in names.into_iter().take(PTR_LIMIT) {
-            if self.resolves_to_client(&name).await {
-                validated.push(name);
+            if self.resolves_to_client(&name).await
+                && let Some(raw) = crate::dns::name::to_raw(&name)
+            {
+                validated.push(raw);
             }
         }
         self.validated = Some(validated.clone());
         validated
     }
 
+    /// `name` is a PTR target as the resolver gave it (its text form).
     async fn resolves_to_client(&self, name: &str) -> bool {
         if !queryable(name) {
             return false;
@@ -598,10 +615,11 @@ impl<'a, R: Resolver> Eval<'a, R> {
     /// §6.2: fetch and expand the explanation; any problem means none.
     async fn explain(&mut self, spec: &MacroString, domain: &str) -> Option<String> {
         let target = self.expand_domain(spec, domain).await;
-        if !queryable(&target) {
+        let query = query_name(&target);
+        if !queryable(&query) {
             return None;
         }
-        let txts = self.resolver.txt(&target).await.ok()?;
+        let txts = self.resolver.txt(&query).await.ok()?;
         let [txt] = txts.as_slice() else {
             return None;
         };
@@ -635,6 +653,28 @@ mod tests {
         ] {
             assert_eq!(valid_domain(d), ok, "{d}");
         }
+    }
+
+    #[test]
+    fn expanded_names_are_queried_as_their_raw_octets() {
+        // §7.3: an expansion may hold any octet; each goes to the resolver
+        // as that octet, `\` included (escaped for the resolvers' text).
+        for (raw, want) in [
+            ("a b.x", vec![&b"a b"[..], b"x"]),
+            ("a%b:c/d.x", vec![b"a%b:c/d", b"x"]),
+            (r"a\b.x", vec![br"a\b", b"x"]),
+            (r"a\.b.x", vec![br"a\", b"b", b"x"]),
+            (r"\065.x", vec![br"\065", b"x"]),
+        ] {
+            let labels = crate::dns::name::wire_labels(&query_name(raw)).unwrap();
+            assert_eq!(labels, want, "{raw}");
+        }
+        // Limits count octets (§4.3, RFC 1035 §2.3.4): 63 backslashes are
+        // one 63-octet label, though 126 characters once escaped.
+        assert!(queryable(&query_name(&format!("{}.x", "\\".repeat(63)))));
+        assert!(!queryable(&query_name(&format!("{}.x", "\\".repeat(64)))));
+        assert!(!queryable(&query_name("a..b.x")));
+        assert!(!queryable(&query_name(&format!("{}x", "a.".repeat(127)))));
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! TC=1 over UDP when the answer exceeds the client's EDNS payload size
 //! (RFC 6891 §6.2.5), so the client retries over TCP (RFC 7766).
 //!
+//! Names are handled as octets both ways: a query name's labels become the
+//! zone's canonical text ([`authgate::dns::hickory::name_text`]), and zone
+//! names go back on the wire label by label ([`authgate::dns::hickory::fqdn`]),
+//! so owners such as `a\ b` or `a\.b` answer the query of those octets.
+//!
 //! Failure modes per name come from `;@servfail` / `;@refused` /
 //! `;@timeout` in the zone text, or at run time from [`DnsServer::set_mode`].
 //! Counters record every query received, by transport and by name.
@@ -20,6 +25,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use authgate::dns::hickory::{fqdn, name_text};
 use authgate::dns::zone::{FailMode, Outcome, ZoneData, ZoneRecord, ZoneResolver};
 use authgate::dns::{DnsSettings, RecordType, normalize_name};
 use hickory_resolver::proto::op::{Edns, Message, ResponseCode};
@@ -54,7 +60,7 @@ pub enum Transport {
 /// One query the server received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
-    /// Query name, normalized.
+    /// Query name, in canonical text (`a\032b.example` for `a b.example`).
     pub name: String,
     /// Query type mnemonic (`TXT`, `A`, ...).
     pub rtype: String,
@@ -229,7 +235,7 @@ async fn serve_tcp_conn(mut stream: TcpStream, state: Arc<State>) {
 fn reply(state: &State, wire: &[u8], transport: Transport) -> Option<Vec<u8>> {
     let query = Message::from_vec(wire).ok()?;
     let q = query.queries.first()?.clone();
-    let name = normalize_name(&q.name().to_ascii());
+    let name = name_text(q.name());
     state.log.lock().unwrap().push(Received {
         name: name.clone(),
         rtype: q.query_type().to_string(),
@@ -316,7 +322,7 @@ fn our_type(t: HType) -> Option<RecordType> {
 }
 
 fn dns_name(name: &str) -> Name {
-    Name::from_ascii(format!("{name}.")).expect("zone names are valid")
+    fqdn(name).expect("zone names are valid")
 }
 
 fn to_record(r: &ZoneRecord) -> Record {

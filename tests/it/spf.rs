@@ -729,3 +729,178 @@ proptest::proptest! {
         proptest::prop_assert!(total <= 1 + 10 * 11 + 11, "{} queries: {}", total, o.reason);
     }
 }
+
+// ---- names beyond letters, digits and hyphens: --dns-zone = --dns-server ----
+
+/// A local-part of 50 octets: five of them and `t.example.net` make 268
+/// octets, so §7.3 drops the leftmost label (`names.zone` holds the rest).
+fn truncation_local() -> String {
+    format!("a b{}", "c".repeat(47))
+}
+
+/// `(client, sender, result, explanation)` over `tests/fixtures/spf/names.zone`.
+fn name_cases() -> Vec<(&'static str, String, SpfResult, Option<&'static str>)> {
+    use SpfResult::{Fail, Pass, PermError};
+    let mut cases: Vec<(&str, String, SpfResult, Option<&str>)> = Vec::new();
+    // §5.7 exists:%{l}.x.example.net, the local-part's octets as they are.
+    for local in [
+        "a b", "a%b", "a/b", "a:b", r"a\b", "k=v_1", "été", "q\"r", "s;t",
+    ] {
+        cases.push((
+            "192.0.2.9",
+            format!("{local}@exists.example.net"),
+            Pass,
+            None,
+        ));
+    }
+    // Absent, a 64-octet label (never sent), an empty label (never sent),
+    // and names that differ from an owner only by octets that are not
+    // ASCII letters (compared exactly).
+    let long = format!("a b{}", "c".repeat(61));
+    for local in ["x y", &long, "a..b", "ÉTÉ", "a\tb"] {
+        cases.push((
+            "192.0.2.9",
+            format!("{local}@exists.example.net"),
+            Fail,
+            None,
+        ));
+    }
+    cases.push(("192.0.2.9", "A B@exists.example.net".into(), Pass, None));
+    // §6.2 exp= at an expanded name.
+    for (local, exp) in [
+        ("a b", "space: a b"),
+        ("a%b", "percent: a%b"),
+        ("a/b", "slash: a/b"),
+        ("a:b", "colon: a:b"),
+    ] {
+        cases.push((
+            "192.0.2.9",
+            format!("{local}@exp.example.net"),
+            Fail,
+            Some(exp),
+        ));
+    }
+    cases.push(("192.0.2.9", "nope@exp.example.net".into(), Fail, None));
+    // §5.2 include: and §6.1 redirect= of names with '_' and '='; a
+    // target with a space is no valid domain (§4.3), so none: permerror.
+    cases.extend([
+        ("192.0.2.1", "x@incl.example.net".into(), Pass, None),
+        ("198.51.100.1", "x@incl.example.net".into(), Fail, None),
+        (
+            "192.0.2.1",
+            "k=v_1@incl-macro.example.net".into(),
+            Pass,
+            None,
+        ),
+        (
+            "192.0.2.1",
+            "k=v_2@incl-macro.example.net".into(),
+            PermError,
+            None,
+        ),
+        ("192.0.2.1", "r_1=x@redir.example.net".into(), Pass, None),
+        ("198.51.100.1", "r_1=x@redir.example.net".into(), Fail, None),
+        ("192.0.2.1", "a b@redir.example.net".into(), PermError, None),
+    ]);
+    // §5.3 a:, §5.4 mx: (the exchange has a space), §5.5 ptr: and %{p}
+    // (the PTR name has a space).
+    cases.extend([
+        ("192.0.2.1", "a b@a-mech.example.net".into(), Pass, None),
+        ("192.0.2.2", "a b@a-mech.example.net".into(), Fail, None),
+        ("192.0.2.1", "a b@mx-mech.example.net".into(), Pass, None),
+        ("192.0.2.2", "a b@mx-mech.example.net".into(), Fail, None),
+        ("192.0.2.1", "x@ptr-mech.example.net".into(), Pass, None),
+        ("192.0.2.2", "x@ptr-mech.example.net".into(), Fail, None),
+        ("192.0.2.1", "x@ptr-macro.example.net".into(), Pass, None),
+    ]);
+    // §7.3: an expansion past 253 octets loses labels on the left.
+    let trunc = format!("{}@trunc.example.net", truncation_local());
+    cases.push(("192.0.2.9", trunc, Pass, None));
+    cases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_any_octets_answer_alike_from_zone_files_and_over_the_wire() {
+    let zone_path = fixtures().join("spf/names.zone");
+    let server = DnsServer::start(&std::fs::read_to_string(&zone_path).unwrap()).await;
+    let live = build(&server.settings()).expect("resolver builds");
+    assert_eq!(live.mode(), "live");
+    let offline = build(&authgate::dns::DnsSettings {
+        zone_files: vec![zone_path.clone()],
+        ..authgate::dns::DnsSettings::default()
+    })
+    .expect("zone loads");
+    for (client, sender, want, exp) in name_cases() {
+        let helo = "h.example";
+        let wire = verify_mail_from(&live, ip(client), &sender, helo, &opts()).await;
+        let zone = verify_mail_from(&offline, ip(client), &sender, helo, &opts()).await;
+        assert_eq!(wire, zone, "{client} {sender}");
+        assert_eq!(wire.result, want, "{client} {sender}: {}", wire.reason);
+        assert_eq!(wire.explanation.as_deref(), exp, "{client} {sender}");
+    }
+    // The octets went on the wire as they are: the server saw a query for
+    // the label `a b` (shown escaped), and none for names past the limits.
+    for name in [
+        "a b.x.example.net",
+        "a%b.x.example.net",
+        r"a\\b.x.example.net",
+        "été.x.example.net",
+        "a b.exp.example.net",
+        "_spf=1.example.net",
+        "mail host.example.net",
+        "host 1.p.example.net",
+    ] {
+        assert!(server.queries_for(name) >= 1, "{name} never queried");
+    }
+    let received = server.received();
+    assert!(
+        received.iter().any(|r| r.name == r"a\032b.x.example.net"),
+        "{received:?}"
+    );
+    assert!(
+        received
+            .iter()
+            .all(|r| !r.name.contains("..") && !r.name.contains(&"c".repeat(61))),
+        "a name past the limits was sent: {received:?}"
+    );
+}
+
+/// The same through the command line: `authgate spf --dns-zone` and
+/// `--dns-server` print the same JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spf_command_agrees_on_names_with_any_octets() {
+    let zone_path = fixtures().join("spf/names.zone");
+    let server = DnsServer::start(&std::fs::read_to_string(&zone_path).unwrap()).await;
+    let addr = server.addr().to_string();
+    for (client, sender) in [
+        ("192.0.2.9", "a b@exists.example.net"),
+        ("192.0.2.9", "a%b@exp.example.net"),
+        ("192.0.2.1", "a b@mx-mech.example.net"),
+        ("192.0.2.1", "k=v_1@incl-macro.example.net"),
+    ] {
+        let run = |dns: [String; 2]| {
+            let (client, sender) = (client.to_string(), sender.to_string());
+            tokio::task::spawn_blocking(move || {
+                let out = crate::support::authgate()
+                    .args(["spf", "--json", "--ip", &client, "--helo", "h.example"])
+                    .args(["--mail-from", &sender, "--now", "1700000000"])
+                    .args(&dns)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+            })
+        };
+        let wire = run(["--dns-server".into(), addr.clone()]).await.unwrap();
+        let zone = run(["--dns-zone".into(), zone_path.display().to_string()])
+            .await
+            .unwrap();
+        assert_eq!(wire, zone, "{client} {sender}");
+        assert_ne!(wire["result"], "temperror", "{wire}");
+        assert_ne!(wire["result"], "none", "{wire}");
+    }
+}

@@ -1,8 +1,11 @@
 //! Tokenizer for RFC 1035 §5.1 master files.
 //!
 //! Owns the lexical layer only: `;` comments, parentheses joining lines,
-//! quoted character-strings with `\X` and `\DDD` escapes, and the
+//! quoted character-strings with `\X` and `\DDD` escapes, unquoted words
+//! whose escapes (`\ `, `\;`, `\(`, `\"`) keep them whole, and the
 //! `;@directive` comments of [`super`]. It knows nothing about record types.
+
+use crate::dns::name::decode_escape;
 
 /// One token of an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +108,7 @@ impl Lexer<'_> {
                     self.pos += 1;
                 }
                 b'"' => entry.tokens.push(Token::Quoted(self.quoted()?)),
-                _ => entry.tokens.push(Token::Word(self.word())),
+                _ => entry.tokens.push(Token::Word(self.word()?)),
             }
         }
         if depth > 0 {
@@ -128,18 +131,24 @@ impl Lexer<'_> {
         std::str::from_utf8(raw).unwrap_or_default()
     }
 
-    /// Reads an unquoted word, keeping escapes as written.
-    fn word(&mut self) -> String {
+    /// Reads an unquoted word, keeping escapes as written: an escaped
+    /// blank, `;`, parenthesis or quote belongs to the word (RFC 1035 §5.1).
+    fn word(&mut self) -> Result<String, LexError> {
         let start = self.pos;
         while let Some(b) = self.peek() {
             match b {
                 b' ' | b'\t' | b'\r' | b'\n' | b';' | b'(' | b')' | b'"' => break,
-                b'\\' => self.pos = (self.pos + 2).min(self.bytes.len()),
+                b'\\' => match self.bytes.get(self.pos + 1) {
+                    None | Some(b'\r' | b'\n') => {
+                        return Err(self.err("backslash at end of line"));
+                    }
+                    Some(_) => self.pos += 2,
+                },
                 _ => self.pos += 1,
             }
         }
         let raw = self.bytes.get(start..self.pos).unwrap_or_default();
-        String::from_utf8_lossy(raw).into_owned()
+        Ok(String::from_utf8_lossy(raw).into_owned())
     }
 
     /// Reads a quoted character-string, decoding escapes (RFC 1035 §5.1).
@@ -171,27 +180,16 @@ impl Lexer<'_> {
         }
     }
 
-    /// Decodes `\X` or `\DDD` at the cursor.
+    /// Decodes `\X` or `\DDD` at the cursor (an escaped newline still
+    /// counts as a line).
     fn escape(&mut self) -> Result<u8, LexError> {
         let rest = self.bytes.get(self.pos + 1..).unwrap_or_default();
-        let (byte, len) = decode_escape(rest).map_err(|m| self.err(m))?;
+        let (byte, len) = decode_escape(rest).map_err(|e| self.err(e.to_string()))?;
+        if byte == b'\n' && len == 1 {
+            self.line += 1;
+        }
         self.pos += 1 + len;
         Ok(byte)
-    }
-}
-
-/// Decodes the escape after a backslash: returns the byte and how many input
-/// bytes it used.
-pub(super) fn decode_escape(rest: &[u8]) -> Result<(u8, usize), String> {
-    match rest {
-        [a, b, c, ..] if a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit() => {
-            let value = u32::from(a - b'0') * 100 + u32::from(b - b'0') * 10 + u32::from(c - b'0');
-            let byte = u8::try_from(value).map_err(|_| format!("escape \\{value} is above 255"))?;
-            Ok((byte, 3))
-        }
-        [a, ..] if a.is_ascii_digit() => Err("\\DDD escape needs three digits".into()),
-        [x, ..] => Ok((*x, 1)),
-        [] => Err("backslash at end of input".into()),
     }
 }
 
@@ -202,7 +200,8 @@ pub(super) fn unescape_word(word: &str) -> Result<Vec<u8>, String> {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == b'\\' {
-            let (byte, len) = decode_escape(bytes.get(i + 1..).unwrap_or_default())?;
+            let (byte, len) = decode_escape(bytes.get(i + 1..).unwrap_or_default())
+                .map_err(|e| format!("{e} in {word}"))?;
             out.push(byte);
             i += 1 + len;
         } else {
@@ -213,10 +212,29 @@ pub(super) fn unescape_word(word: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Parses `;@name args` comments into words (leading `@` removed).
+/// Parses `;@name args` comments into words (leading `@` removed); words
+/// split at blanks, except escaped ones (`a\ b` is one word, as in a
+/// name).
 fn directive(comment: &str) -> Option<Vec<String>> {
     let rest = comment.strip_prefix('@')?;
-    let words: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            // A final backslash stays: the name it ends is then refused.
+            '\\' => word.extend(std::iter::once('\\').chain(chars.next())),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
     (!words.is_empty()).then_some(words)
 }
 
@@ -286,6 +304,48 @@ mod tests {
         assert_eq!(
             e[0].directive.as_deref(),
             Some(&["servfail".to_owned(), "bad.example.".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn escaped_blanks_and_specials_stay_in_the_word() {
+        let e = entries(r#"a\ b.example. TXT x\;y \(z\) q\"r ; c"#).unwrap();
+        assert_eq!(
+            words(&e[0]),
+            [r"a\ b.example.", "TXT", r"x\;y", r"\(z\)", r#"q\"r"#]
+        );
+    }
+
+    #[test]
+    fn backslash_before_end_of_line_is_an_error_at_its_line() {
+        for (input, line) in [
+            ("a A 1\nb\\\nA 2\n", 2),
+            ("a A 1\n\nb TXT x\\", 3),
+            ("a A 1\nb TXT x\\\r\n", 2),
+        ] {
+            let err = entries(input).unwrap_err();
+            assert_eq!(err.line, line, "{input:?}");
+            assert!(err.message.contains("backslash"), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn escaped_newline_in_a_quoted_string_counts_its_line() {
+        let e = entries("a TXT \"x\\\ny\"\nb A 1\n").unwrap();
+        assert_eq!(e[0].tokens[2], Token::Quoted(b"x\ny".to_vec()));
+        assert_eq!(e[1].line, 3);
+    }
+
+    #[test]
+    fn directive_names_keep_escaped_blanks() {
+        let e = entries(";@servfail a\\ b.example.\n;@note trailing\\").unwrap();
+        assert_eq!(
+            e[0].directive.as_deref(),
+            Some(&["servfail".to_owned(), r"a\ b.example.".to_owned()][..])
+        );
+        assert_eq!(
+            e[1].directive.as_deref(),
+            Some(&["note".to_owned(), r"trailing\".to_owned()][..])
         );
     }
 

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::lex::{Entry, Token, entries, unescape_word};
 use super::{FailMode, Soa, ZoneData, ZoneRecord};
-use crate::dns::Mx;
+use crate::dns::{Mx, name};
 
 /// TTL used when the file sets neither `$TTL` nor an explicit TTL.
 const FALLBACK_TTL: u32 = 3600;
@@ -33,8 +33,19 @@ pub(super) fn parse(text: &str, default_origin: Option<&str>) -> Result<Parsed, 
         line: e.line,
         message: e.message,
     })?;
+    let origin = match default_origin {
+        Some(text) => Some(
+            name::parse(text)
+                .map_err(|e| LineError {
+                    line: 0,
+                    message: format!("default origin {text}: {e}"),
+                })?
+                .labels,
+        ),
+        None => None,
+    };
     let mut state = State {
-        origin: default_origin.map(crate::dns::normalize_name),
+        origin,
         ..State::default()
     };
     let mut out = Parsed::default();
@@ -79,7 +90,8 @@ impl CnameCheck {
 
 #[derive(Default)]
 struct State {
-    origin: Option<String>,
+    /// `$ORIGIN` (or the default origin), as labels of raw octets.
+    origin: Option<Vec<Vec<u8>>>,
     default_ttl: Option<u32>,
     last_ttl: Option<u32>,
     last_owner: Option<String>,
@@ -125,11 +137,13 @@ impl State {
     fn control(&mut self, keyword: &str, fields: &mut Fields<'_>) -> Result<(), String> {
         match keyword.to_ascii_uppercase().as_str() {
             "$ORIGIN" => {
-                let name = fields.next_word()?;
-                if !name.ends_with('.') {
-                    return Err(format!("$ORIGIN {name} must be absolute (end with '.')"));
+                let word = fields.next_word()?;
+                let parsed = name::parse(word).map_err(|e| format!("{e} in name {word}"))?;
+                if !parsed.absolute {
+                    return Err(format!("$ORIGIN {word} must be absolute (end with '.')"));
                 }
-                self.origin = Some(self.name(name)?);
+                name::check(&parsed.labels).map_err(|e| format!("{e} in name {word}"))?;
+                self.origin = Some(parsed.labels);
             }
             "$TTL" => self.default_ttl = Some(ttl(fields.next_word()?)?),
             "$INCLUDE" => {
@@ -212,32 +226,28 @@ impl State {
         })
     }
 
-    /// Makes `word` absolute against `$ORIGIN` and normalizes it. Without an
-    /// origin, relative names are taken as absolute.
+    /// Makes `word` absolute against `$ORIGIN` and returns its canonical
+    /// text ([`name::canonical`]): escapes decoded (RFC 1035 §5.1: `\X`,
+    /// `\DDD`, `\.` inside a label), ASCII lower-cased. Without an origin,
+    /// relative names are taken as absolute. Labels must be 1–63 octets and
+    /// the name at most 255 on the wire.
     fn name(&self, word: &str) -> Result<String, String> {
-        if word == "@" {
-            return self
-                .origin
+        let bad = |e: name::NameError| format!("{e} in name {word}");
+        let mut labels = if word == "@" {
+            self.origin
                 .clone()
-                .ok_or_else(|| "'@' used without $ORIGIN".into());
-        }
-        if word == "." {
-            return Ok(String::new());
-        }
-        let name = if word.ends_with('.') {
-            crate::dns::normalize_name(word)
+                .ok_or_else(|| "'@' used without $ORIGIN".to_owned())?
         } else {
-            match self.origin.as_deref() {
-                Some("") | None => word.to_ascii_lowercase(),
-                Some(origin) => format!("{word}.{origin}").to_ascii_lowercase(),
+            let parsed = name::parse(word).map_err(bad)?;
+            let mut labels = parsed.labels;
+            if !parsed.absolute {
+                labels.extend(self.origin.iter().flatten().cloned());
             }
+            labels
         };
-        // RFC 1035 §3.1: only the root label is empty. `e..` would be kept
-        // as `e.`, a name no query can ask for (queries drop one final dot).
-        if name.split('.').any(str::is_empty) {
-            return Err(format!("empty label in name {word}"));
-        }
-        Ok(name)
+        name::check(&labels).map_err(bad)?;
+        labels.iter_mut().for_each(|l| l.make_ascii_lowercase());
+        Ok(name::render(&labels))
     }
 }
 
@@ -369,6 +379,74 @@ mod tests {
     }
 
     #[test]
+    fn owner_escapes_follow_rfc_1035_section_5_1() {
+        // Names are stored as the canonical text of their octets
+        // (crate::dns::name::render): printable ASCII as is, `\.` and `\\`
+        // for dot and backslash, `\DDD` for every other octet.
+        for (text, want) in [
+            // \X (X not a digit) is X literally.
+            (r"\a\B\-c A 192.0.2.1", "ab-c.example.com"),
+            (r"a\;b A 192.0.2.1", "a;b.example.com"),
+            // \DDD is a decimal octet (not octal: \065 is 'A', then folded).
+            (r"\065\066 A 192.0.2.1", "ab.example.com"),
+            (r"x\200y A 192.0.2.1", r"x\200y.example.com"),
+            // \. is a dot inside one label, not a separator.
+            (r"a\.b A 192.0.2.1", r"a\.b.example.com"),
+            (r"a\.b.other. A 192.0.2.1", r"a\.b.other"),
+            (r"a\046b A 192.0.2.1", r"a\.b.example.com"),
+            // \ and a space: a space in the owner, which stays one word.
+            (r"a\ b A 192.0.2.1", r"a\032b.example.com"),
+            (r"a\032b A 192.0.2.1", r"a\032b.example.com"),
+            // Other octets stand for themselves.
+            ("a%b:c/d_e=f A 192.0.2.1", "a%b:c/d_e=f.example.com"),
+            (r"a\\b A 192.0.2.1", r"a\\b.example.com"),
+            // A final escaped dot is part of the label: the name is relative.
+            (r"x\. A 192.0.2.1", r"x\..example.com"),
+            // ASCII letters fold, other octets do not (É stays É).
+            ("É A 192.0.2.1", r"\195\137.example.com"),
+        ] {
+            assert_eq!(one(text).name, want, "{text}");
+        }
+        let r = one(r"a CNAME t\ 1.Other.");
+        assert_eq!(r.data, ZoneData::Cname(r"t\0321.other".into()));
+        let p = parse("$ORIGIN s\\.p.example.\nx A 192.0.2.1\n", None).unwrap();
+        assert_eq!(p.records[0].name, r"x.s\.p.example");
+        let p = parse(";@servfail a\\ b\n", Some("example.com")).unwrap();
+        assert_eq!(p.failures[0].0, r"a\032b.example.com");
+    }
+
+    #[test]
+    fn character_strings_take_escapes_quoted_or_not() {
+        for (text, want) in [
+            (r#"a TXT "say \"hi\"""#, vec![&br#"say "hi""#[..]]),
+            (r#"a TXT "\;\ \065\\""#, vec![br"; A\"]),
+            (r#"a TXT x\ y \"z\""#, vec![b"x y", br#""z""#]),
+            (r#"a TXT "\000\255""#, vec![b"\x00\xff"]),
+        ] {
+            let want: Vec<Vec<u8>> = want.into_iter().map(<[u8]>::to_vec).collect();
+            assert_eq!(one(text).data, ZoneData::Txt(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn name_limits_count_octets() {
+        let l63 = "x".repeat(63);
+        assert!(parse(&format!("{l63}.example. A 192.0.2.1"), None).is_ok());
+        let escaped = format!("{}.example. A 192.0.2.1", r"\032".repeat(63));
+        assert!(parse(&escaped, None).is_ok());
+        let name_253 = format!("{}x.example.", "a.".repeat(122));
+        assert!(parse(&format!("{name_253} A 192.0.2.1"), None).is_ok());
+        for (text, needle) in [
+            (format!("x{l63}.example. A 192.0.2.1"), "label of 64 octets"),
+            (format!("a{name_253} A 192.0.2.1"), "exceeds 255"),
+            (format!("a CNAME x{l63}."), "label of 64"),
+        ] {
+            let err = parse(&text, None).unwrap_err();
+            assert!(err.message.contains(needle), "{text}: {}", err.message);
+        }
+    }
+
+    #[test]
     fn ttl_and_class_come_in_either_order() {
         for (text, want) in [
             ("a 300 IN A 192.0.2.1", 300),
@@ -461,6 +539,16 @@ mod tests {
             ("a CNAME b..", 1, "empty label"),
             ("$ORIGIN a..\n", 1, "empty label"),
             (";@servfail x..y\n", 1, "empty label"),
+            // RFC 1035 §5.1 escapes gone wrong.
+            ("a A 192.0.2.1\nb\\256 A 192.0.2.1", 2, "above 255"),
+            ("a\\1 A 192.0.2.1", 1, "three digits"),
+            ("a TXT x\\300", 1, "above 255"),
+            ("a TXT \"\\999\"", 1, "above 255"),
+            ("a A 192.0.2.1\n\nb TXT x\\", 3, "backslash at end"),
+            ("a A 192.0.2.1\nb\\\n A 192.0.2.2", 2, "backslash at end"),
+            ("$ORIGIN x\\.\n", 1, "must be absolute"),
+            (";@servfail x\\\n", 1, "backslash at end of name"),
+            ("a MX 10 m\\256.example.", 1, "above 255"),
         ] {
             let err = parse(text, None).unwrap_err();
             assert_eq!(err.line, line, "{text}");
