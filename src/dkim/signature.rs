@@ -135,6 +135,20 @@ pub struct SignatureSummary {
 }
 
 impl SignatureSummary {
+    /// The same as [`SignatureSummary::of`] for a tag list that parsed
+    /// (where every tag occurs once).
+    fn from_tags(tags: &TagList) -> SignatureSummary {
+        let get = |name| tags.get(name).map(|v| strip_fws(v.trim()).into_owned());
+        SignatureSummary {
+            domain: get("d"),
+            selector: get("s"),
+            algorithm: get("a"),
+            identity: get("i"),
+            b: get("b"),
+            reports: tags.get("r").is_some_and(|r| strip_fws(r.trim()) == "y"),
+        }
+    }
+
     /// Best-effort extraction from a header value that may not parse.
     pub fn of(value: &[u8]) -> SignatureSummary {
         // Split as leniently as possible; the first occurrence of a tag wins.
@@ -242,22 +256,37 @@ fn required<'a>(tags: &'a TagList, name: &'static str) -> Result<&'a str, Signat
 impl Signature {
     /// Parses the value of a DKIM-Signature field (RFC 6376 §3.5, §6.1.1).
     pub fn parse(value: &[u8]) -> Result<Signature, SignatureError> {
-        let tags = TagList::parse(value)?;
-        let version = required(&tags, "v")?;
+        Signature::from_tags(&TagList::parse(value)?)
+    }
+
+    /// [`Signature::parse`] and [`SignatureSummary::of`] with one parse of
+    /// the tag list (the verifier needs both for every signature).
+    pub fn parse_summarized(value: &[u8]) -> (SignatureSummary, Result<Signature, SignatureError>) {
+        match TagList::parse(value) {
+            Ok(tags) => (
+                SignatureSummary::from_tags(&tags),
+                Signature::from_tags(&tags),
+            ),
+            Err(e) => (SignatureSummary::of(value), Err(e.into())),
+        }
+    }
+
+    fn from_tags(tags: &TagList) -> Result<Signature, SignatureError> {
+        let version = required(tags, "v")?;
         if version != "1" {
             return Err(SignatureError::Version(version.to_string()));
         }
-        let a = required(&tags, "a")?;
+        let a = required(tags, "a")?;
         let algorithm =
             Algorithm::parse(a).ok_or_else(|| SignatureError::UnknownAlgorithm(a.to_string()))?;
-        let (header_canon, body_canon) = canonicalization(&tags)?;
-        let domain = required(&tags, "d")?.to_string();
-        let selector = required(&tags, "s")?.to_string();
-        let signed_headers = parse_h(required(&tags, "h")?)?;
-        let identity = parse_identity(&tags, &domain)?;
-        check_query_methods(&tags)?;
-        let timestamp = number(&tags, "t", 12)?;
-        let expiration = number(&tags, "x", 12)?;
+        let (header_canon, body_canon) = canonicalization(tags)?;
+        let domain = required(tags, "d")?.to_string();
+        let selector = required(tags, "s")?.to_string();
+        let signed_headers = parse_h(required(tags, "h")?)?;
+        let identity = parse_identity(tags, &domain)?;
+        check_query_methods(tags)?;
+        let timestamp = number(tags, "t", 12)?;
+        let expiration = number(tags, "x", 12)?;
         if let (Some(t), Some(x)) = (timestamp, expiration)
             && x <= t
         {
@@ -273,14 +302,14 @@ impl Signature {
             .transpose()?;
         Ok(Signature {
             algorithm,
-            signature: b64(&tags, "b")?,
-            body_hash: b64(&tags, "bh")?,
+            signature: b64(tags, "b")?,
+            body_hash: b64(tags, "bh")?,
             header_canon,
             body_canon,
             domain,
             signed_headers,
             identity,
-            body_length: number(&tags, "l", 76)?,
+            body_length: number(tags, "l", 76)?,
             selector,
             timestamp,
             expiration,
@@ -515,6 +544,23 @@ impl Folder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The verifier takes the summary from the one tag-list parse; it must
+    /// say what the lenient reading says.
+    #[test]
+    fn summary_from_the_parse_equals_the_lenient_one() {
+        for value in [
+            &b"v=1; a=rsa-sha256; d=example.com; s=sel; h=from; bh=AAAA; b=AB CD\r\n\tEF"[..],
+            b" v = 1 ;a=ed25519-sha256;d= example.org ;s=s1;i=@mail.example.org;h=From:To;bh=x;b=y;r=y",
+            b"v=1; a=RSA-SHA256; d=e.example; s=s; h=from; bh=a; b=; r= n ;",
+            b"d=only.example; s=x",
+            b"v=1; a=rsa-sha256; d=a.example; d=b.example; s=s",
+            b"garbage",
+        ] {
+            let (summary, _) = Signature::parse_summarized(value);
+            assert_eq!(summary, SignatureSummary::of(value), "{}", String::from_utf8_lossy(value));
+        }
+    }
 
     fn sample() -> Signature {
         Signature {

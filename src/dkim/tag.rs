@@ -70,12 +70,16 @@ fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
 impl TagList {
     /// Parses a tag list. Empty tag-specs (`;;`, trailing `;`) are tolerated.
     pub fn parse(input: &[u8]) -> Result<TagList, TagError> {
+        /// Tag lists up to this long find duplicates by comparison.
+        const SMALL: usize = 24;
         let text = String::from_utf8_lossy(input).into_owned();
         let bytes = text.as_bytes();
         let mut tags: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(16);
-        // Names seen, in a set: a hostile field may carry 100 000 tags, and
+        // Names seen: compared with those before while there are few (a real
+        // signature has about a dozen tags: no hashing, no allocation), in a
+        // set past that, since a hostile field may carry 100 000 tags and
         // comparing each with all before it was quadratic (tests/hostile).
-        let mut seen: HashSet<&[u8]> = HashSet::with_capacity(16);
+        let mut seen: HashSet<&[u8]> = HashSet::new();
         for spec in bytes.split(|&b| b == b';') {
             let spec = trim_fws(spec);
             if spec.is_empty() {
@@ -88,7 +92,15 @@ impl TagList {
             if !valid_name(name) {
                 return Err(TagError::BadName(lossy(name)));
             }
-            if !seen.insert(name) {
+            let duplicate = if tags.len() < SMALL {
+                tags.iter().any(|(n, _)| bytes.get(n.clone()) == Some(name))
+            } else {
+                if seen.is_empty() {
+                    seen.extend(tags.iter().filter_map(|(n, _)| bytes.get(n.clone())));
+                }
+                !seen.insert(name)
+            };
+            if duplicate {
                 return Err(TagError::Duplicate(lossy(name)));
             }
             let value = trim_fws(&spec[eq + 1..]);
@@ -191,6 +203,21 @@ mod tests {
         assert_eq!(t.get("a"), Some("rsa-sha256"));
         assert_eq!(t.get("b"), Some("ab\r\n cd"));
         assert_eq!(t.first_name(), Some("v"));
+    }
+
+    #[test]
+    fn duplicates_are_found_on_both_sides_of_the_small_list_limit() {
+        for n in [1, 23, 24, 25, 30] {
+            let list: String = (0..n).map(|i| format!("t{i}=v;")).collect();
+            for dup in [0, n - 1] {
+                let text = format!("{list}t{dup}=again");
+                assert_eq!(
+                    TagList::parse(text.as_bytes()),
+                    Err(TagError::Duplicate(format!("t{dup}"))),
+                    "{n} tags, duplicate of t{dup}"
+                );
+            }
+        }
     }
 
     #[test]

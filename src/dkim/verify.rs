@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::canon::{BodyHash, BodySpec, canon_header};
 use super::key::{KeyRecord, PreparedKey};
-use super::signature::{Algorithm, Signature, SignatureSummary};
+use super::signature::{Algorithm, Signature, SignatureError, SignatureSummary};
 use super::tag::without_b_value;
 use crate::dns::DnsError;
 use crate::message::headers::Header;
@@ -146,7 +146,7 @@ pub fn find_signatures(headers: &[Header], opts: &VerifyOptions, now: u64) -> Ve
         .filter(|(_, h)| h.is("DKIM-Signature"))
         .enumerate()
         .map(|(n, (header_index, h))| {
-            let mut summary = SignatureSummary::of(h.value());
+            let (mut summary, parsed) = Signature::parse_summarized(h.value());
             let state = if n >= opts.max_signatures {
                 let why = format!("not checked: more than {} signatures", opts.max_signatures);
                 Err(Box::new(DkimOutcome::new(
@@ -155,7 +155,7 @@ pub fn find_signatures(headers: &[Header], opts: &VerifyOptions, now: u64) -> Ve
                     why,
                 )))
             } else {
-                precheck(h.value(), &summary, opts, now)
+                precheck(parsed, &summary, opts, now)
             };
             // i= is dkim-quoted-printable (RFC 6376 §3.5): results carry the
             // AUID it encodes (A-R header.i, RFC 6591 DKIM-Identity).
@@ -175,13 +175,13 @@ pub fn find_signatures(headers: &[Header], opts: &VerifyOptions, now: u64) -> Ve
 }
 
 fn precheck(
-    value: &[u8],
+    parsed: Result<Signature, SignatureError>,
     summary: &SignatureSummary,
     opts: &VerifyOptions,
     now: u64,
 ) -> Result<Signature, Box<DkimOutcome>> {
     let perm = |why: String| Box::new(DkimOutcome::new(summary, DkimResult::PermError, why));
-    let sig = Signature::parse(value).map_err(|e| perm(e.to_string()))?;
+    let sig = parsed.map_err(|e| perm(e.to_string()))?;
     if sig.algorithm == Algorithm::RsaSha1 {
         let why = "rsa-sha1 is not accepted (RFC 8301)";
         return Err(Box::new(DkimOutcome::new(summary, DkimResult::Policy, why)));
