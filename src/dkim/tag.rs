@@ -144,12 +144,11 @@ pub fn strip_fws(s: &str) -> Cow<'_, str> {
     if !s.bytes().any(is_fws) {
         return Cow::Borrowed(s);
     }
-    // Whole runs between FWS characters, copied as they are.
-    let mut kept = String::with_capacity(s.len());
-    for run in s.split([' ', '\t', '\r', '\n']) {
-        kept.push_str(run);
-    }
-    Cow::Owned(kept)
+    // Byte by byte: a four-character pattern in `str::split` walks chars
+    // through a searcher, several times slower on a folded 344-byte b=.
+    let kept: Vec<u8> = s.bytes().filter(|&b| !is_fws(b)).collect();
+    // Only ASCII bytes were taken out of valid UTF-8, so this cannot fail.
+    Cow::Owned(String::from_utf8(kept).unwrap_or_default())
 }
 
 /// Returns `raw` (a whole DKIM-Signature field, name included) with the value
