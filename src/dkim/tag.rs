@@ -72,7 +72,12 @@ impl TagList {
     pub fn parse(input: &[u8]) -> Result<TagList, TagError> {
         /// Tag lists up to this long find duplicates by comparison.
         const SMALL: usize = 24;
-        let text = String::from_utf8_lossy(input).into_owned();
+        // Checked first: a valid (nearly always ASCII) value is copied as it
+        // is, without the lossy decoder's walk over it.
+        let text = match std::str::from_utf8(input) {
+            Ok(valid) => valid.to_owned(),
+            Err(_) => String::from_utf8_lossy(input).into_owned(),
+        };
         let bytes = text.as_bytes();
         let mut tags: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(16);
         // Names seen: compared with those before while there are few (a real

@@ -78,7 +78,16 @@ impl Header {
             .copied()
             .filter(|&b| b != b'\r' && b != b'\n')
             .collect();
-        String::from_utf8_lossy(&unfolded).trim().to_string()
+        let text = match String::from_utf8(unfolded) {
+            Ok(valid) => valid,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        let trimmed = text.trim();
+        if trimmed.len() == text.len() {
+            text
+        } else {
+            trimmed.to_owned()
+        }
     }
 
     /// Whether the field was well formed (has a colon and a non-empty name).
