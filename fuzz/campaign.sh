@@ -36,6 +36,8 @@ for t in "$@"; do
     dict=()
     [ -e "dicts/$t.dict" ] && dict=("-dict=dicts/$t.dict")
     log="$logs/$t.log"
+    # Built (again, if the sources changed since) before the clock starts.
+    "${cargo[@]}" fuzz build -O "$t"
     start=$(date +%s)
     rc=0
     nice -n 19 "${cargo[@]}" fuzz run -O "$t" "$corpus_root/$t" -- \
