@@ -29,8 +29,14 @@ fuzz_target!(|data: &[u8]| {
     }
     match wire_labels(&text) {
         Some(labels) => {
-            assert!(labels.iter().all(|l| (1..=63).contains(&l.len())), "{text:?}");
-            assert!(labels.iter().map(|l| l.len() + 1).sum::<usize>() < 256, "{text:?}");
+            assert!(
+                labels.iter().all(|l| (1..=63).contains(&l.len())),
+                "{text:?}"
+            );
+            assert!(
+                labels.iter().map(|l| l.len() + 1).sum::<usize>() < 256,
+                "{text:?}"
+            );
             assert_eq!(parsed.as_ref().map(|p| &p.labels), Ok(&labels));
         }
         None => assert!(parsed.as_ref().map_or(true, |p| check(&p.labels).is_err())),
